@@ -1,0 +1,52 @@
+"""Content digests (``algorithm:hex``) as a value type, parsed once at the edge."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from engine.errors import ImageSourceError
+
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+class Digest(str):
+    """A digest such as ``sha256:…``; ``str(d)`` is the ``algorithm:hex`` form."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        """Validate ``text`` as the OCI digest grammar (with known lengths for sha2)."""
+        if not _DIGEST.fullmatch(text):
+            raise ImageSourceError(f"invalid digest {text!r}")
+        algorithm, _, encoded = text.partition(":")
+        expected = _HEX_LENGTHS.get(algorithm)
+        if expected is not None and (
+            len(encoded) != expected or not re.fullmatch(r"[a-f0-9]+", encoded)
+        ):
+            raise ImageSourceError(f"invalid digest {text!r}")
+        return cls(text)
+
+    @classmethod
+    def of(cls, data: bytes) -> Digest:
+        """The sha256 digest of ``data``."""
+        return cls("sha256:" + hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def from_hash(cls, hasher: hashlib._Hash) -> Digest:
+        return cls(f"{hasher.name}:{hasher.hexdigest()}")
+
+    @property
+    def algorithm(self) -> str:
+        return self.partition(":")[0]
+
+    @property
+    def hex(self) -> str:  # type: ignore[override]
+        return self.partition(":")[2]
+
+    @property
+    def short(self) -> str:
+        """The 12-character form Docker shows as a layer's ID in progress output."""
+        return self.hex[:12]

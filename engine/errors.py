@@ -1,0 +1,184 @@
+"""One exception tree for everything Hoist raises on purpose.
+
+    HoistError
+    ├── InvalidReferenceError (also ValueError)   a reference that does not parse
+    ├── ImageNotFoundError                        no such image or tag in the store
+    ├── StoreError                                the local store is unreadable or inconsistent
+    ├── ImageSourceError                          an archive or layout that cannot be used
+    │   ├── UnsafeArchiveError                    an entry that escapes (.., absolute, links)
+    │   └── DigestMismatchError                   content that does not hash to its digest
+    ├── PushError                                 the push itself cannot go on
+    │   └── DigestReferenceError                  "cannot push a digest reference"
+    └── RegistryError                             the registry refused or could not be reached
+        ├── TransportError                        connection refused, reset, timed out, TLS
+        └── RegistryResponseError                 an HTTP answer that is an error (code, status)
+            ├── UnauthorizedError                 UNAUTHORIZED / 401
+            ├── DeniedError                       DENIED / 403
+            ├── NameUnknownError                  NAME_UNKNOWN
+            ├── NameInvalidError                  NAME_INVALID
+            ├── BlobUnknownError                  BLOB_UNKNOWN
+            ├── BlobUploadUnknownError            BLOB_UPLOAD_UNKNOWN
+            ├── BlobUploadInvalidError            BLOB_UPLOAD_INVALID
+            ├── DigestInvalidError                DIGEST_INVALID
+            ├── ManifestInvalidError              MANIFEST_INVALID / MANIFEST_BLOB_UNKNOWN …
+            ├── SizeInvalidError                  SIZE_INVALID
+            ├── UnsupportedError                  UNSUPPORTED / 405
+            └── TooManyRequestsError              TOOMANYREQUESTS / 429
+
+The CLI maps every HoistError to one ``Error: …`` line and exit code 1; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class HoistError(Exception):
+    """Base of every error Hoist raises on purpose."""
+
+
+class InvalidReferenceError(HoistError, ValueError):
+    """A reference that does not follow Docker's grammar."""
+
+
+class ImageNotFoundError(HoistError):
+    """No image with that reference or ID in the local store."""
+
+
+class StoreError(HoistError):
+    """The local store cannot be read or written."""
+
+
+class ImageSourceError(HoistError):
+    """An image archive or layout that cannot be used (missing, corrupt, malformed)."""
+
+
+class UnsafeArchiveError(ImageSourceError):
+    """An archive entry that would escape its directory (``..``, absolute path, link)."""
+
+
+class DigestMismatchError(ImageSourceError):
+    """Content whose digest differs from the one that names it."""
+
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        super().__init__(f"{what}: digest mismatch: expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class PushError(HoistError):
+    """The push cannot go on for a reason of Hoist's own (not the registry's)."""
+
+
+class DigestReferenceError(PushError):
+    def __init__(self) -> None:
+        super().__init__("cannot push a digest reference")
+
+
+class RegistryError(HoistError):
+    """The registry refused a request or could not be reached."""
+
+
+class TransportError(RegistryError):
+    """The connection failed: refused, reset, timed out, or TLS."""
+
+
+class RegistryResponseError(RegistryError):
+    """An error answer from the registry, decoded from its body when it has one.
+
+    ``code`` is the spec's error code (``BLOB_UNKNOWN``) or ``None`` when the body carried none.
+    """
+
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None = None,
+        detail: object = None,
+        method: str = "",
+        url: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or self.default_code
+        self.detail = detail
+        self.method = method
+        self.url = url
+
+
+class UnauthorizedError(RegistryResponseError):
+    default_code = "UNAUTHORIZED"
+
+
+class DeniedError(RegistryResponseError):
+    default_code = "DENIED"
+
+
+class NameUnknownError(RegistryResponseError):
+    default_code = "NAME_UNKNOWN"
+
+
+class NameInvalidError(RegistryResponseError):
+    default_code = "NAME_INVALID"
+
+
+class BlobUnknownError(RegistryResponseError):
+    default_code = "BLOB_UNKNOWN"
+
+
+class BlobUploadUnknownError(RegistryResponseError):
+    default_code = "BLOB_UPLOAD_UNKNOWN"
+
+
+class BlobUploadInvalidError(RegistryResponseError):
+    default_code = "BLOB_UPLOAD_INVALID"
+
+
+class DigestInvalidError(RegistryResponseError):
+    default_code = "DIGEST_INVALID"
+
+
+class ManifestInvalidError(RegistryResponseError):
+    default_code = "MANIFEST_INVALID"
+
+
+class SizeInvalidError(RegistryResponseError):
+    default_code = "SIZE_INVALID"
+
+
+class UnsupportedError(RegistryResponseError):
+    default_code = "UNSUPPORTED"
+
+
+class TooManyRequestsError(RegistryResponseError):
+    default_code = "TOOMANYREQUESTS"
+
+
+#: The spec's error codes, each to the class that carries it.
+ERROR_CODES: dict[str, type[RegistryResponseError]] = {
+    "UNAUTHORIZED": UnauthorizedError,
+    "DENIED": DeniedError,
+    "NAME_UNKNOWN": NameUnknownError,
+    "NAME_INVALID": NameInvalidError,
+    "BLOB_UNKNOWN": BlobUnknownError,
+    "BLOB_UPLOAD_UNKNOWN": BlobUploadUnknownError,
+    "BLOB_UPLOAD_INVALID": BlobUploadInvalidError,
+    "DIGEST_INVALID": DigestInvalidError,
+    "MANIFEST_INVALID": ManifestInvalidError,
+    "MANIFEST_UNKNOWN": ManifestInvalidError,
+    "MANIFEST_BLOB_UNKNOWN": ManifestInvalidError,
+    "MANIFEST_UNVERIFIED": ManifestInvalidError,
+    "TAG_INVALID": ManifestInvalidError,
+    "SIZE_INVALID": SizeInvalidError,
+    "UNSUPPORTED": UnsupportedError,
+    "TOOMANYREQUESTS": TooManyRequestsError,
+}
+
+#: When the body names no code, the HTTP status still says something.
+STATUS_CLASSES: dict[int, type[RegistryResponseError]] = {
+    401: UnauthorizedError,
+    403: DeniedError,
+    405: UnsupportedError,
+    429: TooManyRequestsError,
+}

@@ -1,0 +1,141 @@
+"""The small core every image source implements, and the file-backed parts they share.
+
+A source (the store, a docker-archive, an OCI layout or archive) hands the pusher an ``Image``:
+its config bytes, its layers, and — for sources that carry one — the manifest to push byte for
+byte. A layer either is already a registry blob (``descriptor`` set: pushed as it is) or is an
+uncompressed tar that the pusher compresses (``descriptor`` None). Every body is re-openable, from
+any offset, so a retry or a resume can replay it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import aiofiles
+
+from engine.digest import Digest
+
+#: Read size for file-backed blobs: large enough that a thread hop per chunk costs nothing.
+CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI content descriptor: what a manifest says of a blob."""
+
+    media_type: str
+    digest: Digest
+    size: int
+    urls: tuple[str, ...] = ()
+    annotations: dict[str, str] | None = None
+    platform: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "size": self.size,
+            "digest": str(self.digest),
+        }
+        if self.urls:
+            out["urls"] = list(self.urls)
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        if self.platform:
+            out["platform"] = dict(self.platform)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Descriptor:
+        return cls(
+            media_type=str(data.get("mediaType", "")),
+            digest=Digest.parse(str(data["digest"])),
+            size=int(data["size"]),
+            urls=tuple(data.get("urls") or ()),
+            annotations=data.get("annotations"),
+            platform=data.get("platform"),
+        )
+
+
+@runtime_checkable
+class Layer(Protocol):
+    @property
+    def diff_id(self) -> Digest | None:
+        """sha256 of the uncompressed tar, when the source knows it."""
+
+    @property
+    def descriptor(self) -> Descriptor | None:
+        """The blob as pushed, when it already is one; None when the pusher must compress."""
+
+    @property
+    def size(self) -> int:
+        """How many bytes ``open()`` yields."""
+
+    def open(self, offset: int = 0) -> AsyncIterator[bytes]:
+        """A fresh stream of the layer's bytes from ``offset``."""
+
+
+@runtime_checkable
+class Image(Protocol):
+    @property
+    def config(self) -> bytes:
+        """The image config, byte for byte; its sha256 is the image ID."""
+
+    @property
+    def config_media_type(self) -> str: ...
+
+    @property
+    def layers(self) -> Sequence[Layer]: ...
+
+    @property
+    def manifest(self) -> tuple[str, bytes] | None:
+        """(media type, bytes) of a manifest to push as it is, or None to build schema 2."""
+
+
+async def read_file_range(
+    path: Path, offset: int, size: int, chunk_size: int = CHUNK_SIZE
+) -> AsyncIterator[bytes]:
+    """Stream ``size`` bytes of ``path`` starting at ``offset``, reading off the event loop."""
+    remaining = size
+    async with aiofiles.open(path, "rb") as f:
+        await f.seek(offset)
+        while remaining > 0:
+            chunk = await f.read(min(chunk_size, remaining))
+            if not chunk:
+                raise EOFError(f"{path}: ended {remaining} bytes early")
+            remaining -= len(chunk)
+            yield chunk
+
+
+@dataclass(frozen=True)
+class FileLayer:
+    """A layer whose bytes lie at ``offset`` in a file (a layout blob, a tar member, a store tar)."""
+
+    path: Path
+    size: int
+    offset: int = 0
+    diff_id: Digest | None = None
+    descriptor: Descriptor | None = None
+
+    def open(self, offset: int = 0) -> AsyncIterator[bytes]:
+        return read_file_range(self.path, self.offset + offset, self.size - offset)
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """An image assembled by a source: the plain implementation of ``Image``."""
+
+    config: bytes
+    layers: Sequence[Layer]
+    config_media_type: str
+    manifest: tuple[str, bytes] | None = None
+    #: Where it came from, for messages ("docker-archive:x.tar", "oci:dir:tag", "store").
+    origin: str = ""
+    #: Tags the source names for it (docker-archive RepoTags, OCI ref names), as written.
+    names: tuple[str, ...] = field(default=())
+
+    @property
+    def id(self) -> Digest:
+        return Digest.of(self.config)
