@@ -111,7 +111,7 @@ async def read_file_range(
 
 @dataclass(frozen=True)
 class FileLayer:
-    """A layer whose bytes lie at ``offset`` in a file (a layout blob, a tar member, a store tar)."""
+    """A layer whose bytes lie at ``offset`` in a file: layout blob, tar member or store tar."""
 
     path: Path
     size: int

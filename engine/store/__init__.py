@@ -1,0 +1,17 @@
+"""The local store: images, tags, layers and push metadata in Docker's on-disk layout."""
+
+from engine.store.layers import chain_ids
+from engine.store.layout import default_root
+from engine.store.metadata import MAX_METADATA, V2Metadata, check_hmac, compute_hmac
+from engine.store.store import ImageSummary, Store
+
+__all__ = [
+    "MAX_METADATA",
+    "ImageSummary",
+    "Store",
+    "V2Metadata",
+    "chain_ids",
+    "check_hmac",
+    "compute_hmac",
+    "default_root",
+]

@@ -1,0 +1,347 @@
+"""Push benchmark: Hoist against skopeo, cold, on a real registry on loopback.
+
+``python -m benchmarks.push [--runs 5] [--layers 8] [--layer-mib 32] [--out FILE]`` generates an
+image of random layers once, then in each round pushes it with every contender in turn, each
+to a registry started for that run alone and stopped after it. ``--memory`` instead pushes one
+large single-layer image from the store once and reports Hoist's peak RSS. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks.process import BenchmarkError, Measured, run_checked, run_measured
+from benchmarks.report import Contender, Run, summarise, table
+from engine.image.sample import LayerSpec, write_docker_archive, write_oci_layout
+from engine.testing.registry import LocalRegistry, start_registry
+
+MIB = 1 << 20
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLI = REPO_ROOT / "cli.py"
+RESULTS = Path(__file__).resolve().parent / "results"
+#: The name the docker-archive carries; ``hoist load`` files the image under it.
+SOURCE_NAME = "bench/sample:latest"
+TAG = "latest"
+#: The issue's bound for a push of one 256 MiB layer from the store.
+MEMORY_LIMIT_MIB = 100
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+HOIST_STORE = Contender("hoist-store", "1 hoist push (store, gzip)", peer="skopeo-archive")
+HOIST_LAYOUT = Contender("hoist-layout", "2 hoist push --from oci-layout", peer="skopeo-oci")
+SKOPEO_OCI = Contender("skopeo-oci", "3 skopeo copy oci:")
+SKOPEO_ARCHIVE = Contender("skopeo-archive", "4 skopeo copy docker-archive: (gzip)")
+CONTENDERS = (HOIST_STORE, HOIST_LAYOUT, SKOPEO_OCI, SKOPEO_ARCHIVE)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What is generated once, untimed, and shared by every run."""
+
+    base: Path
+    archive: Path
+    layout: Path | None
+    store: Path
+    image_id: str
+    layer_count: int
+    env: dict[str, str]
+    timeout: float
+
+
+# --- generation -------------------------------------------------------------------------------
+
+
+def child_env(base: Path) -> dict[str, str]:
+    """The environment of every child: no proxies, and an empty Docker config (no credentials)."""
+    docker_config = base / "docker-config"
+    docker_config.mkdir(exist_ok=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in _PROXY_VARIABLES and not k.startswith("HOIST_")
+    }
+    env["DOCKER_CONFIG"] = str(docker_config)
+    return env
+
+
+def hoist_argv(root: Path, *args: str) -> list[str]:
+    return [sys.executable, str(CLI), "--root", str(root), *args]
+
+
+def generate(
+    base: Path, specs: Sequence[LayerSpec], *, with_layout: bool, timeout: float
+) -> Workspace:
+    """Write the docker-archive (and the OCI layout) of ``specs``; load the archive into a store."""
+    env = child_env(base)
+    archive = base / "image.tar"
+    tars = base / "layer-tars"
+    tars.mkdir()
+    sample = write_docker_archive(archive, specs, [SOURCE_NAME], tars)
+    shutil.rmtree(tars)  # the archive holds them now; keep the disk footprint down
+    layout = None
+    if with_layout:
+        layout = base / "layout"
+        oci = write_oci_layout(layout, specs, TAG)
+        if oci.image_id != sample.image_id:
+            raise BenchmarkError("the OCI layout and the docker-archive hold different images")
+    store = base / "store"
+    run_checked(hoist_argv(store, "load", "-q", "-i", str(archive)), timeout=timeout, env=env)
+    return Workspace(base, archive, layout, store, str(sample.image_id), len(specs), env, timeout)
+
+
+# --- contenders -------------------------------------------------------------------------------
+
+
+def _hoist_from_store(ws: Workspace, run_dir: Path, target: str) -> list[str]:
+    # A private copy of the store per run: no push metadata ("pushed where") from earlier runs.
+    root = run_dir / "store"
+    shutil.copytree(ws.store, root, symlinks=True)
+    run_checked(hoist_argv(root, "tag", SOURCE_NAME, target), timeout=ws.timeout, env=ws.env)
+    return hoist_argv(root, "push", "-q", target)
+
+
+def _hoist_from_layout(ws: Workspace, run_dir: Path, target: str) -> list[str]:
+    return hoist_argv(run_dir / "store", "push", "-q", "--from", str(ws.layout), target)
+
+
+def _skopeo_from_layout(ws: Workspace, run_dir: Path, target: str) -> list[str]:
+    return _skopeo_copy(f"oci:{ws.layout}:{TAG}", target)
+
+
+def _skopeo_from_archive(ws: Workspace, run_dir: Path, target: str) -> list[str]:
+    return _skopeo_copy(f"docker-archive:{ws.archive}", target)
+
+
+def _skopeo_copy(source: str, target: str) -> list[str]:
+    return ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", source, f"docker://{target}"]
+
+
+#: For each contender: the untimed preparation of a run, returning the command to time.
+PREPARE: dict[str, Callable[[Workspace, Path, str], list[str]]] = {
+    HOIST_STORE.key: _hoist_from_store,
+    HOIST_LAYOUT.key: _hoist_from_layout,
+    SKOPEO_OCI.key: _skopeo_from_layout,
+    SKOPEO_ARCHIVE.key: _skopeo_from_archive,
+}
+
+
+# --- one cold run -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_registry(ws: Workspace) -> Iterator[tuple[Path, LocalRegistry]]:
+    """A run directory and a registry with empty storage inside it; both gone afterwards."""
+    with tempfile.TemporaryDirectory(prefix="run-", dir=ws.base) as tmp:
+        run_dir = Path(tmp)
+        registry = start_registry(run_dir / "registry")
+        try:
+            yield run_dir, registry
+        finally:
+            registry.stop()
+
+
+def run_once(ws: Workspace, contender: Contender, round_: int) -> Run:
+    """Push once to a fresh registry and repository; check what arrived; the measurements."""
+    repository = f"bench/{contender.key}-r{round_}"
+    with fresh_registry(ws) as (run_dir, registry):
+        target = f"{registry.host}/{repository}:{TAG}"
+        argv = PREPARE[contender.key](ws, run_dir, target)
+        measured = run_measured(argv, timeout=ws.timeout, log_dir=run_dir / "logs", env=ws.env)
+        _check_exit(measured, registry)
+        verify_pushed(ws, target)
+    return Run(round_, contender.key, repository, measured.seconds, measured.peak_rss_mib)
+
+
+def _check_exit(measured: Measured, registry: LocalRegistry) -> None:
+    if measured.exit_code != 0 or measured.timed_out:
+        log = registry.log().strip()
+        raise BenchmarkError(
+            measured.describe_failure() + (f"\n--- registry ---\n{log}" if log else "")
+        )
+
+
+def verify_pushed(ws: Workspace, target: str) -> None:
+    """Read the manifest back with skopeo: the right config and every layer, or abort."""
+    raw = run_checked(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{target}"],
+        timeout=ws.timeout,
+        env=ws.env,
+    )
+    manifest = json.loads(raw)
+    config = manifest.get("config", {}).get("digest")
+    layers = manifest.get("layers", [])
+    if config != ws.image_id or len(layers) != ws.layer_count:
+        raise BenchmarkError(
+            f"{target}: expected config {ws.image_id} and {ws.layer_count} layers, "
+            f"the registry holds config {config} and {len(layers)} layers"
+        )
+
+
+# --- the two modes ----------------------------------------------------------------------------
+
+
+def run_rounds(ws: Workspace, rounds: int) -> list[Run]:
+    """Round r pushes with contenders 1, 2, 3, 4 in turn, so machine noise hits all alike."""
+    runs: list[Run] = []
+    for round_ in range(1, rounds + 1):
+        for contender in CONTENDERS:
+            run = run_once(ws, contender, round_)
+            runs.append(run)
+            _say(
+                f"round {round_}/{rounds}  {contender.label:<38} {run.seconds:7.2f} s"
+                f"  {run.peak_rss_mib:6.0f} MiB"
+            )
+    return runs
+
+
+def push_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    specs = [LayerSpec(args.layer_mib * MIB, seed=n) for n in range(1, args.layers + 1)]
+    payload_mib = args.layers * args.layer_mib
+    _say(f"generating {args.layers} × {args.layer_mib} MiB (archive, OCI layout, store) in {base}")
+    ws = generate(base, specs, with_layout=True, timeout=args.timeout)
+    runs = run_rounds(ws, args.runs)
+    summaries = summarise(CONTENDERS, runs, payload_mib)
+    print(
+        f"\nCold push of {args.layers} × {args.layer_mib} MiB random layers to a local registry "
+        f"(fresh registry and repository per run), median of {args.runs} runs.\n"
+        f"MiB/s = {payload_mib} MiB of uncompressed layer payload / median time. "
+        f"vs skopeo = skopeo's median time / this median time (>1: Hoist is faster); "
+        f"1 is compared with 4, 2 with 3.\n"
+    )
+    print(table(summaries))
+    return {
+        "mode": "push",
+        "settings": {"runs": args.runs, "layers": args.layers, "layer_mib": args.layer_mib},
+        "payload_mib": payload_mib,
+        "layout_blob_bytes": _layout_layer_bytes(ws),
+        "image_id": ws.image_id,
+        "runs": [r.to_json() for r in runs],
+        "summary": [s.to_json() for s in summaries],
+    }
+
+
+def memory_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    _say(f"generating one {args.memory_mib} MiB layer (archive, store) in {base}")
+    specs = [LayerSpec(args.memory_mib * MIB, seed=1)]
+    ws = generate(base, specs, with_layout=False, timeout=args.timeout)
+    run = run_once(ws, HOIST_STORE, 1)
+    verdict = "within" if run.peak_rss_mib < MEMORY_LIMIT_MIB else "OVER"
+    print(
+        f"\nhoist push (store) of one {args.memory_mib} MiB layer: {run.seconds:.2f} s, "
+        f"peak RSS {run.peak_rss_mib:.1f} MiB ({verdict} the {MEMORY_LIMIT_MIB} MiB limit)"
+    )
+    return {
+        "mode": "memory",
+        "settings": {"layer_mib": args.memory_mib},
+        "limit_mib": MEMORY_LIMIT_MIB,
+        "within_limit": run.peak_rss_mib < MEMORY_LIMIT_MIB,
+        "runs": [run.to_json()],
+    }
+
+
+def _layout_layer_bytes(ws: Workspace) -> int:
+    assert ws.layout is not None
+    return sum(p.stat().st_size for p in (ws.layout / "blobs" / "sha256").iterdir())
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    def version(argv: list[str]) -> str:
+        try:
+            return run_checked(argv, timeout=30).strip()
+        except (BenchmarkError, OSError) as exc:
+            return f"unknown ({exc})"
+
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "skopeo": version(["skopeo", "--version"]),
+        "registry": version(["docker-registry", "--version"]),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.push", description=__doc__)
+    parser.add_argument("--runs", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--layers", type=int, default=8, help="layers per image (default 8)")
+    parser.add_argument("--layer-mib", type=int, default=32, help="MiB per layer (default 32)")
+    parser.add_argument(
+        "--out", type=Path, help="raw runs as JSON (default results/<mode>-<time>.json)"
+    )
+    parser.add_argument(
+        "--memory", action="store_true", help="push one big layer from the store; report peak RSS"
+    )
+    parser.add_argument("--memory-mib", type=int, default=256, help="its size (default 256)")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds allowed to each command (default 600)"
+    )
+    parser.add_argument("--work-dir", type=Path, help="where temporary files go (default: $TMPDIR)")
+    args = parser.parse_args(argv)
+    if min(args.runs, args.layers, args.layer_mib, args.memory_mib) < 1:
+        parser.error("--runs, --layers, --layer-mib and --memory-mib must be at least 1")
+    return args
+
+
+def _interrupt_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so registries stop and temporary files go."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _write_results(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    _say(f"raw runs written to {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _interrupt_on_sigterm()
+    started = datetime.now(UTC)
+    mode = "memory" if args.memory else "push"
+    out = args.out or RESULTS / f"{mode}-{started:%Y%m%d-%H%M%S}.json"
+    try:
+        with tempfile.TemporaryDirectory(prefix="hoist-bench-", dir=args.work_dir) as tmp:
+            clock = time.monotonic()
+            bench = memory_benchmark if args.memory else push_benchmark
+            result = bench(args, Path(tmp))
+            result |= {"started": started.isoformat(), "machine": machine()}
+            result["elapsed_seconds"] = round(time.monotonic() - clock, 1)
+    except BenchmarkError as exc:
+        _say(f"benchmark aborted:\n{exc}")
+        return 1
+    except KeyboardInterrupt:
+        _say("interrupted; registries stopped and temporary files removed")
+        return 130
+    _write_results(out, result)
+    if args.memory and not result["within_limit"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

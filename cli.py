@@ -1,0 +1,227 @@
+"""``hoist``: Docker's image commands without a Docker daemon — push, load, tag, images, rmi.
+
+Thin on purpose: parse arguments, build an Engine, pick a renderer, map errors to exit codes.
+Heavy modules are imported inside the commands so that ``hoist --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.api import Engine
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """Options taken before or after the command: ``hoist --root X push`` or ``push --root X``."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--root",
+        default=default(None),
+        help="store directory (env HOIST_ROOT, default ~/.local/share/hoist)",
+    )
+    parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=default([]),
+        metavar="HOST[:PORT]",
+        help="registry reachable over http or unverified https (loopback always is)",
+    )
+    parser.add_argument(
+        "--max-concurrent-uploads",
+        type=int,
+        default=default(5),
+        metavar="N",
+        help="layers uploaded at once, across every push of this run (default 5)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default("warning"),
+        choices=["debug", "info", "warning", "error"],
+        help="structured log level on stderr (default warning)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hoist",
+        description="Push container images to any Docker/OCI registry, without a Docker daemon.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    _global_options(parser, defaults=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _global_options(sub, defaults=False)
+        return sub
+
+    push = command("push", "Push an image or a repository to a registry")
+    push.add_argument("names", nargs="+", metavar="NAME[:TAG]")
+    push.add_argument("-q", "--quiet", action="store_true", help="Suppress verbose output")
+    push.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        help="push straight from a docker-archive, OCI layout or OCI archive",
+    )
+    push.add_argument(
+        "--progress",
+        choices=["auto", "tty", "plain", "json"],
+        default="auto",
+        help="progress output (default auto: tty on a terminal, else plain)",
+    )
+    push.set_defaults(run=_push)
+
+    load = command("load", "Load an image from a tar archive or an OCI layout")
+    load.add_argument("-i", "--input", required=True, metavar="PATH", help="archive or layout")
+    load.add_argument("-q", "--quiet", action="store_true", help="Suppress the load output")
+    load.set_defaults(run=_load)
+
+    tag = command("tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
+    tag.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    tag.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    tag.set_defaults(run=_tag)
+
+    images = command("images", "List images")
+    images.add_argument("--format", choices=["table", "json"], default="table")
+    images.add_argument("-q", "--quiet", action="store_true", help="Only show image IDs")
+    images.set_defaults(run=_images)
+
+    rmi = command("rmi", "Remove one or more images")
+    rmi.add_argument("names", nargs="+", metavar="IMAGE")
+    rmi.set_defaults(run=_rmi)
+    return parser
+
+
+def _version() -> str:
+    from engine import __version__
+
+    return f"hoist {__version__}"
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    from engine.api import Engine
+
+    return Engine(
+        args.root or os.environ.get("HOIST_ROOT") or None,
+        max_concurrent_uploads=args.max_concurrent_uploads,
+        insecure_registries=args.insecure_registry,
+    )
+
+
+async def _push(args: argparse.Namespace) -> int:
+    from engine.progress.render import make_renderer, render
+
+    async with _engine(args) as engine:
+        for name in args.names:
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            renderer = make_renderer(args.progress, sys.stdout, quiet=args.quiet)
+            drawing = asyncio.create_task(render(queue, renderer))
+            try:
+                await engine.push(name, source=args.source, progress=queue)
+            finally:
+                queue.put_nowait(None)
+                await drawing
+    return 0
+
+
+async def _load(args: argparse.Namespace) -> int:
+    async with _engine(args) as engine:
+        lines = await engine.load(args.input)
+    if not args.quiet:
+        for line in lines:
+            print(line)
+    return 0
+
+
+async def _tag(args: argparse.Namespace) -> int:
+    async with _engine(args) as engine:
+        await engine.tag(args.source, args.target)
+    return 0
+
+
+async def _images(args: argparse.Namespace) -> int:
+    async with _engine(args) as engine:
+        rows = await engine.images()
+    if args.quiet:
+        for image_id in dict.fromkeys(row.image_id.hex[:12] for row in rows):
+            print(image_id)
+    elif args.format == "json":
+        for row in rows:
+            print(json.dumps(_image_json(row)))
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _image_json(row: Any) -> dict[str, Any]:
+    return {
+        "Repository": row.repository,
+        "Tag": row.tag,
+        "ID": str(row.image_id),
+        "CreatedAt": row.created,
+        "Size": row.size,
+    }
+
+
+def _print_table(rows: Sequence[Any]) -> None:
+    from engine.progress.units import human_size
+
+    table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    for row in rows:
+        created = row.created or ""
+        table.append(
+            (row.repository, row.tag, row.image_id.hex[:12], created, human_size(row.size))
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("   ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip())
+
+
+async def _rmi(args: argparse.Namespace) -> int:
+    async with _engine(args) as engine:
+        for name in args.names:
+            for line in await engine.remove(name):
+                print(line)
+    return 0
+
+
+def _run(command: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
+    from engine import logs
+    from engine.errors import HoistError
+
+    logs.configure(args.log_level)
+    try:
+        return asyncio.run(command(args))
+    except HoistError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args.run, args)
+    except BrokenPipeError:
+        # A reader that went away (``hoist images | head``) is not an error of ours.
+        sys.stderr.close()
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

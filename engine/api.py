@@ -1,0 +1,170 @@
+"""``Engine``: the library's front door — load, tag, list, remove and push images.
+
+One Engine holds one store, one connection pool and one TransferManager, so every push made
+through it shares the upload limit (Docker's ``max-concurrent-uploads``) and the dedup of layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from types import TracebackType
+
+from engine.errors import DigestReferenceError, HoistError
+from engine.image.base import Image
+from engine.image.detect import open_archive
+from engine.progress.events import (
+    Message,
+    ProgressEvent,
+    ProgressSink,
+    PushFailed,
+    discard,
+)
+from engine.push.pusher import Pusher
+from engine.push.result import PushResult
+from engine.reference import (
+    DEFAULT_TAG,
+    Reference,
+    familiar_string,
+    parse_normalized_named,
+)
+from engine.registry.pool import RegistryPool
+from engine.store import ImageSummary, Store, default_root
+from engine.transfer import TransferManager
+
+DEFAULT_MAX_CONCURRENT_UPLOADS = 5
+
+ProgressTarget = asyncio.Queue[ProgressEvent | None] | ProgressSink | None
+
+
+class Engine:
+    """``async with Engine(root) as engine: await engine.push("localhost:5000/app:v1")``."""
+
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        *,
+        max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS,
+        insecure_registries: Iterable[str] = (),
+    ) -> None:
+        self.store = Store(Path(root) if root is not None else default_root())
+        self.pool = RegistryPool(insecure_registries=insecure_registries)
+        self.transfers = TransferManager(max_concurrent_uploads)
+        self._pusher = Pusher(self.pool, self.transfers, self.store)
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.pool.close()
+
+    def _tmp_dir(self) -> Path:
+        """Scratch space for decompressed archives, on the store's filesystem."""
+        path = self.store.root / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def load(self, path: Path | str) -> list[str]:
+        """Import every image of an archive or layout; Docker's ``Loaded image…`` lines."""
+        lines: list[str] = []
+        async with open_archive(Path(path), tmp_dir=self._tmp_dir()) as archive:
+            for image in archive.images:
+                image_id = await self.store.add_image(image)
+                refs = _load_names(archive.kind, image.names)
+                for ref in refs:
+                    await self.store.tag(ref, image_id)
+                    lines.append(f"Loaded image: {familiar_string(ref)}")
+                if not refs:
+                    lines.append(f"Loaded image ID: {image_id}")
+        return lines
+
+    async def tag(self, source: str, target: str) -> None:
+        """``docker tag``: name an image of the store anew."""
+        image_id = await self.store.resolve(source)
+        await self.store.tag(_tagged(parse_normalized_named(target)), image_id)
+
+    async def images(self) -> list[ImageSummary]:
+        return await self.store.images()
+
+    async def remove(self, ref: str) -> list[str]:
+        return await self.store.remove(ref)
+
+    async def push(
+        self,
+        ref: str,
+        *,
+        source: Path | str | None = None,
+        progress: ProgressTarget = None,
+    ) -> PushResult:
+        """Push ``ref`` from the store, or straight from an archive or layout at ``source``.
+
+        ``progress`` is a queue (events, then nothing: the caller ends its own stream) or a
+        callable. Raises a HoistError when the push fails; no manifest is PUT then.
+        """
+        sink = _sink(progress)
+        try:
+            named = parse_normalized_named(ref)
+            if named.digest is not None:
+                raise DigestReferenceError()
+            if named.tag is None:
+                sink(Message(f"Using default tag: {DEFAULT_TAG}"))
+                named = named.with_tag(DEFAULT_TAG)
+            if source is None:
+                image: Image = await self.store.image(await self.store.resolve(str(named)))
+                return await self._pusher.push(named, image, sink)
+            async with open_archive(Path(source), tmp_dir=self._tmp_dir()) as archive:
+                return await self._pusher.push(named, archive.select(named.tag), sink)
+        except HoistError as exc:
+            sink(PushFailed(str(exc)))
+            raise
+
+    async def push_events(
+        self, ref: str, *, source: Path | str | None = None
+    ) -> AsyncIterator[ProgressEvent]:
+        """The push's progress as an async iterator; the push's error is raised at its end."""
+        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+        task = asyncio.create_task(self.push(ref, source=source, progress=queue))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            await task
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+def _sink(progress: ProgressTarget) -> ProgressSink:
+    if progress is None:
+        return discard
+    if isinstance(progress, asyncio.Queue):
+        return progress.put_nowait
+    return progress
+
+
+def _tagged(ref: Reference) -> Reference:
+    return ref if ref.tag is not None else ref.with_tag(DEFAULT_TAG)
+
+
+def _load_names(kind: str, names: Iterable[str]) -> list[Reference]:
+    """References to tag a loaded image with.
+
+    An OCI ref name is often a bare tag (``v1``), not an image name: such an image loads
+    untagged, as with ``docker load`` of an OCI layout without a full name.
+    """
+    refs = []
+    for name in names:
+        if kind != "docker-archive" and "/" not in name and ":" not in name:
+            continue
+        refs.append(_tagged(parse_normalized_named(name)))
+    return refs

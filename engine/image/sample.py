@@ -1,0 +1,407 @@
+"""Deterministic sample images for the demo, the tests and the benchmarks.
+
+The same ``LayerSpec`` always gives the same bytes: file contents come from a PRNG seeded with
+the spec's seed (so they do not compress, like real binaries) and every tar header has fixed
+times, owners and modes. From layers, this module writes docker-archives (classic, or Docker ≥ 25
+style with blobs and symlinked ``layer.tar``), OCI layouts (gzip layers; several images may share
+one layout) and OCI archives. Everything here blocks: call it from a worker thread or test setup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import random
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from isal import isal_zlib
+
+from engine.digest import Digest
+from engine.image.base import Descriptor
+from engine.image.media_types import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST
+from engine.image.oci_layout import REF_NAME_ANNOTATION
+
+#: Layer contents are produced and written in pieces of this size, so memory stays flat.
+PIECE_SIZE = 1 << 20
+#: A layer's contents are split into files of at most this size.
+MAX_FILE_SIZE = 64 << 20
+#: 2024-01-01T00:00:00Z: every tar entry carries it, so the bytes never depend on the clock.
+SAMPLE_MTIME = 1704067200
+SAMPLE_DIR = "hoist-sample"
+_BLOCK_SIZE = tarfile.BLOCKSIZE
+_END_OF_ARCHIVE = bytes(2 * _BLOCK_SIZE)
+
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+DockerArchiveStyle = Literal["legacy", "blobs"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer of ``size`` bytes of file content drawn from ``seed``; size 0 is an empty tar."""
+
+    size: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            raise ValueError(f"layer size must not be negative, got {self.size}")
+
+
+@dataclass(frozen=True)
+class SampleImage:
+    """What was written: the config, its ID, the layers' diff IDs and any uncompressed tars."""
+
+    image_id: Digest
+    config: bytes
+    diff_ids: list[Digest]
+    layer_paths: list[Path]
+
+
+@dataclass(frozen=True)
+class OciSampleImage(SampleImage):
+    """A sample written into an OCI layout, with the blobs a registry would receive."""
+
+    manifest: bytes
+    manifest_digest: Digest
+    layer_digests: list[Digest]
+
+
+def _tar_info(name: str, *, size: int = 0, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.type = kind
+    info.mtime = SAMPLE_MTIME
+    info.mode = 0o644 if kind == tarfile.REGTYPE else 0o755
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+
+
+def _file_sizes(total: int) -> list[int]:
+    full, rest = divmod(total, MAX_FILE_SIZE)
+    return [MAX_FILE_SIZE] * full + ([rest] if rest else [])
+
+
+def _random_pieces(rng: random.Random, size: int) -> Iterator[bytes]:
+    remaining = size
+    while remaining > 0:
+        piece = min(PIECE_SIZE, remaining)
+        yield rng.randbytes(piece)
+        remaining -= piece
+
+
+def iter_layer_tar(spec: LayerSpec) -> Iterator[bytes]:
+    """The bytes of the layer tar for ``spec``, in pieces of at most ``PIECE_SIZE``."""
+    if spec.size:
+        rng = random.Random(spec.seed)
+        yield _header(_tar_info(f"{SAMPLE_DIR}/", kind=tarfile.DIRTYPE))
+        for n, size in enumerate(_file_sizes(spec.size)):
+            yield _header(_tar_info(f"{SAMPLE_DIR}/{spec.seed}-{n}.bin", size=size))
+            yield from _random_pieces(rng, size)
+            yield bytes(-size % _BLOCK_SIZE)
+    # Like Go's archive/tar (and so Docker), end with two zero blocks and no record padding.
+    yield _END_OF_ARCHIVE
+
+
+def write_layer_tar(path: Path, spec: LayerSpec) -> Digest:
+    """Write the layer tar for ``spec`` to ``path``; return its diff ID."""
+    hasher = hashlib.sha256()
+    with path.open("wb") as f:
+        for piece in iter_layer_tar(spec):
+            hasher.update(piece)
+            f.write(piece)
+    return Digest.from_hash(hasher)
+
+
+def _to_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def make_config(
+    diff_ids: Sequence[Digest],
+    *,
+    created: str = "2024-01-01T00:00:00Z",
+    architecture: str = "amd64",
+    os: str = "linux",
+) -> bytes:
+    """An image config for layers with these diff IDs, serialised the same way every time."""
+    return _to_json(
+        {
+            "architecture": architecture,
+            "os": os,
+            "created": created,
+            "config": {"Env": [f"PATH={_PATH}"]},
+            "rootfs": {"type": "layers", "diff_ids": [str(d) for d in diff_ids]},
+            "history": [
+                {"created": created, "created_by": f"hoist sample layer {i}"}
+                for i in range(len(diff_ids))
+            ],
+        }
+    )
+
+
+def _write_layer_tars(
+    work_dir: Path, layers: Sequence[LayerSpec]
+) -> tuple[list[Digest], list[Path]]:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    paths = [work_dir / f"layer-{spec.size}-{spec.seed}.tar" for spec in layers]
+    diff_ids = [write_layer_tar(path, spec) for path, spec in zip(paths, layers, strict=True)]
+    return diff_ids, paths
+
+
+def _legacy_layer_ids(diff_ids: Sequence[Digest]) -> list[str]:
+    # Docker's v1 layer IDs chain each diff ID onto its parent's ID, so a repeated layer
+    # still gets its own directory; any stable chain serves a sample.
+    ids: list[str] = []
+    parent = ""
+    for diff_id in diff_ids:
+        parent = hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+        ids.append(parent)
+    return ids
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_tar_info(name, size=len(data)), io.BytesIO(data))
+
+
+def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
+    with path.open("rb") as f:
+        tar.addfile(_tar_info(name, size=path.stat().st_size), f)
+
+
+def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
+    info = _tar_info(name, kind=tarfile.SYMTYPE)
+    info.linkname = target
+    tar.addfile(info)
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    tar.addfile(_tar_info(name, kind=tarfile.DIRTYPE))
+
+
+def _open_tar_for_writing(path: Path) -> tarfile.TarFile:
+    return tarfile.TarFile(path, "w", format=tarfile.PAX_FORMAT, copybufsize=PIECE_SIZE)
+
+
+def write_docker_archive(
+    path: Path,
+    layers: Sequence[LayerSpec],
+    repo_tags: Sequence[str],
+    work_dir: Path,
+    *,
+    style: DockerArchiveStyle = "legacy",
+    architecture: str = "amd64",
+) -> SampleImage:
+    """Write a ``docker save`` archive of one image; the layer tars are kept in ``work_dir``.
+
+    ``legacy``: ``<id>.json`` config and ``<layer id>/layer.tar`` files. ``blobs``: Docker ≥ 25's
+    shape — an OCI layout (``oci-layout``, ``index.json``, ``blobs/sha256/``) beside
+    ``manifest.json``, whose layers are ``<layer id>/layer.tar`` symlinks into ``blobs/``.
+    """
+    diff_ids, layer_paths = _write_layer_tars(work_dir, layers)
+    config = make_config(diff_ids, architecture=architecture)
+    sample = SampleImage(Digest.of(config), config, diff_ids, layer_paths)
+    with _open_tar_for_writing(path) as tar:
+        if style == "legacy":
+            _add_legacy_image(tar, sample, repo_tags)
+        else:
+            _add_blobs_image(tar, sample, repo_tags)
+    return sample
+
+
+def _add_legacy_image(tar: tarfile.TarFile, sample: SampleImage, repo_tags: Sequence[str]) -> None:
+    config_name = f"{sample.image_id.hex}.json"
+    _add_bytes(tar, config_name, sample.config)
+    layer_names: list[str] = []
+    for layer_id, layer_path in zip(
+        _legacy_layer_ids(sample.diff_ids), sample.layer_paths, strict=True
+    ):
+        _add_dir(tar, f"{layer_id}/")
+        _add_file(tar, f"{layer_id}/layer.tar", layer_path)
+        layer_names.append(f"{layer_id}/layer.tar")
+    _add_docker_manifest(tar, config_name, repo_tags, layer_names)
+
+
+def _add_blobs_image(tar: tarfile.TarFile, sample: SampleImage, repo_tags: Sequence[str]) -> None:
+    _add_dir(tar, "blobs/")
+    _add_dir(tar, "blobs/sha256/")
+    config_name = f"blobs/sha256/{sample.image_id.hex}"
+    _add_bytes(tar, config_name, sample.config)
+    written: set[Digest] = set()
+    for diff_id, layer_path in zip(sample.diff_ids, sample.layer_paths, strict=True):
+        if diff_id not in written:
+            _add_file(tar, f"blobs/sha256/{diff_id.hex}", layer_path)
+            written.add(diff_id)
+    manifest = _oci_manifest(
+        Descriptor(OCI_CONFIG, sample.image_id, len(sample.config)),
+        [
+            Descriptor(OCI_LAYER, d, p.stat().st_size)
+            for d, p in zip(sample.diff_ids, sample.layer_paths, strict=True)
+        ],
+    )
+    manifest_digest = Digest.of(manifest)
+    _add_bytes(tar, f"blobs/sha256/{manifest_digest.hex}", manifest)
+    layer_names: list[str] = []
+    for layer_id, diff_id in zip(_legacy_layer_ids(sample.diff_ids), sample.diff_ids, strict=True):
+        _add_dir(tar, f"{layer_id}/")
+        _add_symlink(tar, f"{layer_id}/layer.tar", f"../blobs/sha256/{diff_id.hex}")
+        layer_names.append(f"{layer_id}/layer.tar")
+    annotations = {REF_NAME_ANNOTATION: repo_tags[0]} if repo_tags else None
+    descriptor = Descriptor(OCI_MANIFEST, manifest_digest, len(manifest), annotations=annotations)
+    _add_bytes(tar, "index.json", _oci_index([descriptor]))
+    _add_bytes(tar, "oci-layout", _LAYOUT_MARKER)
+    _add_docker_manifest(tar, config_name, repo_tags, layer_names)
+
+
+def _add_docker_manifest(
+    tar: tarfile.TarFile, config_name: str, repo_tags: Sequence[str], layer_names: list[str]
+) -> None:
+    entry = {"Config": config_name, "RepoTags": list(repo_tags), "Layers": layer_names}
+    _add_bytes(tar, "manifest.json", _to_json([entry]))
+
+
+_LAYOUT_MARKER = _to_json({"imageLayoutVersion": "1.0.0"})
+
+
+def _oci_manifest(config: Descriptor, layers: Sequence[Descriptor]) -> bytes:
+    return _to_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.to_json(),
+            "layers": [layer.to_json() for layer in layers],
+        }
+    )
+
+
+def _oci_index(manifests: Sequence[Descriptor]) -> bytes:
+    return _to_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [m.to_json() for m in manifests],
+        }
+    )
+
+
+class _HashingWriter:
+    """Writes to a file while counting and hashing what it wrote."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._file = f
+        self._hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._hasher.update(data)
+        self._file.write(data)
+        self.size += len(data)
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.from_hash(self._hasher)
+
+
+def _write_blob(blob_dir: Path, data: bytes, media_type: str) -> Descriptor:
+    digest = Digest.of(data)
+    (blob_dir / digest.hex).write_bytes(data)
+    return Descriptor(media_type, digest, len(data))
+
+
+def _write_gzip_layer(
+    blob_dir: Path, spec: LayerSpec, tar_path: Path | None, level: int
+) -> tuple[Digest, Descriptor]:
+    """Stream the layer through gzip into a blob; keep the uncompressed tar at ``tar_path``."""
+    # wbits 31: a gzip wrapper whose header has mtime 0, so the blob depends on the bytes alone.
+    compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)
+    diff_hasher = hashlib.sha256()
+    partial = blob_dir / f".partial-{spec.size}-{spec.seed}"
+    with contextlib.ExitStack() as stack:
+        blob = _HashingWriter(stack.enter_context(partial.open("wb")))
+        raw = stack.enter_context(tar_path.open("wb")) if tar_path else None
+        for piece in iter_layer_tar(spec):
+            diff_hasher.update(piece)
+            if raw is not None:
+                raw.write(piece)
+            blob.write(compressor.compress(piece))
+        blob.write(compressor.flush())
+    partial.replace(blob_dir / blob.digest.hex)
+    return Digest.from_hash(diff_hasher), Descriptor(OCI_LAYER_GZIP, blob.digest, blob.size)
+
+
+def _add_to_index(layout_dir: Path, descriptor: Descriptor, ref_name: str) -> None:
+    # A new image with an existing ref name replaces the old entry, as `skopeo copy` does.
+    path = layout_dir / "index.json"
+    index = json.loads(path.read_bytes()) if path.exists() else {"manifests": []}
+    manifests = [
+        Descriptor.from_json(m)
+        for m in index["manifests"]
+        if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION) != ref_name
+    ]
+    path.write_bytes(_oci_index([*manifests, descriptor]))
+
+
+def write_oci_layout(
+    layout_dir: Path,
+    layers: Sequence[LayerSpec],
+    ref_name: str = "latest",
+    *,
+    work_dir: Path | None = None,
+    level: int = isal_zlib.ISAL_DEFAULT_COMPRESSION,
+    architecture: str = "amd64",
+) -> OciSampleImage:
+    """Add one image with gzip layers to the OCI layout at ``layout_dir`` (created if need be).
+
+    With ``work_dir``, the uncompressed layer tars are kept there too (``layer_paths``).
+    """
+    blob_dir = layout_dir / "blobs" / "sha256"
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    (layout_dir / "oci-layout").write_bytes(_LAYOUT_MARKER)
+    tar_paths = [work_dir / f"layer-{s.size}-{s.seed}.tar" if work_dir else None for s in layers]
+    written = [
+        _write_gzip_layer(blob_dir, spec, tar_path, level)
+        for spec, tar_path in zip(layers, tar_paths, strict=True)
+    ]
+    diff_ids = [diff_id for diff_id, _ in written]
+    config = make_config(diff_ids, architecture=architecture)
+    config_descriptor = _write_blob(blob_dir, config, OCI_CONFIG)
+    manifest = _oci_manifest(config_descriptor, [d for _, d in written])
+    manifest_descriptor = _write_blob(blob_dir, manifest, OCI_MANIFEST)
+    annotated = Descriptor(
+        OCI_MANIFEST,
+        manifest_descriptor.digest,
+        manifest_descriptor.size,
+        annotations={REF_NAME_ANNOTATION: ref_name},
+    )
+    _add_to_index(layout_dir, annotated, ref_name)
+    return OciSampleImage(
+        image_id=config_descriptor.digest,
+        config=config,
+        diff_ids=diff_ids,
+        layer_paths=[p for p in tar_paths if p is not None],
+        manifest=manifest,
+        manifest_digest=manifest_descriptor.digest,
+        layer_digests=[d.digest for _, d in written],
+    )
+
+
+def write_oci_archive(path: Path, layout_dir: Path) -> None:
+    """Tar the OCI layout at ``layout_dir`` into ``path``, entries sorted, metadata fixed."""
+    with _open_tar_for_writing(path) as tar:
+        for entry in sorted(layout_dir.rglob("*")):
+            name = entry.relative_to(layout_dir).as_posix()
+            if entry.is_dir():
+                _add_dir(tar, f"{name}/")
+            elif entry.is_file() and not entry.name.startswith(".partial-"):
+                _add_file(tar, name, entry)

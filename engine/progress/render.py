@@ -1,0 +1,82 @@
+"""Renderers: the one interface that draws progress events, choosing one, and driving it.
+
+Modes: ``tty`` (lines redrawn in place), ``plain`` (a line per state change), ``json`` (Docker's
+JSON message stream), ``auto`` (tty on a terminal, plain elsewhere); ``quiet`` overrides them all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+from engine.progress.events import ProgressEvent, PushComplete
+from engine.progress.jsonstream import JsonRenderer
+from engine.progress.plain import PlainRenderer
+from engine.progress.tty import TtyRenderer
+from engine.progress.units import human_size, progress_bar
+
+if TYPE_CHECKING:
+    # Only named in annotations: the CLI imports this module before it needs an event loop.
+    import asyncio
+
+__all__ = [
+    "MODES",
+    "JsonRenderer",
+    "PlainRenderer",
+    "QuietRenderer",
+    "Renderer",
+    "TtyRenderer",
+    "human_size",
+    "make_renderer",
+    "progress_bar",
+    "render",
+]
+
+MODES = ("auto", "tty", "plain", "json")
+
+
+class Renderer(Protocol):
+    def handle(self, event: ProgressEvent) -> None: ...
+
+    def close(self) -> None:
+        """Final flush; a terminal renderer leaves the cursor below its last line."""
+
+
+class QuietRenderer:
+    """``docker push --quiet``: only ``REPOSITORY:TAG@DIGEST`` for each pushed tag."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def handle(self, event: ProgressEvent) -> None:
+        if isinstance(event, PushComplete):
+            self._out.write(f"{event.repository}:{event.tag}@{event.digest}\n")
+            self._out.flush()
+
+    def close(self) -> None:
+        self._out.flush()
+
+
+def make_renderer(mode: str, out: TextIO, *, quiet: bool = False) -> Renderer:
+    """The renderer for ``mode`` (one of MODES) writing to ``out``."""
+    if mode not in MODES:
+        raise ValueError(f"unknown progress mode {mode!r}; expected one of {', '.join(MODES)}")
+    if quiet:
+        return QuietRenderer(out)
+    if mode == "auto":
+        mode = "tty" if out.isatty() else "plain"
+    if mode == "tty":
+        return TtyRenderer(out)
+    if mode == "json":
+        return JsonRenderer(out)
+    return PlainRenderer(out)
+
+
+async def render(queue: asyncio.Queue[ProgressEvent | None], renderer: Renderer) -> None:
+    """Draw events from ``queue`` until ``None``; close the renderer however this ends."""
+    try:
+        while (event := await queue.get()) is not None:
+            renderer.handle(event)
+            queue.task_done()
+        queue.task_done()
+    finally:
+        renderer.close()

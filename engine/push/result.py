@@ -1,0 +1,39 @@
+"""What a push returns to a library caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from engine.digest import Digest
+
+
+class LayerOutcome(StrEnum):
+    PUSHED = "pushed"
+    EXISTS = "exists"
+    MOUNTED = "mounted"
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    digest: Digest
+    size: int
+    media_type: str
+    outcome: LayerOutcome
+    diff_id: Digest | None = None
+    #: Body bytes this push sent for the layer (0 when it already existed).
+    bytes_sent: int = 0
+
+
+@dataclass(frozen=True)
+class PushResult:
+    repository: str  # HOST/REPO
+    tag: str
+    digest: Digest
+    size: int  # manifest bytes
+    media_type: str
+    layers: list[LayerResult] = field(default_factory=list)
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(layer.bytes_sent for layer in self.layers)

@@ -1,0 +1,134 @@
+"""The Distribution API as plain functions: URLs to ask, and what an answer means. No I/O.
+
+The client carries bytes; everything it needs to decide (which URL, which headers, what an answer
+says, which error it is) is decided here, where it can be tested without a network.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from engine.digest import Digest
+from engine.errors import (
+    ERROR_CODES,
+    STATUS_CLASSES,
+    RegistryResponseError,
+)
+
+API_VERSION_HEADER = "Docker-Distribution-API-Version"
+CONTENT_DIGEST_HEADER = "Docker-Content-Digest"
+
+#: Manifests a registry may keep; Hoist reads none, but says what it would accept.
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+
+
+def base_url(scheme: str, host: str) -> str:
+    return f"{scheme}://{host}"
+
+
+def ping_url(base: str) -> str:
+    return f"{base}/v2/"
+
+
+def blob_url(base: str, repository: str, digest: Digest) -> str:
+    return f"{base}/v2/{repository}/blobs/{digest}"
+
+
+def uploads_url(base: str, repository: str) -> str:
+    return f"{base}/v2/{repository}/blobs/uploads/"
+
+
+def manifest_url(base: str, repository: str, reference: str) -> str:
+    return f"{base}/v2/{repository}/manifests/{reference}"
+
+
+def resolve_location(request_url: str, location: str | None) -> str:
+    """The upload URL from a ``Location`` header, which may be absolute or relative."""
+    if not location:
+        raise RegistryResponseError(
+            "registry answered without a Location header", status=0, url=request_url
+        )
+    return urljoin(request_url, location)
+
+
+def with_query(url: str, **params: str) -> str:
+    """Add query parameters to ``url`` keeping those it has (Distribution's signed ``_state``)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query += list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def commit_url(location: str, digest: Digest) -> str:
+    return with_query(location, digest=str(digest))
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Same scheme, host and port: credentials only go where they came from."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+@dataclass(frozen=True)
+class ErrorDetail:
+    code: str | None
+    message: str
+    detail: Any = None
+
+
+def parse_errors(body: bytes) -> list[ErrorDetail]:
+    """The spec's ``{"errors": [{code, message, detail}]}``; anything else yields nothing."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(document, dict) or not isinstance(document.get("errors"), list):
+        return []
+    details = []
+    for item in document["errors"]:
+        if isinstance(item, dict):
+            code = item.get("code")
+            details.append(
+                ErrorDetail(
+                    code=code if isinstance(code, str) else None,
+                    message=str(item.get("message") or ""),
+                    detail=item.get("detail"),
+                )
+            )
+    return details
+
+
+def _describe(details: list[ErrorDetail], status: int, reason: str) -> str:
+    if details:
+        first = details[0]
+        text = first.message or (first.code or "").lower().replace("_", " ")
+        return text or f"{status} {reason}".strip()
+    return f"unexpected status {status} {reason}".strip()
+
+
+def decode_error(
+    status: int, body: bytes, *, method: str = "", url: str = "", reason: str = ""
+) -> RegistryResponseError:
+    """Turn an error answer (JSON, HTML, empty, garbage) into one typed error."""
+    details = parse_errors(body)
+    code = details[0].code if details else None
+    cls = ERROR_CODES.get(code or "") or STATUS_CLASSES.get(status) or RegistryResponseError
+    message = _describe(details, status, reason)
+    return cls(
+        message,
+        status=status,
+        code=code,
+        detail=details[0].detail if details else None,
+        method=method,
+        url=url,
+    )

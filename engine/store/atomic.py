@@ -1,0 +1,138 @@
+"""Crash-safe file writes and the cross-process lock: the only ways the store changes on disk.
+
+A file is written to a temp file in its own directory, flushed, fsynced and renamed over the
+target, so a reader sees the old bytes or the new ones, never a mix. Temp names start with
+``TMP_PREFIX`` so readers (and a later clean-up) can tell an interrupted write from real data.
+Read-modify-write sequences run under ``exclusive_lock``: an ``flock`` on one file in the root,
+which serialises threads of one process as well as separate processes (each holder opens its own
+file description).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from engine.errors import StoreError
+
+TMP_PREFIX = ".tmp-"
+
+
+def temp_path(directory: Path) -> Path:
+    """A fresh, recognisable temp name inside ``directory`` (same file system as the target)."""
+    return directory / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durable(path: Path, data: bytes) -> None:
+    """Create ``path`` (which must not exist yet) with ``data``, flushed to disk."""
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(path.parent)
+        try:
+            write_durable(tmp, data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot write: {e.strerror or e}") from e
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as compact JSON, the way Go's ``json.Marshal`` lays it out."""
+    write_file(path, json.dumps(value, separators=(",", ":")).encode())
+
+
+def read_file(path: Path) -> bytes | None:
+    """The bytes of ``path``, or None when it does not exist."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read: {e.strerror or e}") from e
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path``, None when absent; corrupt JSON is a StoreError naming it."""
+    data = read_file(path)
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path}: corrupt JSON: {e}") from e
+
+
+def rename_into_place(staged: Path, target: Path) -> bool:
+    """Move the directory ``staged`` to ``target``; False (and ``staged`` removed) if it exists.
+
+    ``target`` existing means another writer finished the same content first: theirs is as good.
+    """
+    try:
+        os.rename(staged, target)
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise StoreError(f"{target}: cannot rename into place: {e.strerror or e}") from e
+        shutil.rmtree(staged, ignore_errors=True)
+        return False
+    fsync_dir(target.parent)
+    return True
+
+
+def remove_dir(path: Path) -> None:
+    """Delete a directory so that readers see it whole or not at all.
+
+    Renaming to a temp name first makes the disappearance atomic; the slow tree removal then
+    works on a name no reader looks at.
+    """
+    doomed = temp_path(path.parent)
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StoreError(f"{path}: cannot remove: {e.strerror or e}") from e
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+@contextmanager
+def exclusive_lock(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (blocking: call from a worker thread)."""
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StoreError(f"{lock_file}: cannot open lock: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        # Closing the descriptor releases the lock.
+        os.close(fd)

@@ -1,0 +1,351 @@
+"""The local store: Docker's image layout under one root, behind an async API.
+
+Every method does its file work in worker threads. Whatever reads, decides and writes runs in one
+thread under the root's lock, so two processes sharing a root (or two tasks of one) never lose
+each other's changes. Imports stream layers outside the lock and take it only to commit the config:
+an image never appears before all of its layers, and a concurrent ``remove`` cannot take a layer
+from under an image being committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+
+from engine.digest import Digest
+from engine.errors import (
+    HoistError,
+    ImageNotFoundError,
+    ImageSourceError,
+    InvalidReferenceError,
+    StoreError,
+)
+from engine.image.base import FileLayer, Image, Layer, SourceImage
+from engine.image.media_types import DOCKER_CONFIG
+from engine.reference import (
+    Reference,
+    familiar_name,
+    familiar_string,
+    parse_normalized_named,
+    with_default_tag,
+)
+from engine.store import images as imagedb
+from engine.store import metadata, references
+from engine.store.atomic import exclusive_lock
+from engine.store.ingest import stage_layer
+from engine.store.layers import chain_ids, check_layer, commit_layer, delete_layer, has_layer
+from engine.store.layout import Layout
+from engine.store.metadata import V2Metadata
+from engine.store.references import Repositories
+
+#: How often ``add_image`` re-imports layers that a concurrent removal took away.
+COMMIT_ATTEMPTS = 3
+#: What ``images()`` shows for an image without a tag, as Docker shows it.
+NONE = "<none>"
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """One row of ``hoist images``: a tag (or ``<none>``) and the image it names."""
+
+    repository: str
+    tag: str
+    image_id: Digest
+    created: str | None
+    size: int
+
+
+class Store:
+    """Images, tags, layers and push metadata under ``root``, laid out as Docker lays them out."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._layout = Layout(root)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with exclusive_lock(self._layout.lock):
+            yield
+
+    # -- importing and naming ---------------------------------------------------------------
+
+    async def add_image(self, image: Image) -> Digest:
+        """Import ``image``: verify and store each missing layer, then its config; its image ID."""
+        config = image.config
+        diff_ids = imagedb.source_config(config).diff_ids
+        layers = list(image.layers)
+        if len(layers) != len(diff_ids):
+            raise ImageSourceError(
+                f"image has {len(layers)} layers but its config lists {len(diff_ids)} diff IDs"
+            )
+        created: list[Digest] = []
+        try:
+            for _ in range(COMMIT_ATTEMPTS):
+                await self._import_layers(layers, diff_ids, created)
+                if await anyio.to_thread.run_sync(self._commit_image, config, chain_ids(diff_ids)):
+                    return Digest.of(config)
+            raise StoreError(f"{self.root}: layers kept vanishing while the image was committed")
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(HoistError):
+                await anyio.to_thread.run_sync(self._release_layers, created)
+            raise
+
+    async def _import_layers(
+        self, layers: Sequence[Layer], diff_ids: Sequence[Digest], created: list[Digest]
+    ) -> None:
+        """Store every layer whose chain ID is missing; record the ones this call created."""
+        ids = chain_ids(diff_ids)
+        for index, (layer, diff_id, chain_id) in enumerate(zip(layers, diff_ids, ids, strict=True)):
+            if await anyio.to_thread.run_sync(has_layer, self._layout, chain_id):
+                continue
+            what = f"layer {index + 1} of {len(layers)}"
+            staged = await stage_layer(self._layout, layer, diff_id, what)
+            parent = ids[index - 1] if index else None
+            if await anyio.to_thread.run_sync(commit_layer, self._layout, staged, chain_id, parent):
+                created.append(chain_id)
+
+    def _commit_image(self, config: bytes, ids: Sequence[Digest]) -> bool:
+        with self._lock():
+            if not all(has_layer(self._layout, chain_id) for chain_id in ids):
+                return False
+            if not imagedb.has_image(self._layout, Digest.of(config)):
+                imagedb.write_config(self._layout, config)
+            return True
+
+    def _release_layers(self, candidates: Sequence[Digest]) -> None:
+        """Delete layers of a failed import that no stored image uses."""
+        if not candidates:
+            return
+        with self._lock():
+            used = self._used_chain_ids()
+            for chain_id in reversed(candidates):
+                if chain_id not in used:
+                    delete_layer(self._layout, chain_id)
+
+    def _used_chain_ids(self) -> set[Digest]:
+        used: set[Digest] = set()
+        for image_id in imagedb.image_ids(self._layout):
+            used.update(chain_ids(imagedb.load_config(self._layout, image_id).diff_ids))
+        return used
+
+    async def tag(self, ref: Reference, image_id: Digest) -> None:
+        """Point ``ref`` (``latest`` when it has no tag) at a stored image."""
+        if ref.digest is not None:
+            raise InvalidReferenceError("refusing to create a tag with a digest reference")
+        await anyio.to_thread.run_sync(self._tag, ref, image_id)
+
+    def _tag(self, ref: Reference, image_id: Digest) -> None:
+        with self._lock():
+            if not imagedb.has_image(self._layout, image_id):
+                raise ImageNotFoundError(f"No such image: {image_id}")
+            repositories = references.load_repositories(self._layout.repositories)
+            references.add_reference(repositories, ref, image_id)
+            references.save_repositories(self._layout.repositories, repositories)
+
+    # -- finding ----------------------------------------------------------------------------
+
+    async def resolve(self, text: str) -> Digest:
+        """The image ID that ``text`` names: a reference, an image ID, or an unambiguous prefix."""
+        return await anyio.to_thread.run_sync(self._resolve, text)
+
+    def _resolve(self, text: str) -> Digest:
+        return self._find(text, self._repositories())[0]
+
+    def _repositories(self) -> Repositories:
+        # Atomic replacement makes a lock-free read consistent.
+        return references.load_repositories(self._layout.repositories)
+
+    def _find(self, text: str, repositories: Repositories) -> tuple[Digest, Reference | None]:
+        """Docker's order: a reference first, then an ID (prefix). The reference is returned
+        (with its default tag) when that is how ``text`` named the image."""
+        ref = _parse_reference(text)
+        if ref is not None:
+            image_id = references.lookup(repositories, ref)
+            if image_id is not None:
+                return image_id, with_default_tag(ref)
+        image_id = imagedb.search(self._layout, text)
+        if image_id is None:
+            raise ImageNotFoundError(f"No such image: {text}")
+        return image_id, None
+
+    async def references_by_name(self, name: Reference) -> list[tuple[Reference, Digest]]:
+        """Every tag of ``name``'s repository with its image ID, sorted (``push --all-tags``)."""
+        found = await anyio.to_thread.run_sync(self._references_by_name, name)
+        return [(ref, image_id) for ref, image_id in found if _is_tag(ref)]
+
+    def _references_by_name(self, name: Reference) -> list[tuple[Reference, Digest]]:
+        return references.references_in(self._repositories(), name)
+
+    async def image(self, image_id: Digest) -> SourceImage:
+        """A stored image as an ``Image``: its config and one ``FileLayer`` per ``layer.tar``."""
+        return await anyio.to_thread.run_sync(self._image, image_id)
+
+    def _image(self, image_id: Digest) -> SourceImage:
+        config = imagedb.read_config(self._layout, image_id)
+        diff_ids = imagedb.load_config(self._layout, image_id).diff_ids
+        layers: list[Layer] = []
+        for diff_id, chain_id in zip(diff_ids, chain_ids(diff_ids), strict=True):
+            stored = check_layer(self._layout, chain_id)
+            if stored.diff_id != diff_id:
+                raise StoreError(f"{stored.tar.parent}: diff {stored.diff_id}, expected {diff_id}")
+            layers.append(FileLayer(path=stored.tar, size=stored.size, diff_id=diff_id))
+        tags = [r for r in references.references_to(self._repositories(), image_id) if _is_tag(r)]
+        return SourceImage(
+            config=config,
+            layers=layers,
+            config_media_type=DOCKER_CONFIG,
+            origin="store",
+            names=tuple(familiar_string(r) for r in tags),
+        )
+
+    async def images(self) -> list[ImageSummary]:
+        """One row per tag (``<none>`` for an untagged image), the newest image first."""
+        return await anyio.to_thread.run_sync(self._images)
+
+    def _images(self) -> list[ImageSummary]:
+        repositories = self._repositories()
+        rows: list[ImageSummary] = []
+        for image_id in imagedb.image_ids(self._layout):
+            config = imagedb.load_config(self._layout, image_id)
+            size = sum(check_layer(self._layout, c).size for c in chain_ids(config.diff_ids))
+            tags = [r for r in references.references_to(repositories, image_id) if _is_tag(r)]
+            names = [(familiar_name(r), r.tag or NONE) for r in tags] or [(NONE, NONE)]
+            rows += [ImageSummary(repo, tag, image_id, config.created, size) for repo, tag in names]
+        rows.sort(key=lambda row: (row.repository, row.tag))
+        rows.sort(key=lambda row: _timestamp(row.created), reverse=True)
+        return rows
+
+    # -- removing ---------------------------------------------------------------------------
+
+    async def remove(self, text: str, *, force: bool = False) -> list[str]:
+        """``docker rmi``: untag, and once no reference is left delete the image and the layers
+        no other image uses. Returns Docker's ``Untagged: …`` / ``Deleted: sha256:…`` lines."""
+        return await anyio.to_thread.run_sync(self._remove, text, force)
+
+    def _remove(self, text: str, force: bool) -> list[str]:
+        with self._lock():
+            repositories = self._repositories()
+            image_id, ref = self._find(text, repositories)
+            if ref is not None:
+                records = _untag_reference(repositories, ref, image_id)
+            else:
+                records = _untag_by_id(repositories, image_id, force)
+            if records:
+                references.save_repositories(self._layout.repositories, repositories)
+            if references.references_to(repositories, image_id):
+                return records
+            return records + self._delete_image(image_id)
+
+    def _delete_image(self, image_id: Digest) -> list[str]:
+        try:
+            ids = chain_ids(imagedb.load_config(self._layout, image_id).diff_ids)
+        except StoreError:
+            ids = []  # a corrupt config can still be removed; its layers are left for others
+        imagedb.delete_config(self._layout, image_id)
+        records = [f"Deleted: {image_id}"]
+        used = self._used_chain_ids()
+        for chain_id in reversed(ids):
+            if chain_id not in used and has_layer(self._layout, chain_id):
+                delete_layer(self._layout, chain_id)
+                records.append(f"Deleted: {chain_id}")
+        return records
+
+    # -- distribution metadata --------------------------------------------------------------
+
+    async def v2_metadata(self, diff_id: Digest) -> list[V2Metadata]:
+        """Where the layer ``diff_id`` was pushed, oldest first."""
+        return await anyio.to_thread.run_sync(metadata.read_v2_metadata, self._layout, diff_id)
+
+    async def add_v2_metadata(self, diff_id: Digest, entry: V2Metadata) -> None:
+        """Remember ``entry`` as the newest location of ``diff_id``, and its digest's diff ID."""
+        await anyio.to_thread.run_sync(self._add_metadata, diff_id, entry)
+
+    async def remove_v2_metadata(self, entry: V2Metadata) -> None:
+        """Forget a location that turned out wrong (a mount from it failed)."""
+        await anyio.to_thread.run_sync(self._remove_metadata, entry)
+
+    def _add_metadata(self, diff_id: Digest, entry: V2Metadata) -> None:
+        with self._lock():
+            metadata.add_v2_metadata(self._layout, diff_id, entry)
+
+    def _remove_metadata(self, entry: V2Metadata) -> None:
+        with self._lock():
+            metadata.remove_v2_metadata(self._layout, entry)
+
+    async def diff_id_by_digest(self, digest: Digest) -> Digest | None:
+        """The diff ID a compressed blob ``digest`` decompresses to, if it was ever recorded."""
+        return await anyio.to_thread.run_sync(metadata.read_diff_id_by_digest, self._layout, digest)
+
+
+def _parse_reference(text: str) -> Reference | None:
+    try:
+        return parse_normalized_named(text)
+    except InvalidReferenceError:
+        if imagedb.is_id_prefix(text):
+            return None  # "sha256:" + hex: no reference, but maybe an ID prefix
+        raise
+
+
+def _is_tag(ref: Reference) -> bool:
+    return ref.tag is not None and ref.digest is None
+
+
+def _untag_reference(repositories: Repositories, ref: Reference, image_id: Digest) -> list[str]:
+    """Untag ``ref``; when no tag of its repository is left on the image, its digest references
+    in that repository go too (Docker's rule)."""
+    references.delete_reference(repositories, ref)
+    records = [f"Untagged: {familiar_string(ref)}"]
+    if ref.digest is not None:
+        return records
+    same_repository = [
+        r for r in references.references_to(repositories, image_id) if r.name == ref.name
+    ]
+    if any(_is_tag(r) for r in same_repository):
+        return records
+    for leftover in same_repository:
+        references.delete_reference(repositories, leftover)
+        records.append(f"Untagged: {familiar_string(leftover)}")
+    return records
+
+
+def _untag_by_id(repositories: Repositories, image_id: Digest, force: bool) -> list[str]:
+    """An image named by ID loses its references only when they are one repository's single
+    tag (plus its digests), or when forced; else Docker refuses."""
+    refs = references.references_to(repositories, image_id)
+    if not refs:
+        return []
+    if not force and not _single_reference(refs):
+        raise StoreError(
+            f"conflict: unable to delete {image_id.short} (must be forced)"
+            " - image is referenced in multiple repositories"
+        )
+    for ref in refs:
+        references.delete_reference(repositories, ref)
+    return [f"Untagged: {familiar_string(ref)}" for ref in refs]
+
+
+def _single_reference(refs: Sequence[Reference]) -> bool:
+    tags = [r for r in refs if r.digest is None]
+    if len(refs) == 1:
+        return True
+    if len(tags) > 1:
+        return False
+    single = tags[0] if tags else refs[0]
+    return {r.name for r in refs if r.digest is not None} == {single.name}
+
+
+def _timestamp(created: str | None) -> datetime:
+    """``created`` as an aware time for sorting; missing or unreadable ones sort oldest."""
+    if created is not None:
+        try:
+            parsed = datetime.fromisoformat(created)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Real components for the demo, the tests and the benchmarks (a registry on loopback)."""

@@ -1,0 +1,296 @@
+"""The transfer manager: one task per layer, deduplicated by key, under one shared slot limit.
+
+It plays the part of Docker's ``distribution/xfer`` transfer manager. A transfer is keyed: a
+second request for a key that is running attaches as a *watcher*, receives the last progress event
+and every later one, and gets the same result or exception. The transfer runs in a task of its own
+so that any watcher may leave; when the last one leaves, the task is cancelled and that watcher
+waits for it to end, so that nothing outlives the push that asked for it.
+
+Slots are claimed when a transfer is created and granted first come, first served, while fewer
+than ``concurrency`` transfers hold one. The transfer's function decides when to wait for its slot
+(``TransferContext.wait_started``) and may give it back while idle (``set_inactive``), for
+instance while sleeping before a retry, then queue again (``reactivate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import anyio
+import structlog
+
+from engine.progress.events import ProgressEvent, ProgressSink
+
+__all__ = ["TransferContext", "TransferManager"]
+
+T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
+
+
+class _ClaimState(enum.Enum):
+    IDLE = enum.auto()
+    QUEUED = enum.auto()
+    HELD = enum.auto()
+
+
+class _Claim:
+    """One transfer's claim on a slot; ``granted`` is set exactly while the slot is held."""
+
+    __slots__ = ("granted", "state")
+
+    def __init__(self) -> None:
+        self.state = _ClaimState.IDLE
+        self.granted = asyncio.Event()
+
+
+class _Slots:
+    """A first-come, first-served limit on how many claims are held at once."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = _checked_limit(limit)
+        self._held = 0
+        self._queue: deque[_Claim] = deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        # Lowering the limit preempts nobody: holders keep their slots until they let go.
+        self._limit = _checked_limit(limit)
+        self._grant()
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    def request(self, claim: _Claim) -> None:
+        if claim.state is not _ClaimState.IDLE:
+            return
+        claim.state = _ClaimState.QUEUED
+        self._queue.append(claim)
+        self._grant()
+
+    def release(self, claim: _Claim) -> None:
+        if claim.state is _ClaimState.HELD:
+            self._held -= 1
+            claim.granted.clear()
+        elif claim.state is _ClaimState.QUEUED:
+            self._queue.remove(claim)
+        claim.state = _ClaimState.IDLE
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._queue and self._held < self._limit:
+            claim = self._queue.popleft()
+            claim.state = _ClaimState.HELD
+            claim.granted.set()
+            self._held += 1
+
+
+def _checked_limit(limit: int) -> int:
+    if limit < 1:
+        raise ValueError(f"concurrency must be at least 1, not {limit}")
+    return limit
+
+
+class _Watcher:
+    """Someone awaiting a transfer; ``sink`` becomes ``None`` once it has raised."""
+
+    __slots__ = ("sink",)
+
+    def __init__(self, sink: ProgressSink) -> None:
+        self.sink: ProgressSink | None = sink
+
+
+class _Broadcast:
+    """A transfer's watchers and the last progress event they were sent."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+        self._watchers: list[_Watcher] = []
+        self._last: ProgressEvent | None = None
+
+    def watch(self, sink: ProgressSink) -> _Watcher:
+        watcher = _Watcher(sink)
+        self._watchers.append(watcher)
+        if self._last is not None:
+            self._deliver(watcher, self._last)
+        return watcher
+
+    def release(self, watcher: _Watcher) -> int:
+        """Detach ``watcher``; return how many watchers remain."""
+        self._watchers.remove(watcher)
+        return len(self._watchers)
+
+    def send(self, event: ProgressEvent) -> None:
+        self._last = event
+        for watcher in tuple(self._watchers):
+            self._deliver(watcher, event)
+
+    def _deliver(self, watcher: _Watcher, event: ProgressEvent) -> None:
+        if watcher.sink is None:
+            return
+        try:
+            watcher.sink(event)
+        except Exception:
+            # One broken renderer must not fail a layer that other watchers still want.
+            log.warning("progress sink failed; dropping it", key=self._key, exc_info=True)
+            watcher.sink = None
+
+
+class TransferContext:
+    """What a transfer function gets: its key, its progress broadcast and its slot."""
+
+    def __init__(self, key: str, slots: _Slots, broadcast: _Broadcast) -> None:
+        self.key = key
+        self._slots = slots
+        self._broadcast = broadcast
+        self._claim = _Claim()
+        # Queued now, not when func first waits, so that slots go out in request order.
+        slots.request(self._claim)
+
+    def progress(self, event: ProgressEvent) -> None:
+        """Send ``event`` to every current watcher; later watchers receive it first."""
+        self._broadcast.send(event)
+
+    @property
+    def started(self) -> bool:
+        """Whether this transfer holds a slot now."""
+        return self._claim.state is _ClaimState.HELD
+
+    async def wait_started(self) -> None:
+        """Wait until this transfer holds a slot, queueing for one if it is not queued yet."""
+        self._slots.request(self._claim)
+        await self._claim.granted.wait()
+
+    def set_inactive(self) -> None:
+        """Give the slot back (or leave the queue) while the transfer moves no data."""
+        self._slots.release(self._claim)
+
+    async def reactivate(self) -> None:
+        """Queue again, behind every waiting transfer, after ``set_inactive``."""
+        await self.wait_started()
+
+
+class _Transfer:
+    """A running transfer: its task, its watchers, and whether every watcher has left it."""
+
+    def __init__(self, context: TransferContext, broadcast: _Broadcast) -> None:
+        self.context = context
+        self.broadcast = broadcast
+        self.abandoned = False
+        self.task: asyncio.Task[Any]
+
+    async def finished(self) -> None:
+        """Wait until the task ends, whatever its outcome; only our own cancellation raises."""
+        await asyncio.wait({self.task})
+
+    async def leave(self, watcher: _Watcher) -> None:
+        """Detach a cancelled watcher; the last one cancels the task and waits for it."""
+        if self.broadcast.release(watcher) > 0 or self.task.done():
+            return
+        self.abandoned = True
+        self.task.cancel()
+        await self._finished_despite_cancellation()
+        self._log_unseen_failure()
+
+    async def _finished_despite_cancellation(self) -> None:
+        # The caller is being cancelled: anyio would cancel this wait again at once, and native
+        # asyncio may too; the caller re-raises its own CancelledError once the task has ended.
+        with anyio.CancelScope(shield=True):
+            while not self.task.done():
+                try:
+                    await self.finished()
+                except asyncio.CancelledError:
+                    continue
+
+    def _log_unseen_failure(self) -> None:
+        # No watcher is left to receive an error raised while the task was being cancelled.
+        if self.task.cancelled():
+            return
+        error = self.task.exception()
+        if error is not None:
+            log.warning("abandoned transfer failed", key=self.context.key, exc_info=error)
+
+
+class TransferManager:
+    """Runs keyed transfers, one task each, at most ``concurrency`` holding a slot at once."""
+
+    def __init__(self, concurrency: int = 5) -> None:
+        self._slots = _Slots(concurrency)
+        self._transfers: dict[str, _Transfer] = {}
+
+    @property
+    def concurrency(self) -> int:
+        return self._slots.limit
+
+    @concurrency.setter
+    def concurrency(self, concurrency: int) -> None:
+        self._slots.limit = concurrency
+
+    def active(self) -> int:
+        """How many transfers hold a slot now."""
+        return self._slots.held
+
+    async def transfer(
+        self,
+        key: str,
+        func: Callable[[TransferContext], Awaitable[T]],
+        progress: ProgressSink,
+    ) -> T:
+        """Run ``func`` for ``key``, or attach to the run already under way, and return its result.
+
+        ``progress`` receives the transfer's last event, if any, then every later one. Cancelling
+        the caller detaches it; the last caller to detach cancels the transfer.
+        """
+        transfer = await self._join_or_start(key, func)
+        watcher = transfer.broadcast.watch(progress)
+        try:
+            await transfer.finished()
+        except asyncio.CancelledError:
+            await transfer.leave(watcher)
+            raise
+        transfer.broadcast.release(watcher)
+        return cast(T, transfer.task.result())
+
+    async def _join_or_start(
+        self, key: str, func: Callable[[TransferContext], Awaitable[Any]]
+    ) -> _Transfer:
+        while True:
+            current = self._transfers.get(key)
+            if current is None or current.task.done():
+                return self._start(key, func)
+            if not current.abandoned:
+                return current
+            # Its watchers have all left and it is being cancelled: let it end, then run afresh.
+            await current.finished()
+
+    def _start(self, key: str, func: Callable[[TransferContext], Awaitable[Any]]) -> _Transfer:
+        broadcast = _Broadcast(key)
+        context = TransferContext(key, self._slots, broadcast)
+        transfer = _Transfer(context, broadcast)
+        transfer.task = asyncio.create_task(self._run(context, func), name=f"transfer {key}")
+        transfer.task.add_done_callback(lambda _: self._finish(transfer))
+        self._transfers[key] = transfer
+        return transfer
+
+    @staticmethod
+    async def _run(context: TransferContext, func: Callable[[TransferContext], Awaitable[T]]) -> T:
+        try:
+            return await func(context)
+        finally:
+            # Free the slot as soon as func ends, before any watcher wakes.
+            context.set_inactive()
+
+    def _finish(self, transfer: _Transfer) -> None:
+        # Also covers a task cancelled before its coroutine ever ran, whose finally never runs.
+        transfer.context.set_inactive()
+        if self._transfers.get(transfer.context.key) is transfer:
+            del self._transfers[transfer.context.key]

@@ -1,0 +1,422 @@
+"""Progress renderers against Docker's own formats (go-units, jsonmessage, streamformatter)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+
+from engine.digest import Digest
+from engine.progress.events import (
+    LAYER_EXISTS,
+    PREPARING,
+    PUSHED,
+    PUSHING,
+    WAITING,
+    LayerProgress,
+    Message,
+    ProgressEvent,
+    PushComplete,
+    PushFailed,
+    mounted_from,
+    retrying_in,
+)
+from engine.progress.jsonstream import JsonRenderer
+from engine.progress.plain import PlainRenderer
+from engine.progress.render import (
+    QuietRenderer,
+    Renderer,
+    human_size,
+    make_renderer,
+    progress_bar,
+    render,
+)
+from engine.progress.tty import REDRAW_INTERVAL, TtyRenderer
+from engine.progress.units import progress_text
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Terminal(io.StringIO):
+    """A StringIO that says it is a terminal, and remembers how much a reader has seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed_upto = 0
+
+    def isatty(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        super().flush()
+        self.flushed_upto = len(self.getvalue())
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+DIGEST = Digest.of(b'{"schemaVersion":2}')
+LAYER_A = "0123456789ab"
+LAYER_B = "ba9876543210"
+FIRST_LINE = "The push refers to repository [localhost:5000/demo]"
+
+
+def a_push() -> list[ProgressEvent]:
+    return [
+        Message(FIRST_LINE),
+        LayerProgress(LAYER_A, PREPARING),
+        LayerProgress(LAYER_B, PREPARING),
+        LayerProgress(LAYER_B, WAITING),
+        LayerProgress(LAYER_A, PUSHING, 0, 2048),
+        LayerProgress(LAYER_A, PUSHING, 1024, 2048),
+        LayerProgress(LAYER_A, retrying_in(5)),
+        LayerProgress(LAYER_A, PUSHING, 512, 2048),
+        LayerProgress(LAYER_A, PUSHING, 2048, 2048),
+        LayerProgress(LAYER_A, PUSHED),
+        LayerProgress(LAYER_B, mounted_from("library/base")),
+        PushComplete("localhost:5000/demo", "latest", DIGEST, 528),
+    ]
+
+
+def feed(renderer: Renderer, events: list[ProgressEvent]) -> None:
+    for event in events:
+        renderer.handle(event)
+    renderer.close()
+
+
+# --- units: expected values from go-units size_test.go and jsonmessage_test.go ---
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (1000, "1kB"),
+        (1024, "1.024kB"),
+        (1_000_000, "1MB"),
+        (1_048_576, "1.049MB"),
+        (2_000_000, "2MB"),
+        (3_420_000_000, "3.42GB"),
+        (5_372_000_000_000, "5.372TB"),
+        (2_220_000_000_000_000, "2.22PB"),
+        (10_000_000_000_000 * 10**15, "1e+04YB"),
+        (1, "1B"),
+        (0, "0B"),
+    ],
+)
+def test_human_size_matches_go_units(size: int, expected: str) -> None:
+    assert human_size(size) == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "total", "expected"),
+    [
+        (0, None, ""),
+        (1, None, "      1B"),
+        (50, 100, "[=========================>                         ]      50B/100B"),
+        (50, 40, "[==================================================>]      50B"),
+    ],
+)
+def test_progress_bar_matches_docker(current: int, total: int | None, expected: str) -> None:
+    assert progress_bar(current, total) == expected
+
+
+def test_progress_bar_moves_one_cell_per_two_percent() -> None:
+    # 1.2 of 3.4 is 35.3 %: 17 cells filled, then the arrow, then the rest of the 50.
+    bar = progress_bar(1_200_000, 3_400_000)
+    assert bar == "[" + "=" * 17 + ">" + " " * 33 + "]    1.2MB/3.4MB"
+    for current in (0, 1, 999, 1000):
+        assert progress_bar(current, 1000).index("]") == 52
+
+
+def test_narrow_terminal_progress_has_counts_only() -> None:
+    # Docker's "short" rendering, for terminals of 110 columns or fewer.
+    assert progress_text(50, 100, with_bar=False) == "     50B/100B"
+    assert progress_text(50, 40, with_bar=False) == "     50B"
+
+
+# --- plain ---
+
+
+def test_plain_prints_one_line_per_state_change() -> None:
+    out = io.StringIO()
+    feed(PlainRenderer(out), a_push())
+    assert out.getvalue().splitlines() == [
+        FIRST_LINE,
+        f"{LAYER_A}: Preparing",
+        f"{LAYER_B}: Preparing",
+        f"{LAYER_B}: Waiting",
+        f"{LAYER_A}: Pushing",
+        f"{LAYER_A}: Retrying in 5 seconds",
+        f"{LAYER_A}: Pushing",
+        f"{LAYER_A}: Pushed",
+        f"{LAYER_B}: Mounted from library/base",
+        f"latest: digest: {DIGEST} size: 528",
+    ]
+
+
+def test_plain_prints_nothing_for_failure() -> None:
+    out = io.StringIO()
+    feed(PlainRenderer(out), [PushFailed("denied: requested access to the resource is denied")])
+    assert out.getvalue() == ""
+
+
+def test_plain_reports_layers_afresh_after_a_message() -> None:
+    # The second tag of an --all-tags push reports the same layer's state again.
+    out = io.StringIO()
+    events: list[ProgressEvent] = [
+        LayerProgress(LAYER_A, LAYER_EXISTS),
+        PushComplete("localhost:5000/demo", "v1", DIGEST, 528),
+        LayerProgress(LAYER_A, LAYER_EXISTS),
+    ]
+    feed(PlainRenderer(out), events)
+    assert out.getvalue().splitlines() == [
+        f"{LAYER_A}: Layer already exists",
+        f"v1: digest: {DIGEST} size: 528",
+        f"{LAYER_A}: Layer already exists",
+    ]
+
+
+# --- json ---
+
+
+def test_json_stream_lines_are_dockers() -> None:
+    out = io.StringIO()
+    events: list[ProgressEvent] = [
+        Message(FIRST_LINE),
+        LayerProgress(LAYER_A, PREPARING),
+        LayerProgress(LAYER_A, PUSHING, 1024, 2048),
+        LayerProgress(LAYER_A, PUSHED),
+        PushComplete("localhost:5000/demo", "latest", DIGEST, 528),
+    ]
+    feed(JsonRenderer(out), events)
+    bar = "[=========================\\u003e                         ]  1.024kB/2.048kB"
+    assert out.getvalue().split("\r\n") == [
+        '{"status":"The push refers to repository [localhost:5000/demo]"}',
+        f'{{"status":"Preparing","progressDetail":{{}},"id":"{LAYER_A}"}}',
+        '{"status":"Pushing","progressDetail":{"current":1024,"total":2048},'
+        f'"progress":"{bar}","id":"{LAYER_A}"}}',
+        f'{{"status":"Pushed","progressDetail":{{}},"id":"{LAYER_A}"}}',
+        f'{{"status":"latest: digest: {DIGEST} size: 528"}}',
+        f'{{"progressDetail":{{}},"aux":{{"Tag":"latest","Digest":"{DIGEST}","Size":528}}}}',
+        "",
+    ]
+
+
+def test_json_lines_parse_with_the_right_fields() -> None:
+    out = io.StringIO()
+    feed(JsonRenderer(out), a_push())
+    messages = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(messages) == len(a_push()) + 1  # PushComplete is two objects
+    pushing = messages[5]
+    assert pushing["status"] == PUSHING
+    assert pushing["id"] == LAYER_A
+    assert pushing["progressDetail"] == {"current": 1024, "total": 2048}
+    assert pushing["progress"] == progress_bar(1024, 2048)
+    assert messages[4]["progressDetail"] == {"total": 2048}  # Go omits a zero current
+    assert messages[6]["status"] == "Retrying in 5 seconds"
+    assert messages[-1]["aux"] == {"Tag": "latest", "Digest": str(DIGEST), "Size": 528}
+
+
+def test_json_size_unknown_shows_count_only() -> None:
+    out = io.StringIO()
+    feed(JsonRenderer(out), [LayerProgress(LAYER_A, PUSHING, 1_200_000, None)])
+    message = json.loads(out.getvalue())
+    assert message["progressDetail"] == {"current": 1_200_000}
+    assert message["progress"] == "   1.2MB"
+
+
+def test_json_failure_is_an_error_object() -> None:
+    out = io.StringIO()
+    feed(JsonRenderer(out), [PushFailed("unauthorized: <login> & retry")])
+    escaped = "unauthorized: \\u003clogin\\u003e \\u0026 retry"
+    assert out.getvalue() == f'{{"errorDetail":{{"message":"{escaped}"}},"error":"{escaped}"}}\r\n'
+    message = json.loads(out.getvalue())
+    assert message["errorDetail"]["message"] == "unauthorized: <login> & retry"
+    assert message["error"] == message["errorDetail"]["message"]
+
+
+def test_json_keeps_non_ascii_as_utf8_like_go() -> None:
+    out = io.StringIO()
+    feed(JsonRenderer(out), [Message("dépôt ☃")])
+    assert out.getvalue() == '{"status":"dépôt ☃"}\r\n'
+
+
+# --- tty ---
+
+
+def test_tty_draws_a_new_layer_like_docker() -> None:
+    # jsonmessage_test.go TestDisplayJSONMessagesStream, "With progressDetail", on a terminal.
+    out = Terminal()
+    feed(TtyRenderer(out), [LayerProgress("ID", "status", 1, None)])
+    assert out.getvalue() == "\n\x1b[1A\x1b[2K\rID: status       1B\r\x1b[1B"
+
+
+def test_tty_redraws_lines_in_place() -> None:
+    out = Terminal()
+    events: list[ProgressEvent] = [
+        Message(FIRST_LINE),
+        LayerProgress(LAYER_A, PREPARING),
+        LayerProgress(LAYER_B, PREPARING),
+        LayerProgress(LAYER_A, PUSHED),
+        LayerProgress(LAYER_B, LAYER_EXISTS),
+        PushComplete("localhost:5000/demo", "latest", DIGEST, 528),
+    ]
+    feed(TtyRenderer(out, width=200), events)
+    assert out.getvalue() == (
+        f"{FIRST_LINE}\n"
+        f"\n\x1b[1A\x1b[2K\r{LAYER_A}: Preparing \r\x1b[1B"
+        f"\n\x1b[1A\x1b[2K\r{LAYER_B}: Preparing \r\x1b[1B"
+        f"\x1b[2A\x1b[2K\r{LAYER_A}: Pushed \r\x1b[2B"
+        f"\x1b[1A\x1b[2K\r{LAYER_B}: Layer already exists \r\x1b[1B"
+        f"latest: digest: {DIGEST} size: 528\n"
+    )
+
+
+def test_tty_shows_bar_on_wide_terminals_only() -> None:
+    wide, narrow = Terminal(), Terminal()
+    event = LayerProgress(LAYER_A, PUSHING, 1024, 2048)
+    feed(TtyRenderer(wide, width=200), [event])
+    feed(TtyRenderer(narrow, width=80), [event])
+    assert f"{LAYER_A}: Pushing {progress_bar(1024, 2048)}\r" in wide.getvalue()
+    assert f"{LAYER_A}: Pushing  1.024kB/2.048kB\r" in narrow.getvalue()
+
+
+def test_tty_cuts_lines_that_would_wrap() -> None:
+    out = Terminal()
+    feed(TtyRenderer(out, width=20), [LayerProgress(LAYER_A, mounted_from("library/base"))])
+    assert f"\r{LAYER_A}: Mount\r" in out.getvalue()
+
+
+def test_tty_throttles_byte_updates_but_not_state_changes() -> None:
+    out, clock = Terminal(), FakeClock()
+    renderer = TtyRenderer(out, width=200, clock=clock)
+    renderer.handle(LayerProgress(LAYER_A, PUSHING, 100, 10_000))
+    renderer.handle(LayerProgress(LAYER_A, PUSHING, 200, 10_000))
+    assert "200B" not in out.getvalue()  # too soon after the last draw
+    clock.now += REDRAW_INTERVAL
+    renderer.handle(LayerProgress(LAYER_A, PUSHING, 300, 10_000))
+    assert "300B/10kB" in out.getvalue()
+    renderer.handle(LayerProgress(LAYER_A, PUSHING, 400, 10_000))
+    renderer.handle(LayerProgress(LAYER_A, PUSHED))
+    assert "400B" not in out.getvalue()
+    assert out.getvalue().endswith(f"\x1b[1A\x1b[2K\r{LAYER_A}: Pushed \r\x1b[1B")
+
+
+def test_tty_draws_a_finished_transfer_and_pending_updates_at_close() -> None:
+    out, clock = Terminal(), FakeClock()
+    renderer = TtyRenderer(out, width=200, clock=clock)
+    renderer.handle(LayerProgress(LAYER_A, PUSHING, 1, 4000))
+    renderer.handle(LayerProgress(LAYER_B, PUSHING, 1, 4000))
+    renderer.handle(LayerProgress(LAYER_A, PUSHING, 4000, 4000))
+    renderer.handle(LayerProgress(LAYER_B, PUSHING, 3000, 4000))
+    assert "4kB/4kB" in out.getvalue()
+    assert "3kB/4kB" not in out.getvalue()
+    renderer.close()
+    assert out.getvalue().endswith(
+        f"\x1b[1A\x1b[2K\r{LAYER_B}: Pushing {progress_bar(3000, 4000)}\r\x1b[1B"
+    )
+
+
+def test_tty_prints_nothing_for_failure() -> None:
+    out = Terminal()
+    feed(TtyRenderer(out), [LayerProgress(LAYER_A, PUSHING, 1, 2), PushFailed("boom")])
+    assert "boom" not in out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["tty", "plain", "json"])
+def test_every_event_is_flushed_as_written(mode: str) -> None:
+    out = Terminal()
+    renderer = make_renderer(mode, out)
+    for event in a_push():
+        renderer.handle(event)
+        assert out.flushed_upto == len(out.getvalue())
+    assert len(out.getvalue()) > 0
+
+
+# --- choosing a renderer, quiet ---
+
+
+def test_make_renderer_picks_by_mode_and_terminal() -> None:
+    assert isinstance(make_renderer("auto", Terminal()), TtyRenderer)
+    assert isinstance(make_renderer("auto", io.StringIO()), PlainRenderer)
+    assert isinstance(make_renderer("tty", io.StringIO()), TtyRenderer)
+    assert isinstance(make_renderer("plain", Terminal()), PlainRenderer)
+    assert isinstance(make_renderer("json", Terminal()), JsonRenderer)
+    with pytest.raises(ValueError, match="fancy"):
+        make_renderer("fancy", io.StringIO())
+
+
+@pytest.mark.parametrize("mode", ["auto", "tty", "plain", "json"])
+def test_quiet_prints_only_the_pushed_reference(mode: str) -> None:
+    out = Terminal()
+    renderer = make_renderer(mode, out, quiet=True)
+    assert isinstance(renderer, QuietRenderer)
+    feed(renderer, [*a_push(), PushFailed("boom")])
+    assert out.getvalue() == f"localhost:5000/demo:latest@{DIGEST}\n"
+
+
+# --- render() ---
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[ProgressEvent] = []
+        self.closed = False
+
+    def handle(self, event: ProgressEvent) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.anyio
+async def test_render_drains_the_queue_until_none() -> None:
+    queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+    events = a_push()
+    for event in events:
+        queue.put_nowait(event)
+    queue.put_nowait(None)
+    queue.put_nowait(Message("after the end"))
+    recorder = Recorder()
+    await render(queue, recorder)
+    assert recorder.events == events
+    assert recorder.closed
+    assert queue.qsize() == 1  # nothing read past None
+
+
+@pytest.mark.anyio
+async def test_render_waits_for_producers_and_marks_tasks_done() -> None:
+    queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+    out = io.StringIO()
+    task = asyncio.create_task(render(queue, PlainRenderer(out)))
+    queue.put_nowait(Message(FIRST_LINE))
+    await queue.join()
+    assert out.getvalue() == f"{FIRST_LINE}\n"
+    queue.put_nowait(None)
+    await task
+    await queue.join()
+
+
+@pytest.mark.anyio
+async def test_render_closes_the_renderer_when_cancelled() -> None:
+    queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+    recorder = Recorder()
+    task = asyncio.create_task(render(queue, recorder))
+    queue.put_nowait(Message(FIRST_LINE))
+    await queue.join()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorder.events == [Message(FIRST_LINE)]
+    assert recorder.closed
