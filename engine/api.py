@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from types import TracebackType
 
+import anyio
+
 from engine.errors import DigestReferenceError, HoistError
 from engine.image.base import Image
 from engine.image.detect import open_archive
@@ -67,16 +69,16 @@ class Engine:
     async def aclose(self) -> None:
         await self.pool.close()
 
-    def _tmp_dir(self) -> Path:
+    async def _tmp_dir(self) -> Path:
         """Scratch space for decompressed archives, on the store's filesystem."""
         path = self.store.root / "tmp"
-        path.mkdir(parents=True, exist_ok=True)
+        await anyio.Path(path).mkdir(parents=True, exist_ok=True)
         return path
 
     async def load(self, path: Path | str) -> list[str]:
         """Import every image of an archive or layout; Docker's ``Loaded image…`` lines."""
         lines: list[str] = []
-        async with open_archive(Path(path), tmp_dir=self._tmp_dir()) as archive:
+        async with open_archive(Path(path), tmp_dir=await self._tmp_dir()) as archive:
             for image in archive.images:
                 image_id = await self.store.add_image(image)
                 refs = _load_names(archive.kind, image.names)
@@ -121,7 +123,7 @@ class Engine:
             if source is None:
                 image: Image = await self.store.image(await self.store.resolve(str(named)))
                 return await self._pusher.push(named, image, sink)
-            async with open_archive(Path(source), tmp_dir=self._tmp_dir()) as archive:
+            async with open_archive(Path(source), tmp_dir=await self._tmp_dir()) as archive:
                 return await self._pusher.push(named, archive.select(named.tag), sink)
         except HoistError as exc:
             sink(PushFailed(str(exc)))

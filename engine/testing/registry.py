@@ -123,12 +123,14 @@ def _wait_ready(registry: LocalRegistry, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def running_registry(workdir: Path | None = None) -> Iterator[LocalRegistry]:
+def running_registry(
+    workdir: Path | None = None, *, access_log: bool = False
+) -> Iterator[LocalRegistry]:
     """A registry for the duration of a ``with`` block, its files removed afterwards."""
     with contextlib.ExitStack() as stack:
         if workdir is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hoist-registry-"))
             workdir = Path(tmp)
-        registry = start_registry(workdir)
+        registry = start_registry(workdir, access_log=access_log)
         stack.callback(registry.stop)
         yield registry

@@ -1,0 +1,128 @@
+"""The library: ``Engine`` pushes to a real registry; what landed is read back with skopeo."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from conftest import ROOT, Skopeo
+from engine import Engine, LayerProgress, PushComplete
+from engine.image.sample import LayerSpec, write_docker_archive
+from engine.push.result import LayerOutcome
+from engine.testing.registry import LocalRegistry, running_registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+MiB = 1024 * 1024
+
+
+async def _archive(path: Path, specs: list[LayerSpec], tag: str) -> None:
+    await anyio.to_thread.run_sync(
+        lambda: write_docker_archive(path, specs, [tag], path.parent / "work")
+    )
+
+
+async def test_engine_pushes_a_64_mib_layer(
+    registry: LocalRegistry, skopeo: Skopeo, tmp_path: Path
+) -> None:
+    target = f"{registry.host}/lib/big:v1"
+    specs = [LayerSpec(64 * MiB, 11), LayerSpec(2 * MiB, 12)]
+    await _archive(tmp_path / "big.tar", specs, target)
+    queue: asyncio.Queue[object] = asyncio.Queue()
+
+    async with Engine(tmp_path / "root") as engine:
+        assert await engine.load(tmp_path / "big.tar") == [f"Loaded image: {target}"]
+        result = await engine.push(target, progress=queue)
+
+    events = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert result.tag == "v1" and result.repository == f"{registry.host}/lib/big"
+    assert [layer.outcome for layer in result.layers] == [LayerOutcome.PUSHED] * 2
+    assert result.bytes_sent == sum(layer.size for layer in result.layers)
+    pushing = [e for e in events if isinstance(e, LayerProgress) and e.status == "Pushing"]
+    counted = sorted({e.current for e in pushing if e.current})
+    assert len(counted) > 64, "byte progress is reported per chunk, not once"
+    assert max(counted) == max(e.total or 0 for e in pushing)
+    assert events[-1] == PushComplete(result.repository, "v1", result.digest, result.size)
+
+    raw = await anyio.to_thread.run_sync(skopeo.raw_manifest, target)
+    assert hashlib.sha256(raw).hexdigest() == result.digest.hex
+    await anyio.to_thread.run_sync(skopeo.copy_to_oci, target, tmp_path / "back")
+    manifest = json.loads(raw)
+    for layer, diff_id in zip(manifest["layers"], [r.diff_id for r in result.layers], strict=True):
+        blob = tmp_path / "back" / "blobs" / "sha256" / layer["digest"].split(":")[1]
+        data = await anyio.to_thread.run_sync(blob.read_bytes)
+        assert "sha256:" + hashlib.sha256(gzip.decompress(data)).hexdigest() == diff_id
+
+
+@pytest.fixture
+def logged_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
+    """A registry of its own that logs every request, to count what went over the wire."""
+    with running_registry(tmp_path / "registry", access_log=True) as registry:
+        yield registry
+
+
+async def test_push_events_iterates_and_shares_uploads(
+    logged_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    """Two pushes of one image to one repository at once: one upload per layer, both complete."""
+    registry = logged_registry
+    target = f"{registry.host}/lib/shared:v1"
+    specs = [LayerSpec(4 * MiB, 21), LayerSpec(MiB, 22)]
+    await _archive(tmp_path / "s.tar", specs, target)
+
+    async with Engine(tmp_path / "root", max_concurrent_uploads=1) as engine:
+        await engine.load(tmp_path / "s.tar")
+        await engine.tag(target, f"{registry.host}/lib/shared:v2")
+
+        async def collect(ref: str) -> list[object]:
+            return [event async for event in engine.push_events(ref)]
+
+        first, second = await asyncio.gather(
+            collect(target), collect(f"{registry.host}/lib/shared:v2")
+        )
+    log = await anyio.Path(registry.log_path).read_text()
+
+    for events, tag in ((first, "v1"), (second, "v2")):
+        assert isinstance(events[-1], PushComplete) and events[-1].tag == tag
+    assert first[-1].digest == second[-1].digest  # type: ignore[attr-defined]
+    patches = [line for line in log.splitlines() if '"PATCH /v2/lib/shared/blobs/uploads/' in line]
+    assert len(patches) == len(specs)
+    for events in (first, second):
+        done = {e.id for e in events if isinstance(e, LayerProgress) and e.status == "Pushed"}
+        assert len(done) == len(specs)
+
+
+def test_ctrl_c_exits_130_and_puts_no_manifest(
+    registry: LocalRegistry, skopeo: Skopeo, tmp_path: Path
+) -> None:
+    target = f"{registry.host}/lib/interrupted:v1"
+    asyncio.run(_archive(tmp_path / "i.tar", [LayerSpec(256 * MiB, 31)], target))
+    hoist = [sys.executable, str(ROOT / "cli.py"), "--root", str(tmp_path / "root")]
+    subprocess.run([*hoist, "load", "-i", str(tmp_path / "i.tar")], check=True, timeout=120)
+
+    process = subprocess.Popen(
+        [*hoist, "push", "--progress", "plain", target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.rstrip().endswith(": Pushing"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert not skopeo.manifest_exists(target)

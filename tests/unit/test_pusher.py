@@ -1,0 +1,160 @@
+"""The pusher's ordering rules, against an in-memory registry (pure logic: no network here)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from engine.digest import Digest
+from engine.errors import BlobUploadInvalidError
+from engine.image import media_types
+from engine.image.base import FileLayer, SourceImage
+from engine.image.sample import LayerSpec, make_config, write_layer_tar
+from engine.progress.events import LayerProgress, ProgressEvent, PushComplete
+from engine.push.pusher import Pusher
+from engine.push.result import LayerOutcome
+from engine.reference import parse_normalized_named
+from engine.transfer import TransferManager
+
+pytestmark = pytest.mark.anyio
+
+
+class MemoryRegistry:
+    """Keeps blobs and manifests in dicts; ``fail_patch`` makes the n-th PATCH fail."""
+
+    base = "memory://registry"
+
+    def __init__(self, fail_patch: int | None = None) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, bytes] = {}
+        self.sessions: dict[str, bytearray] = {}
+        self.cancelled: list[str] = []
+        self.patches = 0
+        self.fail_patch = fail_patch
+
+    async def check_blob(self, repository: str, digest: Digest) -> int | None:
+        blob = self.blobs.get(digest)
+        return None if blob is None else len(blob)
+
+    async def initiate_upload(self, repository: str) -> str:
+        location = f"upload-{len(self.sessions)}"
+        self.sessions[location] = bytearray()
+        return location
+
+    async def patch_blob(self, location: str, body: AsyncIterable[bytes]) -> str:
+        self.patches += 1
+        async for chunk in body:
+            self.sessions[location] += chunk
+            if self.patches == self.fail_patch:
+                raise BlobUploadInvalidError("broken on purpose", status=400)
+        return location
+
+    async def commit_blob(self, location: str, digest: Digest, body: bytes = b"") -> None:
+        data = bytes(self.sessions.pop(location)) + body
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+        self.blobs[digest] = data
+
+    async def cancel_upload(self, location: str) -> None:
+        self.cancelled.append(location)
+        self.sessions.pop(location, None)
+
+    async def put_blob(self, repository: str, digest: Digest, data: bytes) -> None:
+        await self.commit_blob(await self.initiate_upload(repository), digest, data)
+
+    async def put_manifest(self, repository: str, tag: str, media_type: str, data: bytes) -> Digest:
+        self.manifests[tag] = data
+        return Digest.of(data)
+
+
+class OnePool:
+    def __init__(self, registry: MemoryRegistry) -> None:
+        self.registry = registry
+
+    async def client(self, domain: str) -> MemoryRegistry:
+        return self.registry
+
+
+def _image(tmp_path: Path, specs: list[LayerSpec]) -> SourceImage:
+    layers = []
+    for index, spec in enumerate(specs):
+        path = tmp_path / f"layer-{index}.tar"
+        diff_id = write_layer_tar(path, spec)
+        layers.append(FileLayer(path=path, size=path.stat().st_size, diff_id=diff_id))
+    config = make_config([layer.diff_id for layer in layers if layer.diff_id])
+    return SourceImage(config=config, layers=layers, config_media_type=media_types.DOCKER_CONFIG)
+
+
+async def _push(registry: MemoryRegistry, image: SourceImage, events: list[ProgressEvent]) -> Any:
+    pusher = Pusher(OnePool(registry), TransferManager(2))  # type: ignore[arg-type]
+    ref = parse_normalized_named("localhost:5000/app:v1")
+    with anyio.fail_after(30):
+        return await pusher.push(ref, image, events.append)
+
+
+async def test_manifest_names_every_layer_in_order(tmp_path: Path) -> None:
+    specs = [LayerSpec(4096, 1), LayerSpec(0, 2), LayerSpec(4096, 1), LayerSpec(70_000, 3)]
+    image = await anyio.to_thread.run_sync(_image, tmp_path, specs)
+    registry = MemoryRegistry()
+    events: list[ProgressEvent] = []
+
+    result = await _push(registry, image, events)
+
+    manifest = json.loads(registry.manifests["v1"])
+    assert manifest["config"]["digest"] == str(Digest.of(image.config))
+    assert [layer["digest"] for layer in manifest["layers"]] == [
+        str(r.digest) for r in result.layers
+    ]
+    assert len(manifest["layers"]) == 4
+    assert manifest["layers"][0] == manifest["layers"][2]  # one content, one blob
+    for layer in manifest["layers"]:
+        assert layer["digest"] in registry.blobs
+    assert isinstance(events[-1], PushComplete) and events[-1].digest == result.digest
+
+
+async def test_a_repeated_layer_is_uploaded_once(tmp_path: Path) -> None:
+    specs = [LayerSpec(4096, 7), LayerSpec(4096, 7), LayerSpec(4096, 7)]
+    image = await anyio.to_thread.run_sync(_image, tmp_path, specs)
+    registry = MemoryRegistry()
+    events: list[ProgressEvent] = []
+
+    result = await _push(registry, image, events)
+
+    assert registry.patches == 1
+    preparing = [e for e in events if isinstance(e, LayerProgress) and e.status == "Preparing"]
+    assert len(preparing) == 1
+    assert {r.outcome for r in result.layers} == {LayerOutcome.PUSHED}
+
+
+async def test_one_failed_layer_means_no_manifest(tmp_path: Path) -> None:
+    specs = [LayerSpec(300_000, i) for i in range(4)]
+    image = await anyio.to_thread.run_sync(_image, tmp_path, specs)
+    registry = MemoryRegistry(fail_patch=2)
+    events: list[ProgressEvent] = []
+
+    with pytest.raises(BlobUploadInvalidError):
+        await _push(registry, image, events)
+
+    assert registry.manifests == {}
+    assert registry.cancelled, "the failed session was not deleted"
+    assert not registry.sessions, "an upload session was left open"
+    assert not any(isinstance(e, PushComplete) for e in events)
+
+
+async def test_a_layer_that_is_not_its_diff_id_is_never_committed(tmp_path: Path) -> None:
+    image = await anyio.to_thread.run_sync(_image, tmp_path, [LayerSpec(4096, 1)])
+    layer = image.layers[0]
+    assert isinstance(layer, FileLayer)
+    wrong = FileLayer(path=layer.path, size=layer.size, diff_id=Digest.of(b"something else"))
+    image = SourceImage(image.config, [wrong], image.config_media_type)
+    registry = MemoryRegistry()
+
+    with pytest.raises(Exception, match="digest mismatch"):
+        await _push(registry, image, [])
+
+    assert registry.blobs == {} and registry.manifests == {}
