@@ -13,6 +13,7 @@ from types import TracebackType
 
 import anyio
 
+from engine import logs
 from engine.errors import DigestReferenceError, HoistError
 from engine.image.base import Image
 from engine.image.detect import open_archive
@@ -50,6 +51,7 @@ class Engine:
         max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS,
         insecure_registries: Iterable[str] = (),
     ) -> None:
+        logs.ensure_configured()
         self.store = Store(Path(root) if root is not None else default_root())
         self.pool = RegistryPool(insecure_registries=insecure_registries)
         self.transfers = TransferManager(max_concurrent_uploads)

@@ -39,3 +39,9 @@ def configure(level: str = "warning") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def ensure_configured() -> None:
+    """A library caller who configured nothing gets warnings only, not structlog's debug default."""
+    if not structlog.is_configured():
+        configure()

@@ -2,15 +2,17 @@
 
 An uncompressed layer is gzip-compressed with python-isal at a fixed level: isal writes a
 header with mtime 0 and no name, so one layer always gives the same bytes and the same digest
-(a re-push finds its blobs even when the local metadata is gone). Each chunk is hashed and
-compressed in a worker thread: isal and hashlib release the GIL, so several layers really
-compress at once and the event loop keeps serving the network.
+(a re-push finds its blobs even when the local metadata is gone). Each chunk is read, hashed
+and compressed in one worker-thread call: isal and hashlib release the GIL, so several layers
+really compress at once and the event loop keeps serving the network. The diff ID is hashed
+again only when the source has not already verified it (the store has, at load).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Callable
+from typing import BinaryIO
 
 import anyio.to_thread
 from isal import isal_zlib
@@ -18,7 +20,7 @@ from isal import isal_zlib
 from engine.digest import Digest
 from engine.errors import DigestMismatchError
 from engine.image import media_types
-from engine.image.base import Descriptor, Layer
+from engine.image.base import CHUNK_SIZE, Descriptor, Layer
 
 #: isal level 1 compresses ~20× faster than zlib level 6 and still better than level 1 zlib.
 GZIP_LEVEL = 1
@@ -34,25 +36,25 @@ class LayerStream:
     def __init__(self, layer: Layer, on_read: Callable[[int], None] | None = None) -> None:
         self.layer = layer
         self._on_read = on_read
-        self._compress = layer.descriptor is None
         self._compressor = (
             isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, _GZIP_WBITS)
-            if self._compress
+            if layer.descriptor is None
             else None
         )
+        self._check_diff_id = self._compressor is not None and not layer.verified
         self._diff_hash = hashlib.sha256()
         self._blob_hash = hashlib.sha256()
         self.size = 0
 
-    def _step(self, raw: bytes) -> bytes:
-        if self._compressor is None:
-            out = raw
-        else:
+    def _step(self, reader: BinaryIO) -> tuple[int, bytes]:
+        """Read one chunk and turn it into blob bytes: (source bytes read, blob bytes)."""
+        raw = reader.read(CHUNK_SIZE)
+        if self._check_diff_id:
             self._diff_hash.update(raw)
-            out = self._compressor.compress(raw)
+        out = raw if self._compressor is None else self._compressor.compress(raw)
         self._blob_hash.update(out)
         self.size += len(out)
-        return out
+        return len(raw), out
 
     def _finish(self) -> bytes:
         if self._compressor is None:
@@ -63,12 +65,18 @@ class LayerStream:
         return out
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for raw in self.layer.open():
-            out = await anyio.to_thread.run_sync(self._step, raw)
-            if self._on_read is not None:
-                self._on_read(len(raw))
-            if out:
-                yield out
+        reader = await anyio.to_thread.run_sync(self.layer.reader)
+        try:
+            while True:
+                read, out = await anyio.to_thread.run_sync(self._step, reader)
+                if not read:
+                    break
+                if self._on_read is not None:
+                    self._on_read(read)
+                if out:
+                    yield out
+        finally:
+            await anyio.to_thread.run_sync(reader.close)
         tail = await anyio.to_thread.run_sync(self._finish)
         if tail:
             yield tail
@@ -91,7 +99,7 @@ class LayerStream:
                 )
             return given
         diff_id = Digest.from_hash(self._diff_hash)
-        if self.layer.diff_id is not None and diff_id != self.layer.diff_id:
+        if self._check_diff_id and self.layer.diff_id is not None and diff_id != self.layer.diff_id:
             raise DigestMismatchError(
                 f"layer {self.layer.diff_id.short}", str(self.layer.diff_id), str(diff_id)
             )
