@@ -33,6 +33,12 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
         help="store directory (env HOIST_ROOT, default ~/.local/share/hoist)",
     )
     parser.add_argument(
+        "--config",
+        default=default(None),
+        metavar="DIR",
+        help="location of client config files (config.json; default $DOCKER_CONFIG or ~/.docker)",
+    )
+    parser.add_argument(
         "--insecure-registry",
         action="append",
         default=default([]),
@@ -41,10 +47,10 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     )
     parser.add_argument(
         "--max-concurrent-uploads",
-        type=int,
-        default=default(5),
+        type=_positive,
+        default=default(None),
         metavar="N",
-        help="layers uploaded at once, across every push of this run (default 5)",
+        help="layers uploaded at once, across every push of this run (default 5, or daemon.json)",
     )
     parser.add_argument(
         "--log-level",
@@ -103,7 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     rmi = command("rmi", "Remove one or more images")
     rmi.add_argument("names", nargs="+", metavar="IMAGE")
     rmi.set_defaults(run=_rmi)
+
+    login = command("login", "Log in to a registry")
+    login.add_argument("server", nargs="?", metavar="SERVER")
+    login.add_argument("-u", "--username")
+    login.add_argument("-p", "--password", help="Password (insecure: use --password-stdin)")
+    login.add_argument("--password-stdin", action="store_true", help="Take the password from stdin")
+    login.set_defaults(run=_login)
+
+    logout = command("logout", "Log out from a registry")
+    logout.add_argument("server", nargs="?", metavar="SERVER")
+    logout.set_defaults(run=_logout)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _version() -> str:
@@ -119,10 +143,13 @@ def _engine(args: argparse.Namespace) -> Engine:
         args.root or os.environ.get("HOIST_ROOT") or None,
         max_concurrent_uploads=args.max_concurrent_uploads,
         insecure_registries=args.insecure_registry,
+        config_dir=args.config,
+        relogin=_prompt_relogin if sys.stdin.isatty() else None,
     )
 
 
 async def _push(args: argparse.Namespace) -> int:
+    from engine.errors import UnauthorizedError
     from engine.progress.render import make_renderer, render
 
     async with _engine(args) as engine:
@@ -132,9 +159,78 @@ async def _push(args: argparse.Namespace) -> int:
             drawing = asyncio.create_task(render(queue, renderer))
             try:
                 await engine.push(name, source=args.source, progress=queue)
+            except UnauthorizedError as exc:
+                raise UnauthorizedError(
+                    f"{exc} (run 'hoist login {_domain(name)}')", status=exc.status
+                ) from exc
             finally:
                 queue.put_nowait(None)
                 await drawing
+    return 0
+
+
+def _domain(name: str) -> str:
+    from engine.reference import parse_normalized_named
+
+    return parse_normalized_named(name).domain
+
+
+async def _prompt_relogin(domain: str) -> Any:
+    """Docker's "Please login prior to push:" — ask on the terminal, once."""
+    print("\nPlease login prior to push:", flush=True)
+    username, password = await asyncio.to_thread(_ask_credentials, None)
+    if not username or not password:
+        return None
+    from engine.registry.credentials import AuthConfig
+
+    return AuthConfig(username=username, password=password, server_address=domain)
+
+
+def _ask_credentials(username: str | None) -> tuple[str, str]:
+    import getpass
+
+    if not username:
+        username = input("Username: ").strip()
+    return username, getpass.getpass("Password: ")
+
+
+async def _login(args: argparse.Namespace) -> int:
+    from engine.errors import HoistError
+    from engine.registry.credentials import AuthConfig
+
+    username, password = args.username, args.password
+    if password is not None:
+        print(
+            "WARNING! Using --password via the CLI is insecure. Use --password-stdin.",
+            file=sys.stderr,
+        )
+    if args.password_stdin:
+        if password is not None:
+            raise HoistError("--password and --password-stdin are mutually exclusive")
+        if not username:
+            raise HoistError("Must provide --username with --password-stdin")
+        password = sys.stdin.read().rstrip("\r\n")
+    if not username or password is None:
+        if not sys.stdin.isatty():
+            raise HoistError("cannot perform an interactive login from a non TTY device")
+        username, password = await asyncio.to_thread(_ask_credentials, username)
+    async with _engine(args) as engine:
+        config = await engine.config()
+        outcome = await engine.login(args.server, AuthConfig(username=username, password=password))
+    if outcome.stored_unencrypted:
+        print(
+            f"WARNING! Your password will be stored unencrypted in {config.path}.\n"
+            "Configure a credential helper to remove this warning.",
+            file=sys.stderr,
+        )
+    print(outcome.status)
+    return 0
+
+
+async def _logout(args: argparse.Namespace) -> int:
+    async with _engine(args) as engine:
+        domain = await engine.logout(args.server)
+    print(f"Removing login credentials for {domain}")
     return 0
 
 

@@ -7,14 +7,14 @@ through it shares the upload limit (Docker's ``max-concurrent-uploads``) and the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
 import anyio
 
 from engine import logs
-from engine.errors import DigestReferenceError, HoistError
+from engine.errors import DigestReferenceError, HoistError, UnauthorizedError
 from engine.image.base import Image
 from engine.image.detect import open_archive
 from engine.progress.events import (
@@ -32,13 +32,18 @@ from engine.reference import (
     familiar_string,
     parse_normalized_named,
 )
+from engine.registry import login as logins
+from engine.registry.credentials import AuthConfig, DockerConfig
 from engine.registry.pool import RegistryPool
+from engine.settings import DEFAULT_MAX_CONCURRENT_UPLOADS, read_settings
 from engine.store import ImageSummary, Store, default_root
 from engine.transfer import TransferManager
 
-DEFAULT_MAX_CONCURRENT_UPLOADS = 5
-
 ProgressTarget = asyncio.Queue[ProgressEvent | None] | ProgressSink | None
+
+#: Docker's RegistryAuthenticationPrivilegedFunc: asked, with the registry's domain, for other
+#: credentials when a push is refused as unauthorized; None gives up.
+Relogin = Callable[[str], Awaitable[AuthConfig | None]]
 
 
 class Engine:
@@ -48,17 +53,47 @@ class Engine:
         self,
         root: Path | str | None = None,
         *,
-        max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS,
+        max_concurrent_uploads: int | None = None,
         insecure_registries: Iterable[str] = (),
+        config_dir: Path | str | None = None,
+        relogin: Relogin | None = None,
     ) -> None:
+        """Flags given here add to (insecure registries) or override (uploads) daemon.json."""
         logs.ensure_configured()
         self.store = Store(Path(root) if root is not None else default_root())
-        self.pool = RegistryPool(insecure_registries=insecure_registries)
-        self.transfers = TransferManager(max_concurrent_uploads)
+        self.relogin = relogin
+        self._max_concurrent_uploads = max_concurrent_uploads
+        self._insecure_registries = tuple(insecure_registries)
+        self._config_dir = Path(config_dir) if config_dir is not None else None
+        self._docker_config: DockerConfig | None = None
+        self._settings_read = False
+        self.transfers = TransferManager(max_concurrent_uploads or DEFAULT_MAX_CONCURRENT_UPLOADS)
+        self.pool = RegistryPool(
+            insecure_registries=self._insecure_registries, credentials=self._credentials
+        )
         self._pusher = Pusher(self.pool, self.transfers, self.store)
 
     async def __aenter__(self) -> Engine:
+        await self._read_settings()
         return self
+
+    async def _read_settings(self) -> None:
+        """daemon.json, once, before anything reaches a registry."""
+        if self._settings_read:
+            return
+        settings = await anyio.to_thread.run_sync(read_settings, self.store.root)
+        self.transfers.concurrency = self._max_concurrent_uploads or settings.max_concurrent_uploads
+        self.pool.insecure_registries = settings.insecure_registries + self._insecure_registries
+        self._settings_read = True
+
+    async def config(self) -> DockerConfig:
+        """config.json (``config_dir``, ``$DOCKER_CONFIG`` or ``~/.docker``), read once."""
+        if self._docker_config is None:
+            self._docker_config = await DockerConfig.load(self._config_dir)
+        return self._docker_config
+
+    async def _credentials(self, domain: str) -> AuthConfig:
+        return await (await self.config()).get(domain)
 
     async def __aexit__(
         self,
@@ -116,20 +151,51 @@ class Engine:
         """
         sink = _sink(progress)
         try:
+            await self._read_settings()
             named = parse_normalized_named(ref)
             if named.digest is not None:
                 raise DigestReferenceError()
             if named.tag is None:
                 sink(Message(f"Using default tag: {DEFAULT_TAG}"))
                 named = named.with_tag(DEFAULT_TAG)
-            if source is None:
-                image: Image = await self.store.image(await self.store.resolve(str(named)))
-                return await self._pusher.push(named, image, sink)
-            async with open_archive(Path(source), tmp_dir=await self._tmp_dir()) as archive:
-                return await self._pusher.push(named, archive.select(named.tag), sink)
+            try:
+                return await self._push(named, source, sink)
+            except UnauthorizedError:
+                if not await self._relogin(named.domain):
+                    raise
+                return await self._push(named, source, sink)
         except HoistError as exc:
             sink(PushFailed(str(exc)))
             raise
+
+    async def _push(
+        self, ref: Reference, source: Path | str | None, sink: ProgressSink
+    ) -> PushResult:
+        if source is None:
+            image: Image = await self.store.image(await self.store.resolve(str(ref)))
+            return await self._pusher.push(ref, image, sink)
+        async with open_archive(Path(source), tmp_dir=await self._tmp_dir()) as archive:
+            assert ref.tag is not None
+            return await self._pusher.push(ref, archive.select(ref.tag), sink)
+
+    async def _relogin(self, domain: str) -> bool:
+        """Ask the relogin callback once for other credentials; whether it gave any."""
+        if self.relogin is None:
+            return False
+        credentials = await self.relogin(domain)
+        if credentials is None:
+            return False
+        self.pool.use_credentials(domain, credentials)
+        return True
+
+    async def login(self, server: str | None, credentials: AuthConfig) -> logins.LoginOutcome:
+        """``docker login``: check ``credentials`` against the registry, then store them."""
+        await self._read_settings()
+        return await logins.login(self.pool, await self.config(), server, credentials)
+
+    async def logout(self, server: str | None) -> str:
+        """``docker logout``: forget the stored credentials; the domain they were for."""
+        return await logins.logout(await self.config(), server)
 
     async def push_events(
         self, ref: str, *, source: Path | str | None = None

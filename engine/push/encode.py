@@ -28,14 +28,20 @@ _GZIP_WBITS = 31  # a gzip wrapper, not zlib
 
 
 class LayerStream:
-    """Iterate it once to get the blob's bytes; then ``descriptor()`` names what was sent.
+    """Iterate it to get the blob's bytes; then ``descriptor()`` names what was sent.
 
-    ``on_read`` is told how many source bytes each step consumed (Docker's Pushing counter).
+    Each iteration starts afresh, so a request that must be sent again (re-authentication)
+    simply iterates again. ``on_read`` is told the position reached in the source (Docker's
+    Pushing counter).
     """
 
     def __init__(self, layer: Layer, on_read: Callable[[int], None] | None = None) -> None:
         self.layer = layer
         self._on_read = on_read
+        self._reset()
+
+    def _reset(self) -> None:
+        layer = self.layer
         self._compressor = (
             isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, _GZIP_WBITS)
             if layer.descriptor is None
@@ -65,14 +71,17 @@ class LayerStream:
         return out
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._reset()
+        position = 0
         reader = await anyio.to_thread.run_sync(self.layer.reader)
         try:
             while True:
                 read, out = await anyio.to_thread.run_sync(self._step, reader)
                 if not read:
                     break
+                position += read
                 if self._on_read is not None:
-                    self._on_read(read)
+                    self._on_read(position)
                 if out:
                     yield out
         finally:

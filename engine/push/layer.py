@@ -68,20 +68,17 @@ class LayerUpload:
 
     async def _upload(self, ctx: TransferContext) -> LayerResult:
         total = self.layer.size
-        sent = 0
 
-        def on_read(n: int) -> None:
-            nonlocal sent
-            sent += n
-            ctx.progress(LayerProgress(self.layer_id, events.PUSHING, sent, total))
+        def on_read(position: int) -> None:
+            ctx.progress(LayerProgress(self.layer_id, events.PUSHING, position, total))
 
-        ctx.progress(LayerProgress(self.layer_id, events.PUSHING, 0, total))
+        on_read(0)
         location = await self.client.initiate_upload(self.repository)
         try:
             stream = LayerStream(self.layer, on_read)
-            location = await self.client.patch_blob(location, stream)
+            location = await self.client.patch_blob(self.repository, location, stream)
             descriptor = stream.descriptor()
-            await self.client.commit_blob(location, descriptor.digest)
+            await self.client.commit_blob(self.repository, location, descriptor.digest)
         except BaseException:
             await self._abandon(location)
             raise
@@ -98,6 +95,6 @@ class LayerUpload:
         with anyio.CancelScope(shield=True):
             try:
                 with anyio.fail_after(5):
-                    await self.client.cancel_upload(location)
+                    await self.client.cancel_upload(self.repository, location)
             except Exception as exc:  # the push already failed; this is best effort
                 log.debug("upload not deleted", location=location, error=str(exc))

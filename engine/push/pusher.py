@@ -41,9 +41,12 @@ class Pusher:
         assert ref.tag is not None, "the caller applies the default tag"
         progress(Message(f"The push refers to repository [{ref.name}]"))
         client = await self.pool.client(ref.domain)
+        # One request before the concurrent uploads: it fetches the push token they all share.
+        config_present = await client.check_blob(ref.path, Digest.of(image.config)) is not None
         uploads = [await self._layer_upload(client, ref, layer) for layer in image.layers]
         layers = await self._upload_layers(uploads, progress)
-        await self._push_config(client, ref.path, image)
+        if not config_present:
+            await client.put_blob(ref.path, Digest.of(image.config), image.config)
         media_type, manifest = _manifest(image, layers)
         manifests.check_size(manifest)
         digest = await client.put_manifest(ref.path, ref.tag, media_type, manifest)
@@ -82,11 +85,6 @@ class Pusher:
         calls = [partial(self.transfers.transfer, u.key, u, progress) for u in distinct]
         by_key = dict(zip([u.key for u in distinct], await gather(calls), strict=True))
         return [by_key[upload.key] for upload in uploads]
-
-    async def _push_config(self, client: RegistryClient, repository: str, image: Image) -> None:
-        digest = Digest.of(image.config)
-        if await client.check_blob(repository, digest) is None:
-            await client.put_blob(repository, digest, image.config)
 
     async def _remember(self, ref: Reference, layers: Sequence[LayerResult]) -> None:
         """Record which compressed digest each diff ID has in this repository."""

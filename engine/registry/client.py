@@ -1,14 +1,17 @@
-"""The HTTP side of the Distribution API: aiohttp carries bytes; protocol.py decides.
+"""The HTTP side of the Distribution API: aiohttp carries bytes; protocol.py and auth/ decide.
 
 One ``RegistryClient`` talks to one endpoint (scheme + host) through a shared keep-alive pool.
-Each method is one protocol step, named as the spec names it.
+Each request runs through the host's auth flow (challenge → token → retry), which is pure: this
+module only sends what the flow yields. Each method is one protocol step, named as the spec
+names it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Mapping
-from dataclasses import dataclass
+import ssl
+from collections.abc import AsyncIterable, Generator, Mapping, Sequence
+from typing import TypeVar, cast
 
 import aiohttp
 import structlog
@@ -16,31 +19,35 @@ import structlog
 from engine.digest import Digest
 from engine.errors import TransportError
 from engine.registry import protocol
+from engine.registry.auth import Authenticator, HttpRequest, HttpResponse, repository_scope
 
 log = structlog.get_logger("engine.registry")
 
 #: Socket errors that say the endpoint cannot be reached (and another one may be tried).
 NETWORK_ERRORS = (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError)
 
+T = TypeVar("T")
 
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    url: str
+#: A request body: bytes, or a stream that can be iterated again when the flow resends it.
+Body = bytes | AsyncIterable[bytes] | None
 
 
 class RegistryClient:
     """The protocol steps against one endpoint, e.g. ``http://127.0.0.1:5000``."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, base: str, *, verify_tls: bool = True
+        self,
+        session: aiohttp.ClientSession,
+        base: str,
+        *,
+        auth: Authenticator,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.session = session
         self.base = base
-        # aiohttp verifies by default; False is only ever set for an insecure registry.
-        self._ssl = verify_tls
+        self.auth = auth
+        # None means aiohttp's default: verified against the system's trust store.
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
 
     async def request(
         self,
@@ -48,34 +55,66 @@ class RegistryClient:
         url: str,
         *,
         ok: tuple[int, ...],
-        data: bytes | AsyncIterable[bytes] | None = None,
+        data: Body = None,
         headers: Mapping[str, str] | None = None,
-    ) -> Answer:
-        """Send one request; an answer outside ``ok`` becomes a typed RegistryError."""
+        scopes: Sequence[str] = (),
+    ) -> HttpResponse:
+        """One protocol request, authenticated; an answer outside ``ok`` raises a RegistryError."""
+        flow = self.auth.flow(HttpRequest(method, url, dict(headers or {})), scopes)
+        final = await self.run(flow, data)
+        if final.status not in ok:
+            raise protocol.decode_error(final.status, final.body, method=method, url=url)
+        return final
+
+    async def run(self, flow: Generator[HttpRequest, HttpResponse, T], body: Body = None) -> T:
+        """Drive a pure flow: send what it yields, hand it each answer, return what it returns."""
+        outgoing = next(flow)
+        while True:
+            response = await self._send(outgoing, body)
+            try:
+                outgoing = flow.send(response)
+            except StopIteration as done:
+                return cast(T, done.value)
+
+    async def _send(self, request: HttpRequest, caller_body: Body) -> HttpResponse:
+        body = (
+            caller_body if request.body is None and not request.is_token_request else request.body
+        )
         try:
             async with self.session.request(
-                method, url, data=data, headers=headers, allow_redirects=False, ssl=self._ssl
+                request.method,
+                request.url,
+                data=body,
+                headers=request.headers,
+                allow_redirects=False,
+                ssl=self._ssl,
             ) as response:
-                body = await response.read()
-                answer = Answer(response.status, response.headers, body, str(response.url))
-                reason = response.reason or ""
+                answer = HttpResponse(response.status, response.headers, await response.read())
         except NETWORK_ERRORS as exc:
-            raise TransportError(f"{method} {url}: {exc or type(exc).__name__}") from exc
-        log.debug("http", method=method, url=url, status=answer.status)
-        if answer.status not in ok:
-            raise protocol.decode_error(
-                answer.status, answer.body, method=method, url=url, reason=reason
-            )
+            where = f"{request.method} {_without_query(request.url)}"
+            raise TransportError(f"{where}: {exc or type(exc).__name__}") from exc
+        log.debug(
+            "http", method=request.method, url=_without_query(request.url), status=answer.status
+        )
         return answer
 
-    async def ping(self) -> Answer:
+    async def ping(self) -> HttpResponse:
         """``GET /v2/``: 200, or 401 with a challenge, both mean a registry is there."""
-        return await self.request("GET", protocol.ping_url(self.base), ok=(200, 401))
+        url = protocol.ping_url(self.base)
+        answer = await self._send(HttpRequest("GET", url, {}), None)
+        if answer.status == 401:
+            self.auth.observe_challenge(answer)
+        elif answer.status != 200:
+            raise protocol.decode_error(answer.status, answer.body, method="GET", url=url)
+        return answer
 
     async def check_blob(self, repository: str, digest: Digest) -> int | None:
         """``HEAD`` a blob: its size when the repository has it, None when it does not."""
         answer = await self.request(
-            "HEAD", protocol.blob_url(self.base, repository, digest), ok=(200, 404)
+            "HEAD",
+            protocol.blob_url(self.base, repository, digest),
+            ok=(200, 404),
+            scopes=[repository_scope(repository)],
         )
         if answer.status == 404:
             return None
@@ -84,10 +123,16 @@ class RegistryClient:
     async def initiate_upload(self, repository: str) -> str:
         """``POST`` an upload session; its location."""
         url = protocol.uploads_url(self.base, repository)
-        answer = await self.request("POST", url, ok=(202,), headers={"Content-Length": "0"})
+        answer = await self.request(
+            "POST",
+            url,
+            ok=(202,),
+            headers={"Content-Length": "0"},
+            scopes=[repository_scope(repository)],
+        )
         return protocol.resolve_location(url, answer.headers.get("Location"))
 
-    async def patch_blob(self, location: str, body: AsyncIterable[bytes]) -> str:
+    async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
         """Stream ``body`` into the session in one ``PATCH``; the session's next location."""
         answer = await self.request(
             "PATCH",
@@ -95,10 +140,13 @@ class RegistryClient:
             ok=(202,),
             data=body,
             headers={"Content-Type": "application/octet-stream"},
+            scopes=[repository_scope(repository)],
         )
         return protocol.resolve_location(location, answer.headers.get("Location"))
 
-    async def commit_blob(self, location: str, digest: Digest, body: bytes = b"") -> None:
+    async def commit_blob(
+        self, repository: str, location: str, digest: Digest, body: bytes = b""
+    ) -> None:
         """``PUT ?digest=``: close the session; the registry checks the digest."""
         await self.request(
             "PUT",
@@ -106,16 +154,17 @@ class RegistryClient:
             ok=(201,),
             data=body,
             headers={"Content-Type": "application/octet-stream"},
+            scopes=[repository_scope(repository)],
         )
 
-    async def cancel_upload(self, location: str) -> None:
+    async def cancel_upload(self, repository: str, location: str) -> None:
         """``DELETE`` an upload session that will not be committed."""
-        await self.request("DELETE", location, ok=(204, 404))
+        await self.request("DELETE", location, ok=(204, 404), scopes=[repository_scope(repository)])
 
     async def put_blob(self, repository: str, digest: Digest, data: bytes) -> None:
         """A small blob in two requests: ``POST``, then ``PUT`` with the body."""
         location = await self.initiate_upload(repository)
-        await self.commit_blob(location, digest, data)
+        await self.commit_blob(repository, location, digest, data)
 
     async def put_manifest(
         self, repository: str, reference: str, media_type: str, data: bytes
@@ -127,6 +176,12 @@ class RegistryClient:
             ok=(201,),
             data=data,
             headers={"Content-Type": media_type},
+            scopes=[repository_scope(repository)],
         )
         given = answer.headers.get(protocol.CONTENT_DIGEST_HEADER)
         return Digest.parse(given) if given else Digest.of(data)
+
+
+def _without_query(url: str) -> str:
+    """Upload URLs carry signed state in their query: long, and nobody's business in a log."""
+    return url.partition("?")[0]

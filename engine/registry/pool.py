@@ -1,30 +1,60 @@
-"""Connected registries: one keep-alive pool for the process, one chosen endpoint per host."""
+"""Connected registries: one keep-alive pool for the process, one chosen endpoint per host.
+
+For each registry domain: its credentials (config.json, a helper, or what a re-login gave), its
+TLS context (certs.d), and the first push endpoint that answers ``/v2/`` — https first; http only
+for an insecure registry and only when https could not even be spoken.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 
 import aiohttp
+import anyio.to_thread
 import structlog
 
 from engine import __version__
 from engine.errors import RegistryError, TransportError
+from engine.registry import tls
+from engine.registry.auth import Authenticator
 from engine.registry.client import RegistryClient
+from engine.registry.credentials import AuthConfig
 from engine.registry.endpoints import Endpoint, push_endpoints
 
 log = structlog.get_logger("engine.registry")
 
 USER_AGENT = f"hoist/{__version__}"
 
+#: Where credentials for a registry domain come from (``DockerConfig.get``, say).
+CredentialSource = Callable[[str], Awaitable[AuthConfig]]
+
+
+async def anonymous(domain: str) -> AuthConfig:
+    return AuthConfig()
+
 
 class RegistryPool:
     """A ``RegistryClient`` per registry domain, on the first endpoint that answers."""
 
-    def __init__(self, *, insecure_registries: Iterable[str] = (), connections: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        insecure_registries: Iterable[str] = (),
+        credentials: CredentialSource = anonymous,
+        certs_dirs: Sequence[Path] | None = None,
+        connections: int = 32,
+    ) -> None:
         self.insecure_registries = tuple(insecure_registries)
+        self._credentials = credentials
+        self._certs_dirs = list(certs_dirs) if certs_dirs is not None else tls.certs_dirs()
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, RegistryClient] = {}
+        self._given: dict[str, AuthConfig] = {}
+        # Hosts that answered over https once: never tried over http again (Docker's rule).
+        self._confirmed_tls: set[str] = set()
 
     def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -44,6 +74,15 @@ class RegistryPool:
             self._session = None
         self._clients.clear()
 
+    def use_credentials(self, domain: str, credentials: AuthConfig) -> None:
+        """Credentials for ``domain`` from now on (a re-login); its tokens are dropped."""
+        self._given[domain] = credentials
+        self._clients.pop(domain, None)
+
+    async def credentials(self, domain: str) -> AuthConfig:
+        given = self._given.get(domain)
+        return given if given is not None else await self._credentials(domain)
+
     async def client(self, domain: str) -> RegistryClient:
         """A client for ``domain`` on the first of its push endpoints that answers ``/v2/``."""
         if domain not in self._clients:
@@ -51,21 +90,40 @@ class RegistryPool:
         return self._clients[domain]
 
     async def _connect(self, domain: str) -> RegistryClient:
+        return await self.connect(domain, await self.credentials(domain))
+
+    async def connect(self, domain: str, credentials: AuthConfig) -> RegistryClient:
+        """A new client for ``domain`` with these credentials (``login`` checks them with it)."""
         session = self._open_session()
         last: RegistryError | None = None
         for endpoint in push_endpoints(domain, self.insecure_registries):
-            client = _client(session, endpoint)
+            if endpoint.scheme == "http" and endpoint.host in self._confirmed_tls:
+                continue
+            client = RegistryClient(
+                session,
+                endpoint.base,
+                auth=Authenticator(credentials, origin=endpoint.base),
+                ssl_context=await self._ssl(endpoint),
+            )
             try:
                 await client.ping()
             except TransportError as exc:
-                # Only a connection that failed may fall back; a registry's answer is final.
+                # Only a connection that failed may fall back; an answer, even an error, is final.
                 log.debug("endpoint unreachable", endpoint=endpoint.base, error=str(exc))
                 last = exc
                 continue
+            if endpoint.scheme == "https":
+                self._confirmed_tls.add(endpoint.host)
             return client
         assert last is not None
         raise last
 
-
-def _client(session: aiohttp.ClientSession, endpoint: Endpoint) -> RegistryClient:
-    return RegistryClient(session, endpoint.base, verify_tls=endpoint.verify_tls)
+    async def _ssl(self, endpoint: Endpoint) -> ssl.SSLContext | None:
+        if endpoint.scheme != "https":
+            return None
+        host_tls = await anyio.to_thread.run_sync(
+            tls.find_host_tls, endpoint.host, self._certs_dirs
+        )
+        return await anyio.to_thread.run_sync(
+            lambda: tls.ssl_context(host_tls, verify=endpoint.verify_tls)
+        )

@@ -47,7 +47,7 @@ class MemoryRegistry:
         self.sessions[location] = bytearray()
         return location
 
-    async def patch_blob(self, location: str, body: AsyncIterable[bytes]) -> str:
+    async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
         self.patches += 1
         async for chunk in body:
             self.sessions[location] += chunk
@@ -55,17 +55,19 @@ class MemoryRegistry:
                 raise BlobUploadInvalidError("broken on purpose", status=400)
         return location
 
-    async def commit_blob(self, location: str, digest: Digest, body: bytes = b"") -> None:
+    async def commit_blob(
+        self, repository: str, location: str, digest: Digest, body: bytes = b""
+    ) -> None:
         data = bytes(self.sessions.pop(location)) + body
         assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
         self.blobs[digest] = data
 
-    async def cancel_upload(self, location: str) -> None:
+    async def cancel_upload(self, repository: str, location: str) -> None:
         self.cancelled.append(location)
         self.sessions.pop(location, None)
 
     async def put_blob(self, repository: str, digest: Digest, data: bytes) -> None:
-        await self.commit_blob(await self.initiate_upload(repository), digest, data)
+        await self.commit_blob(repository, await self.initiate_upload(repository), digest, data)
 
     async def put_manifest(self, repository: str, tag: str, media_type: str, data: bytes) -> Digest:
         self.manifests[tag] = data

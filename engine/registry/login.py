@@ -1,0 +1,53 @@
+"""``docker login`` and ``docker logout``: check credentials with a registry, store or erase."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from engine.reference import DEFAULT_DOMAIN
+from engine.registry import protocol
+from engine.registry.auth import login_flow
+from engine.registry.credentials import AuthConfig, DockerConfig
+from engine.registry.pool import RegistryPool
+
+#: Hosts that all mean Docker Hub when logging in.
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    domain: str
+    status: str
+    #: True when the secret went into config.json itself rather than a credential helper.
+    stored_unencrypted: bool
+
+
+def login_domain(server: str | None) -> str:
+    """The registry a login is for: ``https://host/v1/`` → ``host``; nothing → Docker Hub."""
+    if not server:
+        return DEFAULT_DOMAIN
+    host = urlsplit(server).netloc if "://" in server else server.split("/", 1)[0]
+    return DEFAULT_DOMAIN if host in DOCKER_HUB_ALIASES else host
+
+
+async def login(
+    pool: RegistryPool, config: DockerConfig, server: str | None, credentials: AuthConfig
+) -> LoginOutcome:
+    domain = login_domain(server)
+    client = await pool.connect(domain, credentials)
+    result = await client.run(login_flow(credentials, protocol.ping_url(client.base)))
+    if result.identity_token:
+        # As Docker: keep the refresh token the registry gave, not the password.
+        credentials = AuthConfig(
+            username=credentials.username, identity_token=result.identity_token
+        )
+    unencrypted = await config.store(domain, credentials)
+    pool.use_credentials(domain, credentials)
+    return LoginOutcome(domain=domain, status=result.status, stored_unencrypted=unencrypted)
+
+
+async def logout(config: DockerConfig, server: str | None) -> str:
+    domain = login_domain(server)
+    await config.erase(domain)
+    return domain
