@@ -8,11 +8,12 @@ installs; a machine without them fails loudly instead of skipping.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -104,14 +105,20 @@ class Hoist:
     """The CLI as a user runs it: a real process, its exit code, its two streams."""
 
     root: Path
+    #: Environment added to the process's for every call (DOCKER_CONFIG, HOIST_CERTS_D, ...).
+    env: dict[str, str] = field(default_factory=dict)
 
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, str(ROOT / "cli.py"), "--root", str(self.root), *args],
             capture_output=True,
             text=True,
             timeout=600,
             check=False,
+            input=input,
+            env={**os.environ, **self.env},
         )
         if check:
             assert result.returncode == 0, f"hoist {args} failed:\n{result.stderr}"
@@ -119,5 +126,6 @@ class Hoist:
 
 
 @pytest.fixture
-def hoist(hoist_root: Path) -> Hoist:
-    return Hoist(hoist_root)
+def hoist(hoist_root: Path, tmp_path: Path) -> Hoist:
+    """The CLI with its own store and its own, empty, config.json directory."""
+    return Hoist(hoist_root, env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})

@@ -84,6 +84,7 @@ class Engine:
         settings = await anyio.to_thread.run_sync(read_settings, self.store.root)
         self.transfers.concurrency = self._max_concurrent_uploads or settings.max_concurrent_uploads
         self.pool.insecure_registries = settings.insecure_registries + self._insecure_registries
+        self.pool.insecure_loopback = settings.insecure_loopback
         self._settings_read = True
 
     async def config(self) -> DockerConfig:

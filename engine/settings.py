@@ -25,6 +25,8 @@ class SettingsError(HoistError):
 class Settings:
     insecure_registries: tuple[str, ...] = ()
     max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
+    #: Hoist's own key: False makes loopback registries secure (TLS verified, no http).
+    insecure_loopback: bool = True
 
     @classmethod
     def from_json(cls, document: Any, where: str) -> Settings:
@@ -32,11 +34,18 @@ class Settings:
             raise SettingsError(f"{where}: expected a JSON object")
         insecure = document.get("insecure-registries", [])
         uploads = document.get("max-concurrent-uploads", DEFAULT_MAX_CONCURRENT_UPLOADS)
+        loopback = document.get("insecure-loopback", True)
         if not isinstance(insecure, list) or not all(isinstance(h, str) for h in insecure):
             raise SettingsError(f"{where}: insecure-registries must be a list of strings")
         if not isinstance(uploads, int) or isinstance(uploads, bool) or uploads < 1:
             raise SettingsError(f"{where}: max-concurrent-uploads must be a positive integer")
-        return cls(insecure_registries=tuple(insecure), max_concurrent_uploads=uploads)
+        if not isinstance(loopback, bool):
+            raise SettingsError(f"{where}: insecure-loopback must be true or false")
+        return cls(
+            insecure_registries=tuple(insecure),
+            max_concurrent_uploads=uploads,
+            insecure_loopback=loopback,
+        )
 
 
 def read_settings(root: Path) -> Settings:

@@ -45,13 +45,19 @@ def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def is_insecure(host: str, insecure_registries: Iterable[str] = ()) -> bool:
-    """Whether ``host`` may be reached over plain http or unverified TLS."""
+def is_insecure(
+    host: str, insecure_registries: Iterable[str] = (), *, loopback: bool = True
+) -> bool:
+    """Whether ``host`` may be reached over plain http or unverified TLS.
+
+    ``loopback=False`` takes loopback out of the defaults (Docker always has it in): for a local
+    TLS registry whose certificate should really be checked.
+    """
     name, _ = split_host_port(host)
-    if name == "localhost":
+    if name == "localhost" and loopback:
         return True
     address = _ip(name)
-    cidrs = list(DEFAULT_INSECURE_CIDRS)
+    cidrs = list(DEFAULT_INSECURE_CIDRS) if loopback else []
     for entry in insecure_registries:
         if "/" in entry:
             cidrs.append(entry)
@@ -66,8 +72,10 @@ def push_host(domain: str) -> str:
     return DOCKER_HUB_PUSH_HOST if domain == DOCKER_HUB else domain
 
 
-def push_endpoints(domain: str, insecure_registries: Iterable[str] = ()) -> list[Endpoint]:
+def push_endpoints(
+    domain: str, insecure_registries: Iterable[str] = (), *, loopback_insecure: bool = True
+) -> list[Endpoint]:
     host = push_host(domain)
-    if not is_insecure(domain, insecure_registries):
+    if not is_insecure(domain, insecure_registries, loopback=loopback_insecure):
         return [Endpoint("https", host)]
     return [Endpoint("https", host, verify_tls=False), Endpoint("http", host)]

@@ -42,11 +42,13 @@ class RegistryPool:
         self,
         *,
         insecure_registries: Iterable[str] = (),
+        insecure_loopback: bool = True,
         credentials: CredentialSource = anonymous,
         certs_dirs: Sequence[Path] | None = None,
         connections: int = 32,
     ) -> None:
         self.insecure_registries = tuple(insecure_registries)
+        self.insecure_loopback = insecure_loopback
         self._credentials = credentials
         self._certs_dirs = list(certs_dirs) if certs_dirs is not None else tls.certs_dirs()
         self._connections = connections
@@ -96,7 +98,10 @@ class RegistryPool:
         """A new client for ``domain`` with these credentials (``login`` checks them with it)."""
         session = self._open_session()
         last: RegistryError | None = None
-        for endpoint in push_endpoints(domain, self.insecure_registries):
+        endpoints = push_endpoints(
+            domain, self.insecure_registries, loopback_insecure=self.insecure_loopback
+        )
+        for endpoint in endpoints:
             if endpoint.scheme == "http" and endpoint.host in self._confirmed_tls:
                 continue
             client = RegistryClient(

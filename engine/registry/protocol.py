@@ -108,11 +108,27 @@ def parse_errors(body: bytes) -> list[ErrorDetail]:
     return details
 
 
+#: What an error answer without a body means (HEAD answers never carry one).
+STATUS_MESSAGES = {
+    401: "unauthorized: authentication required",
+    403: "denied: requested access to the resource is denied",
+    404: "not found",
+    405: "unsupported: the operation is unsupported",
+    429: "toomanyrequests: too many requests",
+}
+
+
 def _describe(details: list[ErrorDetail], status: int, reason: str) -> str:
+    """Docker's wording: ``code in words: message`` (``blob unknown: blob unknown to registry``)."""
     if details:
         first = details[0]
-        text = first.message or (first.code or "").lower().replace("_", " ")
-        return text or f"{status} {reason}".strip()
+        words = (first.code or "").lower().replace("_", " ")
+        if words and first.message:
+            return f"{words}: {first.message}"
+        if words or first.message:
+            return words or first.message
+    if status in STATUS_MESSAGES:
+        return STATUS_MESSAGES[status]
     return f"unexpected status {status} {reason}".strip()
 
 

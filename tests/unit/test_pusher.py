@@ -36,6 +36,7 @@ class MemoryRegistry:
         self.sessions: dict[str, bytearray] = {}
         self.cancelled: list[str] = []
         self.patches = 0
+        self.started = 0
         self.fail_patch = fail_patch
 
     async def check_blob(self, repository: str, digest: Digest) -> int | None:
@@ -43,7 +44,8 @@ class MemoryRegistry:
         return None if blob is None else len(blob)
 
     async def initiate_upload(self, repository: str) -> str:
-        location = f"upload-{len(self.sessions)}"
+        self.started += 1
+        location = f"upload-{self.started}"
         self.sessions[location] = bytearray()
         return location
 

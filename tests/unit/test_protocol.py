@@ -1,0 +1,129 @@
+"""The protocol core and the endpoint rules: pure functions, no network."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.digest import Digest
+from engine.errors import (
+    BlobUnknownError,
+    DeniedError,
+    RegistryResponseError,
+    TooManyRequestsError,
+    UnauthorizedError,
+)
+from engine.registry import protocol
+from engine.registry.endpoints import is_insecure, push_endpoints
+from engine.settings import Settings, SettingsError
+
+DIGEST = Digest("sha256:" + "ab" * 32)
+
+
+@pytest.mark.parametrize(
+    ("request_url", "location", "expected"),
+    [
+        (
+            "http://r:5000/v2/a/blobs/uploads/",
+            "/v2/a/blobs/uploads/u1?_state=x",
+            "http://r:5000/v2/a/blobs/uploads/u1?_state=x",
+        ),
+        (
+            "http://r:5000/v2/a/blobs/uploads/",
+            "https://cdn.example/upload/u1",
+            "https://cdn.example/upload/u1",
+        ),
+        ("https://r/v2/a/blobs/uploads/u1", "u2", "https://r/v2/a/blobs/uploads/u2"),
+    ],
+)
+def test_location_may_be_relative_or_absolute(
+    request_url: str, location: str, expected: str
+) -> None:
+    assert protocol.resolve_location(request_url, location) == expected
+
+
+def test_a_missing_location_is_an_error() -> None:
+    with pytest.raises(RegistryResponseError, match="Location"):
+        protocol.resolve_location("http://r/v2/a/blobs/uploads/", None)
+
+
+def test_commit_url_keeps_the_signed_state() -> None:
+    url = protocol.commit_url("http://r/v2/a/blobs/uploads/u1?_state=abc%3D%3D", DIGEST)
+    assert url == f"http://r/v2/a/blobs/uploads/u1?_state=abc%3D%3D&digest=sha256%3A{'ab' * 32}"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "cls", "message"),
+    [
+        (
+            404,
+            b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}',
+            BlobUnknownError,
+            "blob unknown: blob unknown to registry",
+        ),
+        (401, b"", UnauthorizedError, "unauthorized: authentication required"),
+        (403, b"<html><body>Forbidden</body></html>", DeniedError, "denied:"),
+        (429, b"slow down", TooManyRequestsError, "toomanyrequests"),
+        (502, b"<html>Bad Gateway</html>", RegistryResponseError, "unexpected status 502"),
+        (400, b'{"errors": "not a list"}', RegistryResponseError, "unexpected status 400"),
+        (400, b"\xff\xfe garbage", RegistryResponseError, "unexpected status 400"),
+    ],
+)
+def test_error_answers_become_one_typed_error(
+    status: int, body: bytes, cls: type[RegistryResponseError], message: str
+) -> None:
+    error = protocol.decode_error(status, body, method="PUT", url="http://r/v2/")
+    assert type(error) is cls
+    assert message in str(error)
+    assert error.status == status
+
+
+def test_same_origin() -> None:
+    assert protocol.same_origin("https://r:5000/v2/", "https://r:5000/v2/a/blobs/uploads/x")
+    assert not protocol.same_origin("https://r:5000/v2/", "https://cdn.r:5000/x")
+    assert not protocol.same_origin("https://r/v2/", "http://r/v2/")
+
+
+@pytest.mark.parametrize(
+    ("host", "listed", "insecure"),
+    [
+        ("127.0.0.1:5000", (), True),
+        ("127.9.9.9", (), True),
+        ("localhost:5000", (), True),
+        ("[::1]:5000", (), True),
+        ("registry.example:5000", (), False),
+        ("registry.example:5000", ("registry.example:5000",), True),
+        ("registry.example", ("registry.example",), True),
+        ("10.1.2.3:5000", ("10.0.0.0/8",), True),
+        ("10.1.2.3:5000", ("192.168.0.0/16",), False),
+    ],
+)
+def test_insecure_registries(host: str, listed: tuple[str, ...], insecure: bool) -> None:
+    assert is_insecure(host, listed) is insecure
+
+
+def test_https_only_for_a_secure_registry_and_http_only_as_fallback() -> None:
+    assert [e.base for e in push_endpoints("registry.example:5000")] == [
+        "https://registry.example:5000"
+    ]
+    insecure = push_endpoints("127.0.0.1:5000")
+    assert [(e.base, e.verify_tls) for e in insecure] == [
+        ("https://127.0.0.1:5000", False),
+        ("http://127.0.0.1:5000", True),
+    ]
+    strict = push_endpoints("127.0.0.1:5000", loopback_insecure=False)
+    assert [(e.base, e.verify_tls) for e in strict] == [("https://127.0.0.1:5000", True)]
+
+
+def test_docker_hub_is_pushed_to_registry_1() -> None:
+    assert [e.base for e in push_endpoints("docker.io")] == ["https://registry-1.docker.io"]
+
+
+def test_daemon_json_settings() -> None:
+    settings = Settings.from_json(
+        {"insecure-registries": ["a:5000"], "max-concurrent-uploads": 3}, "daemon.json"
+    )
+    assert settings == Settings(("a:5000",), 3, True)
+    with pytest.raises(SettingsError, match="max-concurrent-uploads"):
+        Settings.from_json({"max-concurrent-uploads": 0}, "daemon.json")
+    with pytest.raises(SettingsError, match="insecure-registries"):
+        Settings.from_json({"insecure-registries": "a"}, "daemon.json")
