@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -336,3 +337,64 @@ async def test_a_token_expired_mid_push_is_renewed(
     assert renewed, "the refused token was not replaced"
     assert all("repository:token/renew:push,pull" in map(str, r.scopes) for r in renewed)
     assert await anyio.to_thread.run_sync(_skopeo_has, secured, second)
+
+
+def test_on_a_terminal_push_asks_for_a_login_and_retries(
+    hoist: Hoist, basic_auth_registry: SecuredRegistry, tmp_path: Path
+) -> None:
+    """Docker's ``Please login prior to push:``, answered at the prompt through a real pty."""
+    secured = basic_auth_registry
+    target = f"{secured.host}/basic/prompt:v1"
+    _load(hoist, tmp_path, target)
+
+    transcript = _run_on_terminal(
+        [
+            sys.executable,
+            "cli.py",
+            "--root",
+            str(hoist.root),
+            "push",
+            "--progress",
+            "plain",
+            target,
+        ],
+        env={**os.environ, **hoist.env},
+        answers=[("Username: ", secured.username), ("Password: ", secured.password)],
+    )
+
+    assert "Please login prior to push:" in transcript
+    assert "v1: digest: sha256:" in transcript
+    assert secured.password not in transcript
+    assert _skopeo_has(secured, target)
+
+
+def _run_on_terminal(argv: list[str], env: dict[str, str], answers: list[tuple[str, str]]) -> str:
+    """Run ``argv`` with a pseudo-terminal as its controlling tty; answer prompts as they come."""
+    import pty
+    import select
+
+    from conftest import ROOT
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes the CLI, its terminal the pty
+        os.chdir(ROOT)
+        os.execve(argv[0], argv, env)
+    output = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal: it is done
+            break
+        if not chunk:
+            break
+        output += chunk
+        if pending and output.rstrip().endswith(pending[0][0].strip().encode()):
+            os.write(fd, pending.pop(0)[1].encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output.decode(errors="replace")
+    return output.decode(errors="replace")
