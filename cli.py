@@ -78,10 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("names", nargs="+", metavar="NAME[:TAG]")
     push.add_argument("-q", "--quiet", action="store_true", help="Suppress verbose output")
     push.add_argument(
+        "-a", "--all-tags", action="store_true", help="Push all tags of an image to the repository"
+    )
+    push.add_argument(
         "--from",
         dest="source",
         metavar="PATH",
         help="push straight from a docker-archive, OCI layout or OCI archive",
+    )
+    push.add_argument(
+        "--platform",
+        metavar="OS/ARCH[/VARIANT]",
+        help="push one platform of a multi-platform image (an index) instead of all",
     )
     push.add_argument(
         "--progress",
@@ -149,24 +157,74 @@ def _engine(args: argparse.Namespace) -> Engine:
 
 
 async def _push(args: argparse.Namespace) -> int:
-    from engine.errors import UnauthorizedError
+    from engine.errors import HoistError, UnauthorizedError
     from engine.progress.render import make_renderer, render
 
     async with _engine(args) as engine:
-        for name in args.names:
-            queue: asyncio.Queue[Any] = asyncio.Queue()
-            renderer = make_renderer(args.progress, sys.stdout, quiet=args.quiet)
-            drawing = asyncio.create_task(render(queue, renderer))
-            try:
-                await engine.push(name, source=args.source, progress=queue)
-            except UnauthorizedError as exc:
-                raise UnauthorizedError(
-                    f"{exc} (run 'hoist login {_domain(name)}')", status=exc.status
-                ) from exc
-            finally:
-                queue.put_nowait(None)
-                await drawing
-    return 0
+        names = args.names
+        if args.all_tags:
+            if len(names) != 1:
+                raise HoistError("--all-tags takes one repository name")
+            names = await engine.tags_of(names[0])
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        drawing = asyncio.create_task(
+            render(queue, make_renderer(args.progress, sys.stdout, quiet=args.quiet))
+        )
+        try:
+            if len(names) > 1:
+                items = await engine.push_many(
+                    names, source=args.source, platform=args.platform, progress=queue
+                )
+            else:
+                try:
+                    await engine.push(
+                        names[0], source=args.source, platform=args.platform, progress=queue
+                    )
+                except UnauthorizedError as exc:
+                    raise _with_login_hint(exc, names[0]) from exc
+                return 0
+        finally:
+            queue.put_nowait(None)
+            await drawing
+    return _report(items, quiet=args.quiet)
+
+
+def _with_login_hint(exc: Exception, name: str) -> Exception:
+    from engine.errors import UnauthorizedError
+
+    if not isinstance(exc, UnauthorizedError):
+        return exc
+    return UnauthorizedError(f"{exc} (run 'hoist login {_domain(name)}')", status=exc.status)
+
+
+def _report(items: Sequence[Any], *, quiet: bool) -> int:
+    """A batch's summary table (stdout) and one error line per failed image (stderr)."""
+    failed = [item for item in items if item.error is not None]
+    if not quiet:
+        rows = [("IMAGE", "DIGEST", "PUSHED", "MOUNTED", "EXISTS", "SENT")]
+        for item in items:
+            rows.append(_summary_row(item))
+        print()
+        _print_rows(rows)
+    for item in failed:
+        print(f"Error: {item.ref}: {_with_login_hint(item.error, item.ref)}", file=sys.stderr)
+    return EXIT_ERROR if failed else 0
+
+
+def _summary_row(item: Any) -> tuple[str, ...]:
+    from engine.progress.units import human_size
+
+    if item.result is None:
+        return (item.ref, "failed", "", "", "", "")
+    outcomes = [layer.outcome.value for layer in item.result.layers]
+    return (
+        item.ref,
+        str(item.result.digest)[:19],
+        str(outcomes.count("pushed")),
+        str(outcomes.count("mounted")),
+        str(outcomes.count("exists")),
+        human_size(item.result.bytes_sent),
+    )
 
 
 def _domain(name: str) -> str:
@@ -282,9 +340,15 @@ def _print_table(rows: Sequence[Any]) -> None:
         table.append(
             (row.repository, row.tag, row.image_id.hex[:12], created, human_size(row.size))
         )
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for r in table:
-        print("   ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip())
+    _print_rows(table)
+
+
+def _print_rows(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 async def _rmi(args: argparse.Namespace) -> int:

@@ -7,15 +7,23 @@ through it shares the upload limit (Docker's ``max-concurrent-uploads``) and the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import platform as platform_module
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import anyio
 
 from engine import logs
-from engine.errors import DigestReferenceError, HoistError, UnauthorizedError
-from engine.image.base import Image
+from engine.errors import (
+    DigestReferenceError,
+    HoistError,
+    ImageNotFoundError,
+    InvalidReferenceError,
+    UnauthorizedError,
+)
+from engine.image.base import Image, SourceIndex
 from engine.image.detect import open_archive
 from engine.progress.events import (
     Message,
@@ -29,6 +37,7 @@ from engine.push.result import PushResult
 from engine.reference import (
     DEFAULT_TAG,
     Reference,
+    familiar_name,
     familiar_string,
     parse_normalized_named,
 )
@@ -40,6 +49,16 @@ from engine.store import ImageSummary, Store, default_root
 from engine.transfer import TransferManager
 
 ProgressTarget = asyncio.Queue[ProgressEvent | None] | ProgressSink | None
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One push of a batch: its result, or the error that stopped it."""
+
+    ref: str
+    result: PushResult | None = None
+    error: HoistError | None = None
+
 
 #: Docker's RegistryAuthenticationPrivilegedFunc: asked, with the registry's domain, for other
 #: credentials when a push is refused as unauthorized; None gives up.
@@ -67,6 +86,8 @@ class Engine:
         self._config_dir = Path(config_dir) if config_dir is not None else None
         self._docker_config: DockerConfig | None = None
         self._settings_read = False
+        self._relogin_lock = asyncio.Lock()
+        self._relogins: dict[str, bool] = {}
         self.transfers = TransferManager(max_concurrent_uploads or DEFAULT_MAX_CONCURRENT_UPLOADS)
         self.pool = RegistryPool(
             insecure_registries=self._insecure_registries, credentials=self._credentials
@@ -117,9 +138,16 @@ class Engine:
         """Import every image of an archive or layout; Docker's ``Loaded image…`` lines."""
         lines: list[str] = []
         async with open_archive(Path(path), tmp_dir=await self._tmp_dir()) as archive:
-            for image in archive.images:
+            for found in archive.images:
+                # The store keeps one image per name, as Docker's classic store: of an index,
+                # the child for this machine's platform.
+                image = (
+                    found.select_platform(host_platform())
+                    if isinstance(found, SourceIndex)
+                    else found
+                )
                 image_id = await self.store.add_image(image)
-                refs = _load_names(archive.kind, image.names)
+                refs = _load_names(archive.kind, found.names)
                 for ref in refs:
                     await self.store.tag(ref, image_id)
                     lines.append(f"Loaded image: {familiar_string(ref)}")
@@ -143,12 +171,15 @@ class Engine:
         ref: str,
         *,
         source: Path | str | None = None,
+        platform: str | None = None,
         progress: ProgressTarget = None,
     ) -> PushResult:
         """Push ``ref`` from the store, or straight from an archive or layout at ``source``.
 
-        ``progress`` is a queue (events, then nothing: the caller ends its own stream) or a
-        callable. Raises a HoistError when the push fails; no manifest is PUT then.
+        A multi-platform ``source`` is pushed whole (children, then the index), or only its
+        ``platform`` child (``os/arch[/variant]``). ``progress`` is a queue (events, then nothing:
+        the caller ends its own stream) or a callable. Raises a HoistError when the push fails;
+        no manifest is PUT then.
         """
         sink = _sink(progress)
         try:
@@ -160,34 +191,79 @@ class Engine:
                 sink(Message(f"Using default tag: {DEFAULT_TAG}"))
                 named = named.with_tag(DEFAULT_TAG)
             try:
-                return await self._push(named, source, sink)
+                return await self._push(named, source, platform, sink)
             except UnauthorizedError:
                 if not await self._relogin(named.domain):
                     raise
-                return await self._push(named, source, sink)
+                return await self._push(named, source, platform, sink)
         except HoistError as exc:
             sink(PushFailed(str(exc)))
             raise
 
     async def _push(
-        self, ref: Reference, source: Path | str | None, sink: ProgressSink
+        self, ref: Reference, source: Path | str | None, platform: str | None, sink: ProgressSink
     ) -> PushResult:
         if source is None:
             image: Image = await self.store.image(await self.store.resolve(str(ref)))
             return await self._pusher.push(ref, image, sink)
         async with open_archive(Path(source), tmp_dir=await self._tmp_dir()) as archive:
             assert ref.tag is not None
-            return await self._pusher.push(ref, archive.select(ref.tag), sink)
+            found = archive.select(ref.tag)
+            if not isinstance(found, SourceIndex):
+                return await self._pusher.push(ref, found, sink)
+            if platform is not None:
+                return await self._pusher.push(ref, found.select_platform(platform), sink)
+            return await self._pusher.push_index(ref, found, sink)
 
     async def _relogin(self, domain: str) -> bool:
-        """Ask the relogin callback once for other credentials; whether it gave any."""
+        """Ask the relogin callback, once per registry, for other credentials; whether it gave any.
+
+        Concurrent pushes refused by one registry share one prompt.
+        """
         if self.relogin is None:
             return False
-        credentials = await self.relogin(domain)
-        if credentials is None:
-            return False
-        self.pool.use_credentials(domain, credentials)
-        return True
+        async with self._relogin_lock:
+            if domain not in self._relogins:
+                credentials = await self.relogin(domain)
+                self._relogins[domain] = credentials is not None
+                if credentials is not None:
+                    self.pool.use_credentials(domain, credentials)
+        return self._relogins[domain]
+
+    async def push_many(
+        self,
+        refs: Sequence[str],
+        *,
+        source: Path | str | None = None,
+        platform: str | None = None,
+        progress: ProgressTarget = None,
+    ) -> list[BatchItem]:
+        """Push every ref at once under the shared upload limit; one failure stops no other.
+
+        A blob shared by several of them crosses the wire once per registry: the first push
+        uploads it, the others mount it from there.
+        """
+
+        async def one(ref: str) -> BatchItem:
+            try:
+                pushed = await self.push(ref, source=source, platform=platform, progress=progress)
+                return BatchItem(ref, pushed)
+            except HoistError as exc:
+                return BatchItem(ref, error=exc)
+
+        return list(await asyncio.gather(*(one(ref) for ref in refs)))
+
+    async def tags_of(self, name: str) -> list[str]:
+        """``--all-tags``: every tagged reference of the repository ``name`` in the store."""
+        named = parse_normalized_named(name)
+        if named.tag is not None or named.digest is not None:
+            raise InvalidReferenceError("tag can't be used with --all-tags/-a")
+        tagged = [str(ref) for ref, _ in await self.store.references_by_name(named)]
+        if not tagged:
+            raise ImageNotFoundError(
+                f"An image does not exist locally with the tag: {familiar_name(named)}"
+            )
+        return tagged
 
     async def login(self, server: str | None, credentials: AuthConfig) -> logins.LoginOutcome:
         """``docker login``: check ``credentials`` against the registry, then store them."""
@@ -213,6 +289,15 @@ class Engine:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+
+def host_platform() -> str:
+    """This machine as an OCI platform: ``linux/amd64``, ``linux/arm64``…"""
+    machine = platform_module.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm/v7", "i686": "386"}.get(
+        machine, machine
+    )
+    return f"{platform_module.system().lower()}/{arch}"
 
 
 def _sink(progress: ProgressTarget) -> ProgressSink:

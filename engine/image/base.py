@@ -2,9 +2,10 @@
 
 A source (the store, a docker-archive, an OCI layout or archive) hands the pusher an ``Image``:
 its config bytes, its layers, and — for sources that carry one — the manifest to push byte for
-byte. A layer either is already a registry blob (``descriptor`` set: pushed as it is) or is an
-uncompressed tar that the pusher compresses (``descriptor`` None). Every body is re-openable, from
-any offset, so a retry or a resume can replay it.
+byte; or, for a multi-platform image, a ``SourceIndex`` whose children are such images. A layer
+either is already a registry blob (``descriptor`` set: pushed as it is) or is an uncompressed tar
+that the pusher compresses (``descriptor`` None). Every body is re-openable, from any offset, so a
+retry or a resume can replay it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 import aiofiles
 
 from engine.digest import Digest
+from engine.errors import ImageSourceError
+from engine.image.index import Platform, choose_platform
 
 #: Read size for file-backed blobs: large enough that a thread hop per chunk costs nothing.
 CHUNK_SIZE = 1 << 20
@@ -181,3 +184,55 @@ class SourceImage:
     @property
     def id(self) -> Digest:
         return Digest.of(self.config)
+
+
+@dataclass(frozen=True)
+class IndexChild:
+    """A manifest that an index lists: its descriptor there, and its image if the source has it."""
+
+    descriptor: Descriptor
+    image: SourceImage | None = None
+    #: Why ``image`` is None: which blob the source lacks. A layout may lack the blobs of the
+    #: platforms it was not asked to copy; that matters only when that child is used.
+    missing: str = ""
+
+    @property
+    def platform(self) -> Platform | None:
+        return Platform.of(self.descriptor.platform)
+
+    def require(self) -> SourceImage:
+        """The child's image; ImageSourceError naming the missing blob when the source lacks it."""
+        if self.image is None:
+            raise ImageSourceError(self.missing or f"manifest {self.descriptor.digest} is missing")
+        return self.image
+
+
+@dataclass(frozen=True)
+class SourceIndex:
+    """A multi-platform image (OCI index or Docker manifest list) with the children it lists.
+
+    The pusher pushes every child's manifest by digest, then ``raw`` byte for byte, so that the
+    registry holds the same index digest; ``select_platform`` picks one child instead.
+    """
+
+    media_type: str
+    raw: bytes
+    #: Every manifest the index lists, in its order.
+    manifests: Sequence[IndexChild]
+    origin: str = ""
+    names: tuple[str, ...] = field(default=())
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.of(self.raw)
+
+    @property
+    def children(self) -> list[tuple[Descriptor, SourceImage]]:
+        """Each child's descriptor and image, to push the whole index; fails if one is missing."""
+        return [(child.descriptor, child.require()) for child in self.manifests]
+
+    def select_platform(self, platform: str) -> SourceImage:
+        """The child for ``os/arch[/variant]``; ImageSourceError listing the platforms if none."""
+        platforms = [child.platform for child in self.manifests]
+        what = self.origin or f"index {self.digest}"
+        return self.manifests[choose_platform(platform, platforms, what)].require()

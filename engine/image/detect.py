@@ -3,7 +3,8 @@
 A tar with ``manifest.json`` is a docker-archive, even when it also carries ``index.json`` (Docker
 ≥ 25 writes both); a tar with ``oci-layout`` and ``index.json`` but no ``manifest.json`` is an OCI
 archive; a directory with ``oci-layout`` is an OCI layout. Compressed tars are decompressed to a
-temporary file that lives as long as the ``open_archive`` context.
+temporary file that lives as long as the ``open_archive`` context. OCI layouts and archives may hold
+multi-platform indexes beside plain images; they are chosen by name the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from engine.errors import ImageSourceError
-from engine.image.base import SourceImage
+from engine.image.base import SourceImage, SourceIndex
 from engine.image.blobs import DirectoryBlobs, TarBlobs
 from engine.image.docker_archive import MANIFEST_FILE, read_docker_archive
 from engine.image.oci_layout import INDEX_FILE, LAYOUT_FILE, read_oci_layout
@@ -34,21 +35,29 @@ def tag_of(name: str) -> str | None:
     return last.rpartition(":")[2] if ":" in last else None
 
 
-def describe(image: SourceImage) -> str:
-    """How an image is listed when the user must choose one."""
-    return ", ".join(image.names) if image.names else f"<untagged {image.id.short}>"
+#: What an archive holds: plain images, and (in OCI layouts) multi-platform indexes.
+ArchiveEntry = SourceImage | SourceIndex
+
+
+def describe(entry: ArchiveEntry) -> str:
+    """How an image or index is listed when the user must choose one."""
+    if entry.names:
+        return ", ".join(entry.names)
+    if isinstance(entry, SourceIndex):
+        return f"<untagged index {entry.digest.short}>"
+    return f"<untagged {entry.id.short}>"
 
 
 @dataclass(frozen=True)
 class ImageArchive:
-    """The images found at ``path`` and what kind of source holds them."""
+    """The images and indexes found at ``path`` and what kind of source holds them."""
 
     path: Path
     kind: str
-    images: list[SourceImage]
+    images: list[ArchiveEntry]
 
-    def select(self, tag: str | None) -> SourceImage:
-        """The one image, or the one named ``tag`` (a full name, an OCI ref name or a tag)."""
+    def select(self, tag: str | None) -> ArchiveEntry:
+        """The one entry, or the one named ``tag`` (a full name, an OCI ref name or a tag)."""
         if len(self.images) == 1:
             return self.images[0]
         if not self.images:
@@ -59,7 +68,7 @@ class ImageArchive:
             )
         return self._by_tag(tag)
 
-    def _by_tag(self, tag: str) -> SourceImage:
+    def _by_tag(self, tag: str) -> ArchiveEntry:
         exact = [i for i in self.images if tag in i.names]
         tagged = exact or [i for i in self.images if any(tag_of(n) == tag for n in i.names)]
         if len(tagged) == 1:
@@ -73,7 +82,7 @@ class ImageArchive:
             f"{self.path} holds no image named {tag!r}; it holds: {self._listing()}"
         )
 
-    def _listing(self, images: Sequence[SourceImage] | None = None) -> str:
+    def _listing(self, images: Sequence[ArchiveEntry] | None = None) -> str:
         return "; ".join(describe(i) for i in (self.images if images is None else images))
 
 
@@ -109,9 +118,9 @@ async def _read_tar(path: Path, index: TarIndex) -> ImageArchive:
     blobs = TarBlobs(index, label=str(path))
     if kind == DOCKER_ARCHIVE:
         images = await read_docker_archive(blobs, f"{DOCKER_ARCHIVE}:{path}")
-    else:
-        images = await read_oci_layout(blobs, f"{OCI_ARCHIVE}:{path}")
-    return ImageArchive(path=path, kind=kind, images=images)
+        return ImageArchive(path=path, kind=kind, images=list(images))
+    entries = await read_oci_layout(blobs, f"{OCI_ARCHIVE}:{path}")
+    return ImageArchive(path=path, kind=kind, images=entries)
 
 
 @contextlib.asynccontextmanager

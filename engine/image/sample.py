@@ -3,8 +3,9 @@
 The same ``LayerSpec`` always gives the same bytes: file contents come from a PRNG seeded with
 the spec's seed (so they do not compress, like real binaries) and every tar header has fixed
 times, owners and modes. From layers, this module writes docker-archives (classic, or Docker ≥ 25
-style with blobs and symlinked ``layer.tar``), OCI layouts (gzip layers; several images may share
-one layout) and OCI archives. Everything here blocks: call it from a worker thread or test setup.
+style with blobs and symlinked ``layer.tar``), OCI layouts (gzip layers; several images, and
+multi-platform indexes of them, may share one layout) and OCI archives. Everything here blocks:
+call it from a worker thread or test setup.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import random
 import tarfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -24,7 +25,17 @@ from isal import isal_zlib
 
 from engine.digest import Digest
 from engine.image.base import Descriptor
-from engine.image.media_types import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST
+from engine.image.media_types import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+)
 from engine.image.oci_layout import REF_NAME_ANNOTATION
 
 #: Layer contents are produced and written in pieces of this size, so memory stays flat.
@@ -40,6 +51,9 @@ _END_OF_ARCHIVE = bytes(2 * _BLOCK_SIZE)
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 DockerArchiveStyle = Literal["legacy", "blobs"]
+IndexStyle = Literal["oci", "docker"]
+#: A child's platform: (os, architecture, variant or None).
+PlatformSpec = tuple[str, str, str | None]
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,18 @@ class OciSampleImage(SampleImage):
     manifest: bytes
     manifest_digest: Digest
     layer_digests: list[Digest]
+
+
+@dataclass(frozen=True)
+class OciSampleIndex:
+    """A multi-platform sample written into an OCI layout: its index and one image per platform."""
+
+    index: bytes
+    index_digest: Digest
+    media_type: str
+    #: Each child as the index lists it (media type, digest, size, platform), in platform order.
+    descriptors: list[Descriptor]
+    children: list[OciSampleImage]
 
 
 def _tar_info(name: str, *, size: int = 0, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
@@ -134,12 +160,15 @@ def make_config(
     created: str = "2024-01-01T00:00:00Z",
     architecture: str = "amd64",
     os: str = "linux",
+    variant: str | None = None,
 ) -> bytes:
     """An image config for layers with these diff IDs, serialised the same way every time."""
+    platform = {"architecture": architecture, "os": os}
+    if variant:
+        platform["variant"] = variant
     return _to_json(
         {
-            "architecture": architecture,
-            "os": os,
+            **platform,
             "created": created,
             "config": {"Env": [f"PATH={_PATH}"]},
             "rootfs": {"type": "layers", "diff_ids": [str(d) for d in diff_ids]},
@@ -274,22 +303,24 @@ def _add_docker_manifest(
 _LAYOUT_MARKER = _to_json({"imageLayoutVersion": "1.0.0"})
 
 
-def _oci_manifest(config: Descriptor, layers: Sequence[Descriptor]) -> bytes:
+def _oci_manifest(
+    config: Descriptor, layers: Sequence[Descriptor], media_type: str = OCI_MANIFEST
+) -> bytes:
     return _to_json(
         {
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
+            "mediaType": media_type,
             "config": config.to_json(),
             "layers": [layer.to_json() for layer in layers],
         }
     )
 
 
-def _oci_index(manifests: Sequence[Descriptor]) -> bytes:
+def _oci_index(manifests: Sequence[Descriptor], media_type: str = OCI_INDEX) -> bytes:
     return _to_json(
         {
             "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
+            "mediaType": media_type,
             "manifests": [m.to_json() for m in manifests],
         }
     )
@@ -352,6 +383,14 @@ def _add_to_index(layout_dir: Path, descriptor: Descriptor, ref_name: str) -> No
     path.write_bytes(_oci_index([*manifests, descriptor]))
 
 
+def _prepare_layout(layout_dir: Path) -> Path:
+    """Create the layout's marker and blob directory (if need be); return the directory."""
+    blob_dir = layout_dir / "blobs" / "sha256"
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    (layout_dir / "oci-layout").write_bytes(_LAYOUT_MARKER)
+    return blob_dir
+
+
 def write_oci_layout(
     layout_dir: Path,
     layers: Sequence[LayerSpec],
@@ -365,9 +404,7 @@ def write_oci_layout(
 
     With ``work_dir``, the uncompressed layer tars are kept there too (``layer_paths``).
     """
-    blob_dir = layout_dir / "blobs" / "sha256"
-    blob_dir.mkdir(parents=True, exist_ok=True)
-    (layout_dir / "oci-layout").write_bytes(_LAYOUT_MARKER)
+    blob_dir = _prepare_layout(layout_dir)
     tar_paths = [work_dir / f"layer-{s.size}-{s.seed}.tar" if work_dir else None for s in layers]
     written = [
         _write_gzip_layer(blob_dir, spec, tar_path, level)
@@ -393,6 +430,120 @@ def write_oci_layout(
         manifest=manifest,
         manifest_digest=manifest_descriptor.digest,
         layer_digests=[d.digest for _, d in written],
+    )
+
+
+@dataclass(frozen=True)
+class _IndexMediaTypes:
+    index: str
+    manifest: str
+    config: str
+    layer: str
+
+
+_INDEX_STYLES: dict[IndexStyle, _IndexMediaTypes] = {
+    "oci": _IndexMediaTypes(OCI_INDEX, OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP),
+    "docker": _IndexMediaTypes(
+        DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_GZIP
+    ),
+}
+
+#: The gzip blobs written so far by one call, by spec: shared layers are written once.
+_LayerBlobs = dict[LayerSpec, tuple[Digest, Descriptor]]
+
+
+def _per_platform(
+    layers: Sequence[LayerSpec] | Sequence[Sequence[LayerSpec]], count: int
+) -> list[Sequence[LayerSpec]]:
+    """One list of layers per platform, from one list for all or one list each."""
+    flat = [spec for spec in layers if isinstance(spec, LayerSpec)]
+    if len(flat) == len(layers):
+        return [flat] * count
+    nested = [specs for specs in layers if not isinstance(specs, LayerSpec)]
+    if len(nested) != len(layers) or len(nested) != count:
+        raise ValueError(f"give one list of layers for all {count} platforms, or one per platform")
+    return nested
+
+
+def _platform_json(platform: PlatformSpec) -> dict[str, str]:
+    os, architecture, variant = platform
+    out = {"architecture": architecture, "os": os}
+    if variant:
+        out["variant"] = variant
+    return out
+
+
+def _layer_blob(blob_dir: Path, spec: LayerSpec, written: _LayerBlobs, level: int) -> Descriptor:
+    if spec not in written:
+        written[spec] = _write_gzip_layer(blob_dir, spec, None, level)
+    return written[spec][1]
+
+
+def _write_child(
+    blob_dir: Path,
+    platform: PlatformSpec,
+    layers: Sequence[LayerSpec],
+    media: _IndexMediaTypes,
+    written: _LayerBlobs,
+    level: int,
+) -> OciSampleImage:
+    blobs = [
+        replace(_layer_blob(blob_dir, s, written, level), media_type=media.layer) for s in layers
+    ]
+    diff_ids = [written[spec][0] for spec in layers]
+    os, architecture, variant = platform
+    config = make_config(diff_ids, os=os, architecture=architecture, variant=variant)
+    config_descriptor = _write_blob(blob_dir, config, media.config)
+    manifest = _oci_manifest(config_descriptor, blobs, media.manifest)
+    manifest_descriptor = _write_blob(blob_dir, manifest, media.manifest)
+    return OciSampleImage(
+        image_id=config_descriptor.digest,
+        config=config,
+        diff_ids=diff_ids,
+        layer_paths=[],
+        manifest=manifest,
+        manifest_digest=manifest_descriptor.digest,
+        layer_digests=[blob.digest for blob in blobs],
+    )
+
+
+def write_oci_index_layout(
+    layout_dir: Path,
+    platforms: Sequence[PlatformSpec],
+    layers_per_platform: Sequence[LayerSpec] | Sequence[Sequence[LayerSpec]],
+    ref_name: str = "latest",
+    *,
+    style: IndexStyle = "oci",
+    level: int = isal_zlib.ISAL_DEFAULT_COMPRESSION,
+) -> OciSampleIndex:
+    """Add a multi-platform image to the OCI layout at ``layout_dir``: one child per platform.
+
+    ``layers_per_platform`` is one list of layers for every child, or one list per platform; a
+    spec used twice is one blob, written once. Each child's config names its platform. ``style``
+    ``"docker"`` writes a Docker manifest list of schema 2 manifests instead of an OCI index.
+    """
+    blob_dir = _prepare_layout(layout_dir)
+    media = _INDEX_STYLES[style]
+    written: _LayerBlobs = {}
+    per_platform = _per_platform(layers_per_platform, len(platforms))
+    children = [
+        _write_child(blob_dir, platform, layers, media, written, level)
+        for platform, layers in zip(platforms, per_platform, strict=True)
+    ]
+    descriptors = [
+        Descriptor(media.manifest, c.manifest_digest, len(c.manifest), platform=_platform_json(p))
+        for c, p in zip(children, platforms, strict=True)
+    ]
+    index = _oci_index(descriptors, media.index)
+    index_descriptor = _write_blob(blob_dir, index, media.index)
+    annotations = {REF_NAME_ANNOTATION: ref_name}
+    _add_to_index(layout_dir, replace(index_descriptor, annotations=annotations), ref_name)
+    return OciSampleIndex(
+        index=index,
+        index_digest=index_descriptor.digest,
+        media_type=media.index,
+        descriptors=descriptors,
+        children=children,
     )
 
 

@@ -24,6 +24,8 @@ from engine.image.base import CHUNK_SIZE, Descriptor, Layer
 
 #: isal level 1 compresses ~20× faster than zlib level 6 and still better than level 1 zlib.
 GZIP_LEVEL = 1
+#: Names the compressor and its settings: the same name always gives the same bytes.
+COMPRESSOR = f"gzip-isal-{GZIP_LEVEL}"
 _GZIP_WBITS = 31  # a gzip wrapper, not zlib
 
 

@@ -1,12 +1,16 @@
 """One layer's upload (Docker's ``v2PushDescriptor.Upload``): the function a transfer runs.
 
-already there? → "Layer already exists"; else POST a session, stream one PATCH of the
-(compressed) body, check it is what the source promised, ``PUT ?digest=`` to commit.
-A session that will not be committed is deleted, shielded from cancellation.
+In order: is it already in the target repository (``HEAD``)? → "Layer already exists". Can it be
+mounted from another repository of the registry (placed there earlier in this run, or
+remembered in the push metadata)? → "Mounted from …". Otherwise stream one ``PATCH`` of the
+(compressed) body into a session — the one a failed mount opened, or a new one — check it is what
+the source promised, and ``PUT ?digest=`` to commit. A session that will not be committed is
+deleted, shielded from cancellation.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,82 +18,160 @@ import anyio
 import structlog
 
 from engine.digest import Digest
+from engine.errors import RegistryResponseError
 from engine.image import media_types
-from engine.image.base import Layer
+from engine.image.base import Descriptor, Layer
 from engine.progress import events
 from engine.progress.events import LayerProgress
 from engine.push.encode import LayerStream
+from engine.push.ledger import BlobLedger, Placed
+from engine.push.memory import Prior, PushMemory
 from engine.push.result import LayerOutcome, LayerResult
+from engine.reference import parse_normalized_named
 from engine.registry.client import RegistryClient
+from engine.store import V2Metadata
 from engine.transfer import TransferContext
 
 log = structlog.get_logger("engine.push")
 
 
 @dataclass(frozen=True)
-class LayerUpload:
-    """Everything one layer's upload needs; ``known_digests`` come from the source or metadata."""
+class Source:
+    """A repository that may hold the blob, as a mount's ``from``."""
 
+    repository: str  # path within the registry
+    digest: Digest
+    size: int | None = None
+    entry: V2Metadata | None = None  # the metadata that named it, forgotten if the mount fails
+
+
+@dataclass(frozen=True)
+class LayerUpload:
     client: RegistryClient
     repository: str  # path within the registry
+    target: str  # full name, as the push metadata records it
     layer: Layer
-    layer_id: str  # the short ID shown in progress
-    known_digests: Sequence[Digest] = ()
+    layer_id: str
+    memory: PushMemory
+    ledger: BlobLedger
+
+    @property
+    def content(self) -> str:
+        layer = self.layer
+        return str(layer.descriptor.digest if layer.descriptor else layer.diff_id or id(layer))
 
     @property
     def key(self) -> str:
         """Dedup key: one upload per layer per target repository (as Docker's ``Key()``)."""
-        layer = self.layer
-        content = layer.descriptor.digest if layer.descriptor else layer.diff_id
-        return f"{self.client.base}/{self.repository}@{content or id(layer)}"
+        return f"{self.client.base}/{self.repository}@{self.content}"
 
     async def __call__(self, ctx: TransferContext) -> LayerResult:
+        elsewhere = self.ledger.find(self.client.base, self.content)
+        if elsewhere is None:
+            with self.ledger.claim(self.client.base, self.content) as placed:
+                result = await self._place(ctx, None)
+                placed.set_result(Placed(_blob(result), self.repository))
+        else:
+            result = await self._place(ctx, await self._wait_for(ctx, elsewhere))
+        await self.memory.remember(self.layer, self.target, _blob(result))
+        return result
+
+    async def _wait_for(
+        self, ctx: TransferContext, elsewhere: asyncio.Future[Placed]
+    ) -> Placed | None:
+        """Another push of this run is placing the blob: wait for it without holding a slot."""
+        if not elsewhere.done():
+            ctx.set_inactive()
+            ctx.progress(LayerProgress(self.layer_id, events.WAITING))
+            await asyncio.wait({elsewhere})
+        if elsewhere.cancelled() or elsewhere.exception() is not None:
+            return None
+        return elsewhere.result()
+
+    async def _place(self, ctx: TransferContext, elsewhere: Placed | None) -> LayerResult:
         if not ctx.started:
             ctx.progress(LayerProgress(self.layer_id, events.WAITING))
             await ctx.wait_started()
-        existing = await self._find_existing()
+        if elsewhere is not None and elsewhere.repository == self.repository:
+            return self._exists(ctx, elsewhere.blob)
+        prior = await self.memory.prior(self.layer, self.target)
+        existing = await self._find_existing(prior)
         if existing is not None:
-            ctx.progress(LayerProgress(self.layer_id, events.LAYER_EXISTS))
-            return existing
-        result = await self._upload(ctx)
+            return self._exists(ctx, existing)
+        sources = []
+        if elsewhere is not None:
+            sources.append(Source(elsewhere.repository, elsewhere.blob.digest, elsewhere.blob.size))
+        sources += [_source(entry) for entry in prior.mounts]
+        mounted, session = await self._mount(ctx, sources, prior)
+        if mounted is not None:
+            return mounted
+        result = await self._upload(ctx, session)
         ctx.progress(LayerProgress(self.layer_id, events.PUSHED))
         return result
 
-    async def _find_existing(self) -> LayerResult | None:
-        for digest in self.known_digests:
+    async def _find_existing(self, prior: Prior) -> Descriptor | None:
+        for digest in prior.existence:
             size = await self.client.check_blob(self.repository, digest)
             if size is not None:
-                descriptor = self.layer.descriptor
-                media_type = descriptor.media_type if descriptor else media_types.DOCKER_LAYER_GZIP
-                return LayerResult(
-                    digest, size, media_type, LayerOutcome.EXISTS, diff_id=self.layer.diff_id
-                )
+                return Descriptor(self._media_type(), digest, size)
         return None
 
-    async def _upload(self, ctx: TransferContext) -> LayerResult:
+    def _exists(self, ctx: TransferContext, blob: Descriptor) -> LayerResult:
+        ctx.progress(LayerProgress(self.layer_id, events.LAYER_EXISTS))
+        return self._result(blob, LayerOutcome.EXISTS)
+
+    async def _mount(
+        self, ctx: TransferContext, sources: Sequence[Source], prior: Prior
+    ) -> tuple[LayerResult | None, str | None]:
+        """Try each source; a mounted result, or the upload session the last refusal opened."""
+        session: str | None = None
+        for source in sources:
+            answer = await self.client.mount_blob(self.repository, source.digest, source.repository)
+            if answer is None:
+                ctx.progress(LayerProgress(self.layer_id, events.mounted_from(source.repository)))
+                blob = await self._mounted(source.digest, source.size)
+                return self._result(blob, LayerOutcome.MOUNTED, source.repository), None
+            if session is not None:
+                await self._abandon(session)
+            session = answer
+            if source.entry is not None:
+                await self.memory.forget(self.layer, source.entry)
+        if session is None and prior.digest is not None:
+            # OCI 1.1's anonymous mount: a registry that has the blob anywhere links it here.
+            session = await self.client.mount_blob(self.repository, prior.digest, None)
+            if session is None:
+                ctx.progress(LayerProgress(self.layer_id, events.LAYER_EXISTS))
+                blob = await self._mounted(prior.digest, None)
+                return self._result(blob, LayerOutcome.MOUNTED), None
+        return None, session
+
+    async def _mounted(self, digest: Digest, size: int | None) -> Descriptor:
+        """A mounted blob as a manifest names it; its size asked of the registry if unknown."""
+        if size is None:
+            size = await self.client.check_blob(self.repository, digest)
+        if size is None:
+            raise RegistryResponseError(
+                f"blob {digest} was mounted but the registry does not show it", status=404
+            )
+        return Descriptor(self._media_type(), digest, size)
+
+    async def _upload(self, ctx: TransferContext, session: str | None) -> LayerResult:
         total = self.layer.size
 
         def on_read(position: int) -> None:
             ctx.progress(LayerProgress(self.layer_id, events.PUSHING, position, total))
 
         on_read(0)
-        location = await self.client.initiate_upload(self.repository)
+        location = session or await self.client.initiate_upload(self.repository)
         try:
             stream = LayerStream(self.layer, on_read)
             location = await self.client.patch_blob(self.repository, location, stream)
-            descriptor = stream.descriptor()
-            await self.client.commit_blob(self.repository, location, descriptor.digest)
+            blob = stream.descriptor()
+            await self.client.commit_blob(self.repository, location, blob.digest)
         except BaseException:
             await self._abandon(location)
             raise
-        return LayerResult(
-            descriptor.digest,
-            descriptor.size,
-            descriptor.media_type,
-            LayerOutcome.PUSHED,
-            diff_id=self.layer.diff_id,
-            bytes_sent=stream.size,
-        )
+        return self._result(blob, LayerOutcome.PUSHED, sent=stream.size)
 
     async def _abandon(self, location: str) -> None:
         with anyio.CancelScope(shield=True):
@@ -97,4 +179,29 @@ class LayerUpload:
                 with anyio.fail_after(5):
                     await self.client.cancel_upload(self.repository, location)
             except Exception as exc:  # the push already failed; this is best effort
-                log.debug("upload not deleted", location=location, error=str(exc))
+                log.debug("upload not deleted", error=str(exc))
+
+    def _media_type(self) -> str:
+        descriptor = self.layer.descriptor
+        return descriptor.media_type if descriptor else media_types.DOCKER_LAYER_GZIP
+
+    def _result(
+        self, blob: Descriptor, outcome: LayerOutcome, source: str | None = None, sent: int = 0
+    ) -> LayerResult:
+        return LayerResult(
+            blob.digest,
+            blob.size,
+            blob.media_type,
+            outcome,
+            diff_id=self.layer.diff_id,
+            bytes_sent=sent,
+            source=source,
+        )
+
+
+def _source(entry: V2Metadata) -> Source:
+    return Source(parse_normalized_named(entry.source_repository).path, entry.digest, entry=entry)
+
+
+def _blob(result: LayerResult) -> Descriptor:
+    return Descriptor(result.media_type, result.digest, result.size)

@@ -8,26 +8,26 @@ every blob it names is committed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from engine.concurrency import gather
 from engine.digest import Digest
 from engine.image import media_types
-from engine.image.base import Descriptor, Image, Layer
+from engine.image.base import Descriptor, Image, Layer, SourceIndex
 from engine.progress import events
 from engine.progress.events import LayerProgress, Message, ProgressSink, PushComplete
 from engine.push import manifest as manifests
+from engine.push.candidates import hmac_key
 from engine.push.layer import LayerUpload
+from engine.push.ledger import BlobLedger
+from engine.push.memory import PushMemory
 from engine.push.result import LayerResult, PushResult
 from engine.reference import Reference
 from engine.registry.client import RegistryClient
 from engine.registry.pool import RegistryPool
-from engine.store import Store, V2Metadata
+from engine.store import Store
 from engine.transfer import TransferManager
-
-#: How many remembered digests of one layer are worth a HEAD before uploading it anyway.
-MAX_EXISTENCE_CHECKS = 3
 
 
 @dataclass
@@ -35,44 +35,56 @@ class Pusher:
     pool: RegistryPool
     transfers: TransferManager
     store: Store | None = None
+    ledger: BlobLedger = field(default_factory=BlobLedger)
 
     async def push(self, ref: Reference, image: Image, progress: ProgressSink) -> PushResult:
         """Push ``image`` as ``ref`` (which carries its tag)."""
-        assert ref.tag is not None, "the caller applies the default tag"
+        tag = _tag(ref)
         progress(Message(f"The push refers to repository [{ref.name}]"))
         client = await self.pool.client(ref.domain)
+        media_type, manifest, layers = await self._push_image(client, ref, image, progress)
+        digest = await client.put_manifest(ref.path, tag, media_type, manifest)
+        progress(PushComplete(ref.name, tag, digest, len(manifest)))
+        return PushResult(ref.name, tag, digest, len(manifest), media_type, layers)
+
+    async def push_index(
+        self, ref: Reference, index: SourceIndex, progress: ProgressSink
+    ) -> PushResult:
+        """Every child by digest, concurrently, then the index itself by tag, byte for byte."""
+        tag = _tag(ref)
+        manifests.check_size(index.raw)
+        progress(Message(f"The push refers to repository [{ref.name}]"))
+        client = await self.pool.client(ref.domain)
+
+        async def child(descriptor: Descriptor, image: Image) -> list[LayerResult]:
+            media_type, manifest, layers = await self._push_image(client, ref, image, progress)
+            await client.put_manifest(ref.path, str(descriptor.digest), media_type, manifest)
+            return layers
+
+        pushed = await gather([partial(child, d, image) for d, image in index.children])
+        digest = await client.put_manifest(ref.path, tag, index.media_type, index.raw)
+        progress(PushComplete(ref.name, tag, digest, len(index.raw)))
+        layers = [layer for child_layers in pushed for layer in child_layers]
+        return PushResult(ref.name, tag, digest, len(index.raw), index.media_type, layers)
+
+    async def _push_image(
+        self, client: RegistryClient, ref: Reference, image: Image, progress: ProgressSink
+    ) -> tuple[str, bytes, list[LayerResult]]:
+        """Layers and config of one image; the manifest to PUT once they are all committed."""
+        config_digest = Digest.of(image.config)
         # One request before the concurrent uploads: it fetches the push token they all share.
-        config_present = await client.check_blob(ref.path, Digest.of(image.config)) is not None
-        uploads = [await self._layer_upload(client, ref, layer) for layer in image.layers]
+        config_present = await client.check_blob(ref.path, config_digest) is not None
+        memory = PushMemory(self.store, hmac_key(await self.pool.credentials(ref.domain)))
+        uploads = [
+            LayerUpload(client, ref.path, ref.name, layer, layer_id(layer), memory, self.ledger)
+            for layer in image.layers
+        ]
         layers = await self._upload_layers(uploads, progress)
         if not config_present:
-            await client.put_blob(ref.path, Digest.of(image.config), image.config)
+            await client.put_blob(ref.path, config_digest, image.config)
         media_type, manifest = _manifest(image, layers)
         manifests.check_size(manifest)
-        digest = await client.put_manifest(ref.path, ref.tag, media_type, manifest)
-        await self._remember(ref, layers)
-        progress(PushComplete(ref.name, ref.tag, digest, len(manifest)))
-        return PushResult(ref.name, ref.tag, digest, len(manifest), media_type, layers)
-
-    async def _layer_upload(
-        self, client: RegistryClient, ref: Reference, layer: Layer
-    ) -> LayerUpload:
-        return LayerUpload(
-            client=client,
-            repository=ref.path,
-            layer=layer,
-            layer_id=layer_id(layer),
-            known_digests=await self._known_digests(layer),
-        )
-
-    async def _known_digests(self, layer: Layer) -> list[Digest]:
-        if layer.descriptor is not None:
-            return [layer.descriptor.digest]
-        if self.store is None or layer.diff_id is None:
-            return []
-        remembered = await self.store.v2_metadata(layer.diff_id)
-        newest_first = list(dict.fromkeys(m.digest for m in reversed(remembered)))
-        return newest_first[:MAX_EXISTENCE_CHECKS]
+        return media_type, manifest, layers
 
     async def _upload_layers(
         self, uploads: Sequence[LayerUpload], progress: ProgressSink
@@ -86,14 +98,10 @@ class Pusher:
         by_key = dict(zip([u.key for u in distinct], await gather(calls), strict=True))
         return [by_key[upload.key] for upload in uploads]
 
-    async def _remember(self, ref: Reference, layers: Sequence[LayerResult]) -> None:
-        """Record which compressed digest each diff ID has in this repository."""
-        if self.store is None:
-            return
-        for layer in layers:
-            if layer.diff_id is not None:
-                entry = V2Metadata(digest=layer.digest, source_repository=ref.name)
-                await self.store.add_v2_metadata(layer.diff_id, entry)
+
+def _tag(ref: Reference) -> str:
+    assert ref.tag is not None, "the caller applies the default tag"
+    return ref.tag
 
 
 def layer_id(layer: Layer) -> str:

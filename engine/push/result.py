@@ -21,8 +21,10 @@ class LayerResult:
     media_type: str
     outcome: LayerOutcome
     diff_id: Digest | None = None
-    #: Body bytes this push sent for the layer (0 when it already existed).
+    #: Body bytes this push sent for the layer (0 when it already existed or was mounted).
     bytes_sent: int = 0
+    #: The repository it was mounted from.
+    source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,26 @@ class RegistryClient:
         )
         return protocol.resolve_location(url, answer.headers.get("Location"))
 
+    async def mount_blob(self, repository: str, digest: Digest, source: str | None) -> str | None:
+        """``POST ?mount=&from=``: None when mounted (201), else the session it opened (202).
+
+        Without ``source`` it is the OCI 1.1 anonymous mount: the registry looks everywhere.
+        """
+        params = {"mount": str(digest)}
+        if source is not None:
+            params["from"] = source
+        url = protocol.with_query(protocol.uploads_url(self.base, repository), **params)
+        answer = await self.request(
+            "POST",
+            url,
+            ok=(201, 202),
+            headers={"Content-Length": "0"},
+            scopes=[repository_scope(repository)],
+        )
+        if answer.status == 201:
+            return None
+        return protocol.resolve_location(url, answer.headers.get("Location"))
+
     async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
         """Stream ``body`` into the session in one ``PATCH``; the session's next location."""
         answer = await self.request(

@@ -61,7 +61,8 @@ class RegistryPool:
     def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connections, enable_cleanup_closed=True)
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+            # connect covers the TLS handshake too: a peer that accepts and never answers it fails.
+            timeout = aiohttp.ClientTimeout(total=None, connect=60, sock_connect=30, sock_read=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=timeout,

@@ -60,6 +60,10 @@ class Layout:
     def layer_dir(self, chain_id: Digest) -> Path:
         return self.layerdb / _checked(chain_id).hex
 
+    def compressed_form(self, diff_id: Digest, compressor: str) -> Path:
+        diff_id = _checked(diff_id)
+        return self.root / "layerdb" / "compressed" / compressor / diff_id.algorithm / diff_id.hex
+
     def diff_id_by_digest(self, digest: Digest) -> Path:
         digest = _checked(digest)
         return self.root / "distribution" / "diffid-by-digest" / digest.algorithm / digest.hex

@@ -25,7 +25,7 @@ from engine.errors import (
     InvalidReferenceError,
     StoreError,
 )
-from engine.image.base import FileLayer, Image, Layer, SourceImage
+from engine.image.base import Descriptor, FileLayer, Image, Layer, SourceImage
 from engine.image.media_types import DOCKER_CONFIG
 from engine.reference import (
     Reference,
@@ -34,8 +34,8 @@ from engine.reference import (
     parse_normalized_named,
     with_default_tag,
 )
+from engine.store import compressed, metadata, references
 from engine.store import images as imagedb
-from engine.store import metadata, references
 from engine.store.atomic import exclusive_lock
 from engine.store.ingest import stage_layer
 from engine.store.layers import chain_ids, check_layer, commit_layer, delete_layer, has_layer
@@ -278,6 +278,21 @@ class Store:
     def _remove_metadata(self, entry: V2Metadata) -> None:
         with self._lock():
             metadata.remove_v2_metadata(self._layout, entry)
+
+    # -- compressed forms ------------------------------------------------------------------
+
+    async def compressed_form(self, diff_id: Digest, compressor: str) -> Descriptor | None:
+        """The blob ``compressor`` made of ``diff_id`` before, if it made one."""
+        return await anyio.to_thread.run_sync(
+            compressed.read_compressed_form, self._layout, diff_id, compressor
+        )
+
+    async def record_compressed_form(
+        self, diff_id: Digest, compressor: str, descriptor: Descriptor
+    ) -> None:
+        await anyio.to_thread.run_sync(
+            compressed.write_compressed_form, self._layout, diff_id, compressor, descriptor
+        )
 
     async def diff_id_by_digest(self, digest: Digest) -> Digest | None:
         """The diff ID a compressed blob ``digest`` decompresses to, if it was ever recorded."""

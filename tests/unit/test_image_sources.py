@@ -402,24 +402,6 @@ async def test_oci_config_digest_mismatch(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_multi_platform_index_entry_is_refused(tmp_path: Path) -> None:
-    layout = tmp_path / "layout"
-    await off_loop(write_oci_layout, layout, SMALL, "v1")
-    index_path = layout / "index.json"
-    inner = index_path.read_bytes()
-    digest = Digest.of(inner)
-    (layout / "blobs/sha256" / digest.hex).write_bytes(inner)
-    outer = {
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": media_types.OCI_INDEX, "digest": digest, "size": len(inner)}],
-    }
-    index_path.write_text(json.dumps(outer))
-    with pytest.raises(ImageSourceError, match="is a multi-platform index; not supported yet"):
-        async with open_archive(layout):
-            pass
-
-
-@pytest.mark.anyio
 async def test_read_small_checks_digest_and_limit(tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     sample = await off_loop(write_oci_layout, layout, SMALL, "v1")

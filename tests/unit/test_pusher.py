@@ -20,6 +20,7 @@ from engine.progress.events import LayerProgress, ProgressEvent, PushComplete
 from engine.push.pusher import Pusher
 from engine.push.result import LayerOutcome
 from engine.reference import parse_normalized_named
+from engine.registry.credentials import AuthConfig
 from engine.transfer import TransferManager
 
 pytestmark = pytest.mark.anyio
@@ -82,6 +83,9 @@ class OnePool:
 
     async def client(self, domain: str) -> MemoryRegistry:
         return self.registry
+
+    async def credentials(self, domain: str) -> AuthConfig:
+        return AuthConfig()
 
 
 def _image(tmp_path: Path, specs: list[LayerSpec]) -> SourceImage:
