@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="push straight from a docker-archive, OCI layout or OCI archive",
     )
     push.add_argument(
+        "--chunk-size",
+        metavar="SIZE",
+        help="send each layer in PATCH chunks of SIZE (e.g. 16MiB) instead of one request",
+    )
+    push.add_argument(
         "--platform",
         metavar="OS/ARCH[/VARIANT]",
         help="push one platform of a multi-platform image (an index) instead of all",
@@ -146,9 +152,12 @@ def _version() -> str:
 
 def _engine(args: argparse.Namespace) -> Engine:
     from engine.api import Engine
+    from engine.units import parse_size
 
+    chunk_size = getattr(args, "chunk_size", None)
     return Engine(
         args.root or os.environ.get("HOIST_ROOT") or None,
+        chunk_size=parse_size(chunk_size) if chunk_size else None,
         max_concurrent_uploads=args.max_concurrent_uploads,
         insecure_registries=args.insecure_registry,
         config_dir=args.config,
@@ -365,12 +374,22 @@ def _run(command: Callable[[argparse.Namespace], Awaitable[int]], args: argparse
 
     logs.configure(args.log_level)
     try:
-        return asyncio.run(command(args))
+        return asyncio.run(_until_signalled(command, args))
     except HoistError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return EXIT_INTERRUPTED
+
+
+async def _until_signalled(
+    command: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace
+) -> int:
+    """Run ``command``; SIGTERM cancels it as Ctrl-C does (cleanup runs, exit 130)."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await command(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

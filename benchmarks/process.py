@@ -1,22 +1,36 @@
-"""Run one command as a child process and measure it: wall time and peak resident memory.
+"""The benchmarks' child processes: what they run in, and running one while measuring it.
 
-The peak RSS comes from ``os.wait4`` (``ru_maxrss``, KiB on Linux), so it is the child's own
-high-water mark, read by the kernel, not sampled. The wall time spans spawn to reap, so a
-contender's start-up (an interpreter's imports, a binary's load) counts, as it does for a user.
+Every contender and helper runs as a child with the same clean environment (``child_env``) and,
+per cold run, a registry of its own (``fresh_registry``) and an empty skopeo blob-info cache
+(``cold_env``). The peak RSS comes from ``os.wait4`` (``ru_maxrss``, KiB on Linux), so it is the
+child's own high-water mark, read by the kernel, not sampled. The wall time spans spawn to reap,
+so a contender's start-up (an interpreter's imports, a binary's load) counts, as it does for a user.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import resource
+import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from engine.testing.registry import LocalRegistry, start_registry
 
 KIB = 1024
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLI = REPO_ROOT / "cli.py"
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 class BenchmarkError(RuntimeError):
@@ -120,3 +134,105 @@ def run_checked(
             f"{' '.join(argv)}\nexited {done.returncode}\n--- stderr ---\n{done.stderr.strip()}"
         )
     return done.stdout
+
+
+# --- what a child runs in ---------------------------------------------------------------------
+
+
+def child_env(base: Path) -> dict[str, str]:
+    """The environment of every child: no proxies, and an empty Docker config (no credentials)."""
+    docker_config = base / "docker-config"
+    docker_config.mkdir(exist_ok=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in _PROXY_VARIABLES and not k.startswith("HOIST_")
+    }
+    env["DOCKER_CONFIG"] = str(docker_config)
+    return env
+
+
+def cold_env(env: Mapping[str, str], run_dir: Path) -> dict[str, str]:
+    """``env`` with skopeo's blob-info cache moved into ``run_dir``, so each run starts without it.
+
+    skopeo remembers which compressed digest it made of which layer and where it pushed it
+    (``blob-info-cache-v1.boltdb``), and mounts from there next time. For root that cache is the
+    machine-wide ``/var/lib/containers/cache``; containers/image reads the cache's place from the
+    user's data directory when it takes itself for rootless, which ``_CONTAINERS_ROOTLESS_UID``
+    tells it. Runs stay cold without touching the machine's own cache, and the commands of one
+    run (a loop) still share a cache, as a CI job's would.
+    """
+    return {
+        **env,
+        "_CONTAINERS_ROOTLESS_UID": "1000",
+        "XDG_DATA_HOME": str(run_dir / "xdg-data"),
+        "XDG_RUNTIME_DIR": str(run_dir),
+    }
+
+
+def hoist_argv(root: Path, *args: str) -> list[str]:
+    return [sys.executable, str(CLI), "--root", str(root), *args]
+
+
+def skopeo_copy_argv(source: str, target: str) -> list[str]:
+    return ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", source, f"docker://{target}"]
+
+
+def read_manifest(target: str, *, timeout: float, env: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest the registry holds for ``target``, as skopeo (another client) reads it."""
+    raw = run_checked(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{target}"],
+        timeout=timeout,
+        env=env,
+    )
+    manifest: dict[str, Any] = json.loads(raw)
+    return manifest
+
+
+# --- one cold run's registry ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_registry(base: Path) -> Iterator[tuple[Path, LocalRegistry]]:
+    """A run directory under ``base`` and a registry with empty storage inside it; both gone
+    afterwards."""
+    with tempfile.TemporaryDirectory(prefix="run-", dir=base) as tmp:
+        run_dir = Path(tmp)
+        registry = start_registry(run_dir / "registry")
+        try:
+            yield run_dir, registry
+        finally:
+            registry.stop()
+
+
+@dataclass(frozen=True)
+class StoredBlobs:
+    """What a registry keeps in its blob store: every distinct blob once, manifests included."""
+
+    count: int
+    bytes: int
+
+
+def stored_blobs(registry: LocalRegistry) -> StoredBlobs:
+    """Count and size the ``data`` files of the registry's filesystem blob store."""
+    root = registry.storage / "docker" / "registry" / "v2" / "blobs"
+    sizes = [path.stat().st_size for path in root.rglob("data") if path.is_file()]
+    return StoredBlobs(len(sizes), sum(sizes))
+
+
+def check_exit(measured: Measured, registry: LocalRegistry) -> None:
+    """Abort the benchmark, with the registry's log, unless ``measured`` exited 0 in time."""
+    if measured.exit_code != 0 or measured.timed_out:
+        log = registry.log().strip()
+        raise BenchmarkError(
+            measured.describe_failure() + (f"\n--- registry ---\n{log}" if log else "")
+        )
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so registries stop and temporary files go."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)

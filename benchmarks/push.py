@@ -9,37 +9,47 @@ large single-layer image from the store once and reports Hoist's peak RSS. See R
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
-import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from benchmarks.process import BenchmarkError, Measured, run_checked, run_measured
-from benchmarks.report import Contender, Run, summarise, table
+from benchmarks.process import (
+    BenchmarkError,
+    check_exit,
+    child_env,
+    cold_env,
+    fresh_registry,
+    hoist_argv,
+    interrupt_on_sigterm,
+    read_manifest,
+    run_checked,
+    run_measured,
+    skopeo_copy_argv,
+)
+from benchmarks.report import (
+    MIB,
+    Contender,
+    Run,
+    machine,
+    say,
+    summarise,
+    table,
+    write_results,
+)
 from engine.image.sample import LayerSpec, write_docker_archive, write_oci_layout
-from engine.testing.registry import LocalRegistry, start_registry
 
-MIB = 1 << 20
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CLI = REPO_ROOT / "cli.py"
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The name the docker-archive carries; ``hoist load`` files the image under it.
 SOURCE_NAME = "bench/sample:latest"
 TAG = "latest"
 #: The issue's bound for a push of one 256 MiB layer from the store.
 MEMORY_LIMIT_MIB = 100
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 HOIST_STORE = Contender("hoist-store", "1 hoist push (store, gzip)", peer="skopeo-archive")
 HOIST_LAYOUT = Contender("hoist-layout", "2 hoist push --from oci-layout", peer="skopeo-oci")
@@ -63,23 +73,6 @@ class Workspace:
 
 
 # --- generation -------------------------------------------------------------------------------
-
-
-def child_env(base: Path) -> dict[str, str]:
-    """The environment of every child: no proxies, and an empty Docker config (no credentials)."""
-    docker_config = base / "docker-config"
-    docker_config.mkdir(exist_ok=True)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k.lower() not in _PROXY_VARIABLES and not k.startswith("HOIST_")
-    }
-    env["DOCKER_CONFIG"] = str(docker_config)
-    return env
-
-
-def hoist_argv(root: Path, *args: str) -> list[str]:
-    return [sys.executable, str(CLI), "--root", str(root), *args]
 
 
 def generate(
@@ -119,15 +112,11 @@ def _hoist_from_layout(ws: Workspace, run_dir: Path, target: str) -> list[str]:
 
 
 def _skopeo_from_layout(ws: Workspace, run_dir: Path, target: str) -> list[str]:
-    return _skopeo_copy(f"oci:{ws.layout}:{TAG}", target)
+    return skopeo_copy_argv(f"oci:{ws.layout}:{TAG}", target)
 
 
 def _skopeo_from_archive(ws: Workspace, run_dir: Path, target: str) -> list[str]:
-    return _skopeo_copy(f"docker-archive:{ws.archive}", target)
-
-
-def _skopeo_copy(source: str, target: str) -> list[str]:
-    return ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", source, f"docker://{target}"]
+    return skopeo_copy_argv(f"docker-archive:{ws.archive}", target)
 
 
 #: For each contender: the untimed preparation of a run, returning the command to time.
@@ -142,46 +131,22 @@ PREPARE: dict[str, Callable[[Workspace, Path, str], list[str]]] = {
 # --- one cold run -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def fresh_registry(ws: Workspace) -> Iterator[tuple[Path, LocalRegistry]]:
-    """A run directory and a registry with empty storage inside it; both gone afterwards."""
-    with tempfile.TemporaryDirectory(prefix="run-", dir=ws.base) as tmp:
-        run_dir = Path(tmp)
-        registry = start_registry(run_dir / "registry")
-        try:
-            yield run_dir, registry
-        finally:
-            registry.stop()
-
-
 def run_once(ws: Workspace, contender: Contender, round_: int) -> Run:
     """Push once to a fresh registry and repository; check what arrived; the measurements."""
     repository = f"bench/{contender.key}-r{round_}"
-    with fresh_registry(ws) as (run_dir, registry):
+    with fresh_registry(ws.base) as (run_dir, registry):
         target = f"{registry.host}/{repository}:{TAG}"
         argv = PREPARE[contender.key](ws, run_dir, target)
-        measured = run_measured(argv, timeout=ws.timeout, log_dir=run_dir / "logs", env=ws.env)
-        _check_exit(measured, registry)
+        env = cold_env(ws.env, run_dir)
+        measured = run_measured(argv, timeout=ws.timeout, log_dir=run_dir / "logs", env=env)
+        check_exit(measured, registry)
         verify_pushed(ws, target)
     return Run(round_, contender.key, repository, measured.seconds, measured.peak_rss_mib)
 
 
-def _check_exit(measured: Measured, registry: LocalRegistry) -> None:
-    if measured.exit_code != 0 or measured.timed_out:
-        log = registry.log().strip()
-        raise BenchmarkError(
-            measured.describe_failure() + (f"\n--- registry ---\n{log}" if log else "")
-        )
-
-
 def verify_pushed(ws: Workspace, target: str) -> None:
     """Read the manifest back with skopeo: the right config and every layer, or abort."""
-    raw = run_checked(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{target}"],
-        timeout=ws.timeout,
-        env=ws.env,
-    )
-    manifest = json.loads(raw)
+    manifest = read_manifest(target, timeout=ws.timeout, env=ws.env)
     config = manifest.get("config", {}).get("digest")
     layers = manifest.get("layers", [])
     if config != ws.image_id or len(layers) != ws.layer_count:
@@ -201,7 +166,7 @@ def run_rounds(ws: Workspace, rounds: int) -> list[Run]:
         for contender in CONTENDERS:
             run = run_once(ws, contender, round_)
             runs.append(run)
-            _say(
+            say(
                 f"round {round_}/{rounds}  {contender.label:<38} {run.seconds:7.2f} s"
                 f"  {run.peak_rss_mib:6.0f} MiB"
             )
@@ -211,7 +176,7 @@ def run_rounds(ws: Workspace, rounds: int) -> list[Run]:
 def push_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     specs = [LayerSpec(args.layer_mib * MIB, seed=n) for n in range(1, args.layers + 1)]
     payload_mib = args.layers * args.layer_mib
-    _say(f"generating {args.layers} × {args.layer_mib} MiB (archive, OCI layout, store) in {base}")
+    say(f"generating {args.layers} × {args.layer_mib} MiB (archive, OCI layout, store) in {base}")
     ws = generate(base, specs, with_layout=True, timeout=args.timeout)
     runs = run_rounds(ws, args.runs)
     summaries = summarise(CONTENDERS, runs, payload_mib)
@@ -235,7 +200,7 @@ def push_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 
 
 def memory_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
-    _say(f"generating one {args.memory_mib} MiB layer (archive, store) in {base}")
+    say(f"generating one {args.memory_mib} MiB layer (archive, store) in {base}")
     specs = [LayerSpec(args.memory_mib * MIB, seed=1)]
     ws = generate(base, specs, with_layout=False, timeout=args.timeout)
     run = run_once(ws, HOIST_STORE, 1)
@@ -261,26 +226,6 @@ def _layout_layer_bytes(ws: Workspace) -> int:
 # --- command line -----------------------------------------------------------------------------
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def machine() -> dict[str, Any]:
-    def version(argv: list[str]) -> str:
-        try:
-            return run_checked(argv, timeout=30).strip()
-        except (BenchmarkError, OSError) as exc:
-            return f"unknown ({exc})"
-
-    return {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "skopeo": version(["skopeo", "--version"]),
-        "registry": version(["docker-registry", "--version"]),
-    }
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.push", description=__doc__)
     parser.add_argument("--runs", type=int, default=5, help="rounds (default 5)")
@@ -303,24 +248,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt_on_sigterm() -> None:
-    """Make SIGTERM unwind like Ctrl-C, so registries stop and temporary files go."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _write_results(path: Path, result: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    _say(f"raw runs written to {path}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     started = datetime.now(UTC)
     mode = "memory" if args.memory else "push"
     out = args.out or RESULTS / f"{mode}-{started:%Y%m%d-%H%M%S}.json"
@@ -332,12 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             result |= {"started": started.isoformat(), "machine": machine()}
             result["elapsed_seconds"] = round(time.monotonic() - clock, 1)
     except BenchmarkError as exc:
-        _say(f"benchmark aborted:\n{exc}")
+        say(f"benchmark aborted:\n{exc}")
         return 1
     except KeyboardInterrupt:
-        _say("interrupted; registries stopped and temporary files removed")
+        say("interrupted; registries stopped and temporary files removed")
         return 130
-    _write_results(out, result)
+    write_results(out, result)
     if args.memory and not result["within_limit"]:
         return 1
     return 0

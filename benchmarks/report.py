@@ -1,4 +1,5 @@
-"""Summaries of benchmark runs: medians, extremes, throughput and the ratio to the matching peer.
+"""What the benchmarks report: medians, extremes, throughput, the ratio to the matching peer,
+and the raw JSON beside it.
 
 Medians, not means: one run disturbed by the machine (a page-cache flush, another process)
 moves a mean but not a median of five. Min and max are shown so the spread stays visible.
@@ -6,10 +7,19 @@ moves a mean but not a median of five. Min and max are shown so the spread stays
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+from benchmarks.process import BenchmarkError, run_checked
+
+MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,9 @@ class Run:
     repository: str
     seconds: float
     peak_rss_mib: float
+    #: What the registry's blob store held afterwards, where the benchmark measures it.
+    stored_blobs: int | None = None
+    stored_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +62,9 @@ class Summary:
     min_rss_mib: float
     max_rss_mib: float
     peer_ratio: float | None
+    #: Medians of the runs' stored blobs and bytes (MiB); None where they were not measured.
+    stored_blobs: float | None = None
+    stored_mib: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,7 +108,14 @@ def _summary(
         min_rss_mib=min(rss),
         max_rss_mib=max(rss),
         peer_ratio=peer / median if peer is not None else None,
+        stored_blobs=_median_of([r.stored_blobs for r in runs]),
+        stored_mib=_median_of([r.stored_bytes / MIB for r in runs if r.stored_bytes is not None]),
     )
+
+
+def _median_of(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 _HEADERS = (
@@ -104,21 +127,24 @@ _HEADERS = (
     "min–max MiB",
     "vs skopeo",
 )
-_RIGHT_ALIGNED = frozenset(range(1, len(_HEADERS)))
+#: Shown only when some run measured the registry's blob store.
+_STORED_HEADERS = ("stored MiB", "blobs")
 
 
 def table(summaries: Sequence[Summary]) -> str:
     """A plain-text table, one line per contender, columns aligned."""
-    rows = [_HEADERS, *(_cells(s) for s in summaries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS))]
+    stored = any(s.stored_mib is not None for s in summaries)
+    headers = (*_HEADERS, *_STORED_HEADERS) if stored else _HEADERS
+    rows = [headers, *(_cells(s, stored=stored) for s in summaries)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
     lines = [_line(row, widths) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def _cells(s: Summary) -> tuple[str, ...]:
+def _cells(s: Summary, *, stored: bool) -> tuple[str, ...]:
     ratio = f"{s.peer_ratio:.2f}×" if s.peer_ratio is not None else "—"
-    return (
+    cells = (
         s.contender.label,
         f"{s.median_seconds:.2f}",
         f"{s.min_seconds:.2f}–{s.max_seconds:.2f}",
@@ -127,11 +153,51 @@ def _cells(s: Summary) -> tuple[str, ...]:
         f"{s.min_rss_mib:.0f}–{s.max_rss_mib:.0f}",
         ratio,
     )
+    if not stored:
+        return cells
+    return (*cells, _optional(s.stored_mib, ".1f"), _optional(s.stored_blobs, ".0f"))
+
+
+def _optional(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "—"
 
 
 def _line(row: Sequence[str], widths: Sequence[int]) -> str:
+    # Every column but the first (the label) holds numbers: right-aligned.
     cells = (
-        cell.rjust(w) if i in _RIGHT_ALIGNED else cell.ljust(w)
+        cell.rjust(w) if i else cell.ljust(w)
         for i, (cell, w) in enumerate(zip(row, widths, strict=True))
     )
     return "  ".join(cells).rstrip()
+
+
+# --- around the table -------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    """Progress of the benchmark itself, on stderr; the table goes to stdout."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    """The machine and the peers' versions, recorded beside the runs."""
+
+    def version(argv: list[str]) -> str:
+        try:
+            return run_checked(argv, timeout=30).strip()
+        except (BenchmarkError, OSError) as exc:
+            return f"unknown ({exc})"
+
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "skopeo": version(["skopeo", "--version"]),
+        "registry": version(["docker-registry", "--version"]),
+    }
+
+
+def write_results(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    say(f"raw runs written to {path}")

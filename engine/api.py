@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 import anyio
+import structlog
 
 from engine import logs
 from engine.errors import (
@@ -34,6 +35,7 @@ from engine.progress.events import (
 )
 from engine.push.pusher import Pusher
 from engine.push.result import PushResult
+from engine.push.upload import UploadOptions
 from engine.reference import (
     DEFAULT_TAG,
     Reference,
@@ -44,9 +46,12 @@ from engine.reference import (
 from engine.registry import login as logins
 from engine.registry.credentials import AuthConfig, DockerConfig
 from engine.registry.pool import RegistryPool
+from engine.retry import RetryPolicy
 from engine.settings import DEFAULT_MAX_CONCURRENT_UPLOADS, read_settings
 from engine.store import ImageSummary, Store, default_root
 from engine.transfer import TransferManager
+
+log = structlog.get_logger("engine")
 
 ProgressTarget = asyncio.Queue[ProgressEvent | None] | ProgressSink | None
 
@@ -76,6 +81,8 @@ class Engine:
         insecure_registries: Iterable[str] = (),
         config_dir: Path | str | None = None,
         relogin: Relogin | None = None,
+        chunk_size: int | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """Flags given here add to (insecure registries) or override (uploads) daemon.json."""
         logs.ensure_configured()
@@ -85,28 +92,31 @@ class Engine:
         self._insecure_registries = tuple(insecure_registries)
         self._config_dir = Path(config_dir) if config_dir is not None else None
         self._docker_config: DockerConfig | None = None
-        self._settings_read = False
+        self._opened = False
         self._relogin_lock = asyncio.Lock()
         self._relogins: dict[str, bool] = {}
         self.transfers = TransferManager(max_concurrent_uploads or DEFAULT_MAX_CONCURRENT_UPLOADS)
         self.pool = RegistryPool(
             insecure_registries=self._insecure_registries, credentials=self._credentials
         )
-        self._pusher = Pusher(self.pool, self.transfers, self.store)
+        options = UploadOptions(retry=retry or RetryPolicy(), chunk_size=chunk_size)
+        self._pusher = Pusher(self.pool, self.transfers, self.store, options=options)
 
     async def __aenter__(self) -> Engine:
-        await self._read_settings()
+        await self._open()
         return self
 
-    async def _read_settings(self) -> None:
-        """daemon.json, once, before anything reaches a registry."""
-        if self._settings_read:
+    async def _open(self) -> None:
+        """Once, before the first operation: read daemon.json, sweep interrupted writes."""
+        if self._opened:
             return
         settings = await anyio.to_thread.run_sync(read_settings, self.store.root)
+        for leftover in await self.store.sweep():
+            log.info("removed the leftover of an interrupted write", path=str(leftover))
         self.transfers.concurrency = self._max_concurrent_uploads or settings.max_concurrent_uploads
         self.pool.insecure_registries = settings.insecure_registries + self._insecure_registries
         self.pool.insecure_loopback = settings.insecure_loopback
-        self._settings_read = True
+        self._opened = True
 
     async def config(self) -> DockerConfig:
         """config.json (``config_dir``, ``$DOCKER_CONFIG`` or ``~/.docker``), read once."""
@@ -136,6 +146,7 @@ class Engine:
 
     async def load(self, path: Path | str) -> list[str]:
         """Import every image of an archive or layout; Docker's ``Loaded image…`` lines."""
+        await self._open()
         lines: list[str] = []
         async with open_archive(Path(path), tmp_dir=await self._tmp_dir()) as archive:
             for found in archive.images:
@@ -157,13 +168,16 @@ class Engine:
 
     async def tag(self, source: str, target: str) -> None:
         """``docker tag``: name an image of the store anew."""
+        await self._open()
         image_id = await self.store.resolve(source)
         await self.store.tag(_tagged(parse_normalized_named(target)), image_id)
 
     async def images(self) -> list[ImageSummary]:
+        await self._open()
         return await self.store.images()
 
     async def remove(self, ref: str) -> list[str]:
+        await self._open()
         return await self.store.remove(ref)
 
     async def push(
@@ -183,7 +197,7 @@ class Engine:
         """
         sink = _sink(progress)
         try:
-            await self._read_settings()
+            await self._open()
             named = parse_normalized_named(ref)
             if named.digest is not None:
                 raise DigestReferenceError()
@@ -267,7 +281,7 @@ class Engine:
 
     async def login(self, server: str | None, credentials: AuthConfig) -> logins.LoginOutcome:
         """``docker login``: check ``credentials`` against the registry, then store them."""
-        await self._read_settings()
+        await self._open()
         return await logins.login(self.pool, await self.config(), server, credentials)
 
     async def logout(self, server: str | None) -> str:

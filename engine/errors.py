@@ -85,6 +85,7 @@ class RegistryResponseError(RegistryError):
     """An error answer from the registry, decoded from its body when it has one.
 
     ``code`` is the spec's error code (``BLOB_UNKNOWN``) or ``None`` when the body carried none.
+    ``retry_after`` is the answer's ``Retry-After`` in seconds from when it arrived, if it had one.
     """
 
     default_code: str | None = None
@@ -98,9 +99,11 @@ class RegistryResponseError(RegistryError):
         detail: object = None,
         method: str = "",
         url: str = "",
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
         self.code = code or self.default_code
         self.detail = detail
         self.method = method

@@ -72,8 +72,25 @@ class LayerStream:
         self.size += len(out)
         return out
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.from_offset(0)
+
+    async def from_offset(self, start: int) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``start`` on, to resume an upload the registry kept part of.
+
+        Compression is deterministic, so the skipped part is made again (and hashed: the digest
+        covers the whole blob) but not sent: CPU spent instead of bandwidth.
+        """
         self._reset()
+        skip = start
+        async for out in self._blob_pieces():
+            if skip >= len(out):
+                skip -= len(out)
+                continue
+            yield out[skip:] if skip else out
+            skip = 0
+
+    async def _blob_pieces(self) -> AsyncIterator[bytes]:
         position = 0
         reader = await anyio.to_thread.run_sync(self.layer.reader)
         try:

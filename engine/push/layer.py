@@ -11,8 +11,10 @@ deleted, shielded from cancellation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import anyio
 import structlog
@@ -27,12 +29,17 @@ from engine.push.encode import LayerStream
 from engine.push.ledger import BlobLedger, Placed
 from engine.push.memory import Prior, PushMemory
 from engine.push.result import LayerOutcome, LayerResult
+from engine.push.upload import BlobSender, UploadOptions
 from engine.reference import parse_normalized_named
 from engine.registry.client import RegistryClient
+from engine.registry.protocol import UploadSession
+from engine.retry import count_down, retrying
 from engine.store import V2Metadata
 from engine.transfer import TransferContext
 
 log = structlog.get_logger("engine.push")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class LayerUpload:
     layer_id: str
     memory: PushMemory
     ledger: BlobLedger
+    options: UploadOptions = field(default_factory=lambda: UploadOptions())
 
     @property
     def content(self) -> str:
@@ -95,14 +103,14 @@ class LayerUpload:
         if elsewhere is not None and elsewhere.repository == self.repository:
             return self._exists(ctx, elsewhere.blob)
         prior = await self.memory.prior(self.layer, self.target)
-        existing = await self._find_existing(prior)
+        existing = await self._retrying(ctx, partial(self._find_existing, prior))
         if existing is not None:
             return self._exists(ctx, existing)
         sources = []
         if elsewhere is not None:
             sources.append(Source(elsewhere.repository, elsewhere.blob.digest, elsewhere.blob.size))
         sources += [_source(entry) for entry in prior.mounts]
-        mounted, session = await self._mount(ctx, sources, prior)
+        mounted, session = await self._retrying(ctx, partial(self._mount, ctx, sources, prior))
         if mounted is not None:
             return mounted
         result = await self._upload(ctx, session)
@@ -122,9 +130,9 @@ class LayerUpload:
 
     async def _mount(
         self, ctx: TransferContext, sources: Sequence[Source], prior: Prior
-    ) -> tuple[LayerResult | None, str | None]:
+    ) -> tuple[LayerResult | None, UploadSession | None]:
         """Try each source; a mounted result, or the upload session the last refusal opened."""
-        session: str | None = None
+        session: UploadSession | None = None
         for source in sources:
             answer = await self.client.mount_blob(self.repository, source.digest, source.repository)
             if answer is None:
@@ -132,7 +140,7 @@ class LayerUpload:
                 blob = await self._mounted(source.digest, source.size)
                 return self._result(blob, LayerOutcome.MOUNTED, source.repository), None
             if session is not None:
-                await self._abandon(session)
+                await self._abandon(session.location)
             session = answer
             if source.entry is not None:
                 await self.memory.forget(self.layer, source.entry)
@@ -155,23 +163,40 @@ class LayerUpload:
             )
         return Descriptor(self._media_type(), digest, size)
 
-    async def _upload(self, ctx: TransferContext, session: str | None) -> LayerResult:
+    async def _upload(self, ctx: TransferContext, session: UploadSession | None) -> LayerResult:
         total = self.layer.size
 
         def on_read(position: int) -> None:
             ctx.progress(LayerProgress(self.layer_id, events.PUSHING, position, total))
 
         on_read(0)
-        location = session or await self.client.initiate_upload(self.repository)
-        try:
-            stream = LayerStream(self.layer, on_read)
-            location = await self.client.patch_blob(self.repository, location, stream)
-            blob = stream.descriptor()
-            await self.client.commit_blob(self.repository, location, blob.digest)
-        except BaseException:
-            await self._abandon(location)
-            raise
-        return self._result(blob, LayerOutcome.PUSHED, sent=stream.size)
+        sender = BlobSender(
+            self.client,
+            self.repository,
+            self.options.retry,
+            partial(self._wait_to_retry, ctx),
+            chunk_size=self.options.chunk_size,
+        )
+        blob = await sender.send(LayerStream(self.layer, on_read), session)
+        return self._result(blob, LayerOutcome.PUSHED, sent=sender.sent)
+
+    async def _wait_to_retry(self, ctx: TransferContext, delay: float) -> None:
+        """Docker's "Retrying in N seconds", counting down, without holding an upload slot."""
+        ctx.set_inactive()
+
+        def tick(seconds: int) -> None:
+            ctx.progress(LayerProgress(self.layer_id, events.retrying_in(seconds)))
+
+        await count_down(delay, tick)
+        await ctx.reactivate()
+
+    async def _retrying(self, ctx: TransferContext, step: Callable[[], Awaitable[T]]) -> T:
+        """A step of the layer's upload, tried again on temporary errors as the policy says."""
+        return await retrying(
+            lambda _attempt: step(),
+            self.options.retry,
+            sleep=partial(self._wait_to_retry, ctx),
+        )
 
     async def _abandon(self, location: str) -> None:
         with anyio.CancelScope(shield=True):

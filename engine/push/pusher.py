@@ -7,9 +7,10 @@ every blob it names is committed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, TypeVar
 
 from engine.concurrency import gather
 from engine.digest import Digest
@@ -23,11 +24,15 @@ from engine.push.layer import LayerUpload
 from engine.push.ledger import BlobLedger
 from engine.push.memory import PushMemory
 from engine.push.result import LayerResult, PushResult
+from engine.push.upload import UploadOptions
 from engine.reference import Reference
 from engine.registry.client import RegistryClient
 from engine.registry.pool import RegistryPool
+from engine.retry import retrying
 from engine.store import Store
 from engine.transfer import TransferManager
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Pusher:
     transfers: TransferManager
     store: Store | None = None
     ledger: BlobLedger = field(default_factory=BlobLedger)
+    options: UploadOptions = field(default_factory=UploadOptions)
 
     async def push(self, ref: Reference, image: Image, progress: ProgressSink) -> PushResult:
         """Push ``image`` as ``ref`` (which carries its tag)."""
@@ -43,7 +49,7 @@ class Pusher:
         progress(Message(f"The push refers to repository [{ref.name}]"))
         client = await self.pool.client(ref.domain)
         media_type, manifest, layers = await self._push_image(client, ref, image, progress)
-        digest = await client.put_manifest(ref.path, tag, media_type, manifest)
+        digest = await self._retrying(client.put_manifest, ref.path, tag, media_type, manifest)
         progress(PushComplete(ref.name, tag, digest, len(manifest)))
         return PushResult(ref.name, tag, digest, len(manifest), media_type, layers)
 
@@ -58,11 +64,14 @@ class Pusher:
 
         async def child(descriptor: Descriptor, image: Image) -> list[LayerResult]:
             media_type, manifest, layers = await self._push_image(client, ref, image, progress)
-            await client.put_manifest(ref.path, str(descriptor.digest), media_type, manifest)
+            reference = str(descriptor.digest)
+            await self._retrying(client.put_manifest, ref.path, reference, media_type, manifest)
             return layers
 
         pushed = await gather([partial(child, d, image) for d, image in index.children])
-        digest = await client.put_manifest(ref.path, tag, index.media_type, index.raw)
+        digest = await self._retrying(
+            client.put_manifest, ref.path, tag, index.media_type, index.raw
+        )
         progress(PushComplete(ref.name, tag, digest, len(index.raw)))
         layers = [layer for child_layers in pushed for layer in child_layers]
         return PushResult(ref.name, tag, digest, len(index.raw), index.media_type, layers)
@@ -73,18 +82,31 @@ class Pusher:
         """Layers and config of one image; the manifest to PUT once they are all committed."""
         config_digest = Digest.of(image.config)
         # One request before the concurrent uploads: it fetches the push token they all share.
-        config_present = await client.check_blob(ref.path, config_digest) is not None
+        config_size = await self._retrying(client.check_blob, ref.path, config_digest)
         memory = PushMemory(self.store, hmac_key(await self.pool.credentials(ref.domain)))
         uploads = [
-            LayerUpload(client, ref.path, ref.name, layer, layer_id(layer), memory, self.ledger)
+            LayerUpload(
+                client,
+                ref.path,
+                ref.name,
+                layer,
+                layer_id(layer),
+                memory,
+                self.ledger,
+                self.options,
+            )
             for layer in image.layers
         ]
         layers = await self._upload_layers(uploads, progress)
-        if not config_present:
-            await client.put_blob(ref.path, config_digest, image.config)
+        if config_size is None:
+            await self._retrying(client.put_blob, ref.path, config_digest, image.config)
         media_type, manifest = _manifest(image, layers)
         manifests.check_size(manifest)
         return media_type, manifest, layers
+
+    async def _retrying(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """A registry request tried again on temporary errors, as the upload policy says."""
+        return await retrying(lambda _attempt: call(*args), self.options.retry)
 
     async def _upload_layers(
         self, uploads: Sequence[LayerUpload], progress: ProgressSink

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterable, Generator, Mapping, Sequence
 from typing import TypeVar, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -20,6 +22,9 @@ from engine.digest import Digest
 from engine.errors import TransportError
 from engine.registry import protocol
 from engine.registry.auth import Authenticator, HttpRequest, HttpResponse, repository_scope
+from engine.registry.protocol import UploadSession, UploadStatus
+from engine.registry.throttle import HostGate
+from engine.retry import parse_retry_after
 
 log = structlog.get_logger("engine.registry")
 
@@ -42,10 +47,14 @@ class RegistryClient:
         *,
         auth: Authenticator,
         ssl_context: ssl.SSLContext | None = None,
+        gate: HostGate | None = None,
     ) -> None:
         self.session = session
         self.base = base
         self.auth = auth
+        # Shared by every client of the process: one 429 slows every request to that host.
+        self.gate = gate or HostGate()
+        self._host = urlsplit(base).netloc
         # None means aiohttp's default: verified against the system's trust store.
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
 
@@ -63,7 +72,13 @@ class RegistryClient:
         flow = self.auth.flow(HttpRequest(method, url, dict(headers or {})), scopes)
         final = await self.run(flow, data)
         if final.status not in ok:
-            raise protocol.decode_error(final.status, final.body, method=method, url=url)
+            raise protocol.decode_error(
+                final.status,
+                final.body,
+                method=method,
+                url=_without_query(url),
+                retry_after=_retry_after(final),
+            )
         return final
 
     async def run(self, flow: Generator[HttpRequest, HttpResponse, T], body: Body = None) -> T:
@@ -120,8 +135,8 @@ class RegistryClient:
             return None
         return int(answer.headers.get("Content-Length", "0"))
 
-    async def initiate_upload(self, repository: str) -> str:
-        """``POST`` an upload session; its location."""
+    async def initiate_upload(self, repository: str) -> UploadSession:
+        """``POST`` an upload session."""
         url = protocol.uploads_url(self.base, repository)
         answer = await self.request(
             "POST",
@@ -130,9 +145,23 @@ class RegistryClient:
             headers={"Content-Length": "0"},
             scopes=[repository_scope(repository)],
         )
-        return protocol.resolve_location(url, answer.headers.get("Location"))
+        return _session(url, answer)
 
-    async def mount_blob(self, repository: str, digest: Digest, source: str | None) -> str | None:
+    async def upload_status(self, repository: str, location: str) -> UploadStatus | None:
+        """``GET`` the session: how much the registry kept; None when the session is gone."""
+        answer = await self.request(
+            "GET", location, ok=(204, 400, 404), scopes=[repository_scope(repository)]
+        )
+        if answer.status != 204 or protocol.session_is_gone(answer.status, answer.body):
+            return None
+        return UploadStatus(
+            protocol.resolve_location(location, answer.headers.get("Location") or location),
+            protocol.committed_offset(answer.headers.get("Range")),
+        )
+
+    async def mount_blob(
+        self, repository: str, digest: Digest, source: str | None
+    ) -> UploadSession | None:
         """``POST ?mount=&from=``: None when mounted (201), else the session it opened (202).
 
         Without ``source`` it is the OCI 1.1 anonymous mount: the registry looks everywhere.
@@ -150,7 +179,7 @@ class RegistryClient:
         )
         if answer.status == 201:
             return None
-        return protocol.resolve_location(url, answer.headers.get("Location"))
+        return _session(url, answer)
 
     async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
         """Stream ``body`` into the session in one ``PATCH``; the session's next location."""
@@ -160,6 +189,21 @@ class RegistryClient:
             ok=(202,),
             data=body,
             headers={"Content-Type": "application/octet-stream"},
+            scopes=[repository_scope(repository)],
+        )
+        return protocol.resolve_location(location, answer.headers.get("Location"))
+
+    async def patch_chunk(self, repository: str, location: str, chunk: bytes, start: int) -> str:
+        """One chunk at ``start`` (``Content-Range``); the session's next location."""
+        answer = await self.request(
+            "PATCH",
+            location,
+            ok=(202,),
+            data=chunk,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": protocol.content_range(start, len(chunk)),
+            },
             scopes=[repository_scope(repository)],
         )
         return protocol.resolve_location(location, answer.headers.get("Location"))
@@ -183,8 +227,8 @@ class RegistryClient:
 
     async def put_blob(self, repository: str, digest: Digest, data: bytes) -> None:
         """A small blob in two requests: ``POST``, then ``PUT`` with the body."""
-        location = await self.initiate_upload(repository)
-        await self.commit_blob(repository, location, digest, data)
+        session = await self.initiate_upload(repository)
+        await self.commit_blob(repository, session.location, digest, data)
 
     async def put_manifest(
         self, repository: str, reference: str, media_type: str, data: bytes
@@ -200,6 +244,18 @@ class RegistryClient:
         )
         given = answer.headers.get(protocol.CONTENT_DIGEST_HEADER)
         return Digest.parse(given) if given else Digest.of(data)
+
+
+def _retry_after(answer: HttpResponse) -> float | None:
+    value = answer.headers.get("Retry-After")
+    return parse_retry_after(value, time.time()) if value else None
+
+
+def _session(url: str, answer: HttpResponse) -> UploadSession:
+    return UploadSession(
+        protocol.resolve_location(url, answer.headers.get("Location")),
+        protocol.chunk_min_length(answer.headers),
+    )
 
 
 def _without_query(url: str) -> str:

@@ -22,6 +22,7 @@ from engine.registry.auth import Authenticator
 from engine.registry.client import RegistryClient
 from engine.registry.credentials import AuthConfig
 from engine.registry.endpoints import Endpoint, push_endpoints
+from engine.registry.throttle import HostGate
 
 log = structlog.get_logger("engine.registry")
 
@@ -55,6 +56,7 @@ class RegistryPool:
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, RegistryClient] = {}
         self._given: dict[str, AuthConfig] = {}
+        self._gate = HostGate()
         # Hosts that answered over https once: never tried over http again (Docker's rule).
         self._confirmed_tls: set[str] = set()
 
@@ -110,6 +112,7 @@ class RegistryPool:
                 endpoint.base,
                 auth=Authenticator(credentials, origin=endpoint.base),
                 ssl_context=await self._ssl(endpoint),
+                gate=self._gate,
             )
             try:
                 await client.ping()

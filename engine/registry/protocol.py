@@ -7,6 +7,7 @@ says, which error it is) is decided here, where it can be tested without a netwo
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -73,6 +74,52 @@ def commit_url(location: str, digest: Digest) -> str:
     return with_query(location, digest=str(digest))
 
 
+@dataclass(frozen=True)
+class UploadSession:
+    """An open blob upload: where to send the next request, and the registry's chunk rules."""
+
+    location: str
+    #: ``OCI-Chunk-Min-Length``: every chunk but the last must be at least this long.
+    min_chunk: int = 0
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    """What the registry holds of an upload: the next location and how many bytes it kept."""
+
+    location: str
+    offset: int
+
+
+def chunk_min_length(headers: Mapping[str, str]) -> int:
+    try:
+        return max(0, int(headers.get("OCI-Chunk-Min-Length", "0")))
+    except ValueError:
+        return 0
+
+
+def committed_offset(range_header: str | None) -> int:
+    """Bytes the registry kept, from its ``Range: 0-LAST`` (Distribution says ``0--1`` for none)."""
+    if not range_header:
+        return 0
+    _, _, last = range_header.strip().removeprefix("bytes=").partition("-")
+    try:
+        return max(0, int(last) + 1)
+    except ValueError:
+        return 0
+
+
+def content_range(start: int, length: int) -> str:
+    """The ``Content-Range`` of a chunk: inclusive, without a unit, as the spec writes it."""
+    return f"{start}-{start + length - 1}"
+
+
+def session_is_gone(status: int, body: bytes) -> bool:
+    """An upload status answer meaning the registry no longer has (or accepts) the session."""
+    codes = {detail.code for detail in parse_errors(body)}
+    return status == 404 or bool(codes & {"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
+
+
 def same_origin(a: str, b: str) -> bool:
     """Same scheme, host and port: credentials only go where they came from."""
     pa, pb = urlsplit(a), urlsplit(b)
@@ -133,7 +180,13 @@ def _describe(details: list[ErrorDetail], status: int, reason: str) -> str:
 
 
 def decode_error(
-    status: int, body: bytes, *, method: str = "", url: str = "", reason: str = ""
+    status: int,
+    body: bytes,
+    *,
+    method: str = "",
+    url: str = "",
+    reason: str = "",
+    retry_after: float | None = None,
 ) -> RegistryResponseError:
     """Turn an error answer (JSON, HTML, empty, garbage) into one typed error."""
     details = parse_errors(body)
@@ -147,4 +200,5 @@ def decode_error(
         detail=details[0].detail if details else None,
         method=method,
         url=url,
+        retry_after=retry_after,
     )

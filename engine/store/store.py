@@ -42,6 +42,7 @@ from engine.store.layers import chain_ids, check_layer, commit_layer, delete_lay
 from engine.store.layout import Layout
 from engine.store.metadata import V2Metadata
 from engine.store.references import Repositories
+from engine.store.sweep import sweep_leftovers
 
 #: How often ``add_image`` re-imports layers that a concurrent removal took away.
 COMMIT_ATTEMPTS = 3
@@ -71,6 +72,12 @@ class Store:
     def _lock(self) -> Iterator[None]:
         with exclusive_lock(self._layout.lock):
             yield
+
+    async def sweep(self) -> list[Path]:
+        """Remove what interrupted writes left behind (their writers are dead)."""
+        if not await anyio.Path(self.root).exists():
+            return []
+        return await anyio.to_thread.run_sync(sweep_leftovers, self.root)
 
     # -- importing and naming ---------------------------------------------------------------
 

@@ -19,8 +19,11 @@ from engine.image.sample import LayerSpec, make_config, write_layer_tar
 from engine.progress.events import LayerProgress, ProgressEvent, PushComplete
 from engine.push.pusher import Pusher
 from engine.push.result import LayerOutcome
+from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
 from engine.registry.credentials import AuthConfig
+from engine.registry.protocol import UploadSession, UploadStatus
+from engine.retry import RetryPolicy
 from engine.transfer import TransferManager
 
 pytestmark = pytest.mark.anyio
@@ -44,11 +47,20 @@ class MemoryRegistry:
         blob = self.blobs.get(digest)
         return None if blob is None else len(blob)
 
-    async def initiate_upload(self, repository: str) -> str:
+    async def initiate_upload(self, repository: str) -> UploadSession:
         self.started += 1
         location = f"upload-{self.started}"
         self.sessions[location] = bytearray()
-        return location
+        return UploadSession(location)
+
+    async def upload_status(self, repository: str, location: str) -> UploadStatus | None:
+        # Like CNCF Distribution: a session broken mid-body is gone.
+        return None
+
+    async def mount_blob(
+        self, repository: str, digest: Digest, source: str | None
+    ) -> UploadSession | None:
+        return None if digest in self.blobs else await self.initiate_upload(repository)
 
     async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
         self.patches += 1
@@ -70,7 +82,8 @@ class MemoryRegistry:
         self.sessions.pop(location, None)
 
     async def put_blob(self, repository: str, digest: Digest, data: bytes) -> None:
-        await self.commit_blob(repository, await self.initiate_upload(repository), digest, data)
+        session = await self.initiate_upload(repository)
+        await self.commit_blob(repository, session.location, digest, data)
 
     async def put_manifest(self, repository: str, tag: str, media_type: str, data: bytes) -> Digest:
         self.manifests[tag] = data
@@ -99,7 +112,8 @@ def _image(tmp_path: Path, specs: list[LayerSpec]) -> SourceImage:
 
 
 async def _push(registry: MemoryRegistry, image: SourceImage, events: list[ProgressEvent]) -> Any:
-    pusher = Pusher(OnePool(registry), TransferManager(2))  # type: ignore[arg-type]
+    options = UploadOptions(retry=RetryPolicy(attempts=1))
+    pusher = Pusher(OnePool(registry), TransferManager(2), options=options)  # type: ignore[arg-type]
     ref = parse_normalized_named("localhost:5000/app:v1")
     with anyio.fail_after(30):
         return await pusher.push(ref, image, events.append)

@@ -1,0 +1,172 @@
+"""Sending one blob into an upload session, and carrying on when the network or registry falters.
+
+The body goes as one streaming ``PATCH``, or in ``Content-Range`` chunks when asked (or when the
+registry refuses a large body with 413). When a request fails with a temporary error, the
+session's status (``GET`` → ``Range``) says how much the registry kept, and the upload resumes
+from there — the deterministic stream re-makes the skipped part without sending it. Only when
+the registry no longer knows the session does a new one start from byte 0. A committed blob is
+recognised even when the answer to its ``PUT`` was lost.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from engine.errors import RegistryResponseError
+from engine.image.base import Descriptor
+from engine.push.encode import LayerStream
+from engine.registry.client import RegistryClient
+from engine.registry.protocol import UploadSession, UploadStatus
+from engine.retry import RetryPolicy
+
+log = structlog.get_logger("engine.push")
+
+#: Chunk size when a registry refuses a whole blob in one request (413) and none was chosen.
+AUTO_CHUNK_SIZE = 8 << 20
+
+#: Called with the delay before a retry; it waits (and may give the upload slot back meanwhile).
+WaitBeforeRetry = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    """How blobs go: the retry policy, and a chunk size (None: one streaming PATCH)."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    chunk_size: int | None = None
+
+
+@dataclass
+class BlobSender:
+    client: RegistryClient
+    repository: str
+    policy: RetryPolicy
+    wait: WaitBeforeRetry
+    chunk_size: int | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    #: Body bytes sent, retries included (the benchmark and the resend ratio read it).
+    sent: int = 0
+
+    async def send(self, stream: LayerStream, session: UploadSession | None) -> Descriptor:
+        """Upload ``stream`` and commit it; the blob's descriptor. Raises after the last try.
+
+        A session left uncommitted (a permanent error, the last try failed, cancellation) is
+        deleted, shielded, so nothing is left open in the registry.
+        """
+        session = session or await self.client.initiate_upload(self.repository)
+        self._location = session.location
+        try:
+            return await self._send(stream, session)
+        except BaseException:
+            await self._abandon()
+            raise
+
+    async def _send(self, stream: LayerStream, session: UploadSession) -> Descriptor:
+        offset, attempt, whole = 0, 0, None
+        while True:
+            try:
+                if whole is None or offset < whole:
+                    await self._send_body(stream, session, offset)
+                    whole = stream.size
+                blob = stream.descriptor()
+                await self.client.commit_blob(self.repository, self._location, blob.digest)
+                return blob
+            except Exception as exc:
+                attempt += 1
+                if whole is not None and await self._already_committed(stream):
+                    return stream.descriptor()
+                if not self._recoverable(exc, attempt):
+                    raise
+                if _too_large(exc) and self.chunk_size is None:
+                    self.chunk_size = AUTO_CHUNK_SIZE
+                else:
+                    await self.wait(self.policy.delay_for(exc, attempt, self.rng))
+            session, offset = await self._resume_point(session)
+
+    def _recoverable(self, exc: Exception, attempt: int) -> bool:
+        if attempt >= self.policy.attempts:
+            return False
+        return (_too_large(exc) and self.chunk_size is None) or self.policy.is_temporary(exc)
+
+    async def _send_body(self, stream: LayerStream, session: UploadSession, offset: int) -> None:
+        if self.chunk_size is None:
+            body = _Body(stream, offset, self)
+            self._location = await self.client.patch_blob(self.repository, self._location, body)
+            return
+        size = max(self.chunk_size, session.min_chunk)
+        buffer = bytearray()
+        position = offset
+        async for piece in stream.from_offset(offset):
+            buffer += piece
+            while len(buffer) >= size:
+                await self._send_chunk(bytes(buffer[:size]), position)
+                position += size
+                del buffer[:size]
+        if buffer:
+            await self._send_chunk(bytes(buffer), position)
+
+    async def _send_chunk(self, chunk: bytes, start: int) -> None:
+        self.sent += len(chunk)
+        self._location = await self.client.patch_chunk(
+            self.repository, self._location, chunk, start
+        )
+
+    async def _resume_point(self, session: UploadSession) -> tuple[UploadSession, int]:
+        """Where to go on: the same session at the registry's offset, or a new one from 0."""
+        status = await self._status()
+        if status is not None:
+            self._location = status.location
+            return UploadSession(status.location, session.min_chunk), status.offset
+        log.info("upload session lost; starting again", repository=self.repository)
+        await self._abandon()
+        fresh = await self.client.initiate_upload(self.repository)
+        self._location = fresh.location
+        return fresh, 0
+
+    async def _status(self) -> UploadStatus | None:
+        try:
+            return await self.client.upload_status(self.repository, self._location)
+        except RegistryResponseError:
+            return None
+
+    async def _already_committed(self, stream: LayerStream) -> bool:
+        """The ``PUT`` may have gone through even though its answer did not come back."""
+        try:
+            return await self.client.check_blob(self.repository, stream.digest) is not None
+        except Exception:
+            return False
+
+    async def _abandon(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                with anyio.fail_after(5):
+                    await self.client.cancel_upload(self.repository, self._location)
+            except Exception as exc:  # best effort: the upload already failed or moved on
+                log.debug("upload not deleted", error=str(exc))
+
+
+@dataclass
+class _Body:
+    """A PATCH body from ``offset``, counted into ``sent``; iterable again if the request is
+    sent again (re-authentication)."""
+
+    stream: LayerStream
+    offset: int
+    sender: BlobSender
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._pieces()
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        async for piece in self.stream.from_offset(self.offset):
+            self.sender.sent += len(piece)
+            yield piece
+
+
+def _too_large(exc: Exception) -> bool:
+    return isinstance(exc, RegistryResponseError) and exc.status == 413

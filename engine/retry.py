@@ -1,0 +1,304 @@
+"""Retry policy as data: which failures are temporary, how long to wait, and the retry loop.
+
+The tables below decide; nothing else in Hoist guesses whether an error is worth another try.
+Temporary: the connection failed or timed out, the registry was busy or broken for a moment (5xx
+but 501/505, 408, 429), or it lost the upload session (start a new one). Never retried: what the
+registry will answer again (unauthorized after re-authentication, ``DENIED``, ``NAME_UNKNOWN``,
+``UNSUPPORTED``, ...), our own source's bad content, a full disk, a certificate that does not
+verify, and cancellation. Waits grow exponentially with jitter and are never shorter than the
+registry's ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import errno
+import math
+import random
+import re
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import structlog
+
+from engine.errors import (
+    ImageSourceError,
+    RegistryResponseError,
+    StoreError,
+    TransportError,
+)
+
+__all__ = [
+    "DEFAULT",
+    "FAST",
+    "PERMANENT_CODES",
+    "SESSION_GONE_CODES",
+    "TEMPORARY_CODES",
+    "TEMPORARY_STATUSES",
+    "Backoff",
+    "RetryPolicy",
+    "count_down",
+    "parse_retry_after",
+    "retrying",
+]
+
+T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
+
+#: Statuses that say "not now" rather than "no": every 5xx but the two that mean "never here".
+TEMPORARY_STATUSES: frozenset[int] = frozenset({408, 429} | (set(range(500, 600)) - {501, 505}))
+
+#: Codes the registry will answer again whatever we wait: retrying only delays the failure.
+#: ``UNAUTHORIZED`` reaches us only after the auth flow has already re-authenticated once.
+PERMANENT_CODES: frozenset[str] = frozenset(
+    {
+        "UNAUTHORIZED",
+        "DENIED",
+        "NAME_UNKNOWN",
+        "NAME_INVALID",
+        "UNSUPPORTED",
+        "DIGEST_INVALID",
+        "SIZE_INVALID",
+        "MANIFEST_INVALID",
+        "MANIFEST_BLOB_UNKNOWN",
+        "TAG_INVALID",
+    }
+)
+
+#: Codes saying the upload session is gone: Distribution cancels a session whose stored size no
+#: longer matches its signed state (``BLOB_UPLOAD_INVALID``) and forgets expired ones.
+SESSION_GONE_CODES: frozenset[str] = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
+
+#: Codes that are temporary whatever the status; ``RANGE_INVALID`` (Distribution 3) is cured by
+#: asking the session's offset again and resuming from there.
+TEMPORARY_CODES: frozenset[str] = SESSION_GONE_CODES | {"TOOMANYREQUESTS", "RANGE_INVALID"}
+
+#: A full disk does not empty itself between two attempts.
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+_DELAY_SECONDS = re.compile(r"[0-9]+", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: ``initial × factor^(attempt-1)``, ± ``jitter``, at most ``maximum``."""
+
+    initial: float = 1.0
+    factor: float = 2.0
+    maximum: float = 30.0
+    jitter: float = 0.1  # a fraction: 0.1 spreads each delay over ±10 %
+
+    def __post_init__(self) -> None:
+        if self.initial < 0 or self.maximum < self.initial:
+            raise ValueError(f"backoff needs 0 <= initial <= maximum, got {self}")
+        if self.factor < 1 or not 0 <= self.jitter < 1:
+            raise ValueError(f"backoff needs factor >= 1 and 0 <= jitter < 1, got {self}")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...)."""
+        if attempt < 1:
+            raise ValueError(f"attempts count from 1, got {attempt}")
+        # Jitter keeps many layers that failed together from retrying in lockstep.
+        spread = 1 + rng.uniform(-self.jitter, self.jitter)
+        return min(self.maximum, self._grown(attempt) * spread)
+
+    def _grown(self, attempt: int) -> float:
+        try:
+            return min(self.maximum, self.initial * self.factor ** (attempt - 1))
+        except OverflowError:
+            return self.maximum
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often one operation is tried and how long to wait in between."""
+
+    attempts: int = 5  # total tries, the first one included
+    backoff: Backoff = field(default_factory=Backoff)
+    #: A longer ``Retry-After`` is a refusal for this run (a rate limit reset hours away): fail
+    #: with the registry's own message instead of hanging silently.
+    max_retry_after: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"a retry policy needs at least one attempt, got {self.attempts}")
+
+    def is_temporary(self, error: BaseException) -> bool:
+        """Whether another attempt may succeed; a group is temporary when every member is."""
+        leaves = list(_leaves(error))
+        return bool(leaves) and all(self._leaf_is_temporary(leaf) for leaf in leaves)
+
+    def should_restart_session(self, error: BaseException) -> bool:
+        """Whether the next attempt needs a new upload session (the registry lost this one)."""
+        return any(_session_is_gone(leaf) for leaf in _leaves(error))
+
+    def delay_for(
+        self, error: BaseException, attempt: int, rng: random.Random, now: float | None = None
+    ) -> float:
+        """Seconds to wait before the attempt after ``attempt``: backoff, or more if asked.
+
+        ``now`` is accepted for callers written to the first sketch of this API and changes
+        nothing: an error's ``retry_after`` is already seconds, counted when the answer arrived.
+        """
+        return max(self.backoff.delay(attempt, rng), retry_after_of(error) or 0.0)
+
+    def _leaf_is_temporary(self, error: BaseException) -> bool:
+        if _has_permanent_cause(error):
+            return False
+        if isinstance(error, RegistryResponseError):
+            return self._answer_is_temporary(error)
+        return isinstance(error, TransportError | TimeoutError | ConnectionError)
+
+    def _answer_is_temporary(self, error: RegistryResponseError) -> bool:
+        if error.code in PERMANENT_CODES:
+            return False
+        if error.retry_after is not None and error.retry_after > self.max_retry_after:
+            return False
+        return (
+            error.code in TEMPORARY_CODES
+            or error.status in TEMPORARY_STATUSES
+            or _session_is_gone(error)
+        )
+
+
+#: Docker's five attempts, with waits of about 1, 2, 4 and 8 seconds.
+DEFAULT = RetryPolicy()
+
+#: For tests: the same decisions, waits of hundredths of a second.
+FAST = RetryPolicy(backoff=Backoff(initial=0.01, maximum=0.05))
+
+
+def retry_after_of(error: BaseException) -> float | None:
+    """The longest ``Retry-After`` any registry answer in ``error`` asked for, in seconds."""
+    asked = [
+        leaf.retry_after
+        for leaf in _leaves(error)
+        if isinstance(leaf, RegistryResponseError) and leaf.retry_after is not None
+    ]
+    return max(asked, default=None)
+
+
+def parse_retry_after(value: str, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP-date.
+
+    ``now`` is the wall-clock time (``time.time()``) the answer arrived; a date in the past means
+    0. Anything else (garbage, a negative number) is None: the header is then ignored.
+    """
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(value)
+    moment = _http_date(value)
+    return None if moment is None else max(0.0, moment - now)
+
+
+def _http_date(value: str) -> float | None:
+    """An IMF-fixdate, RFC 850 or asctime date as a POSIX timestamp; None when it is none."""
+    try:
+        # Lenient as RFC 9110 asks of recipients; it also rejects impossible days (31 Feb).
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:  # "-0000": HTTP dates are GMT whatever they say
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+async def retrying(
+    operation: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    on_retry: Callable[[BaseException, float, int], Awaitable[None]] | None = None,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> T:
+    """Call ``operation(attempt)`` for attempt 1, 2, ... until it returns, fails for good, or
+    ``policy.attempts`` are spent; then the last error is raised as it was.
+
+    Before each wait ``on_retry(error, delay, attempt)`` runs, ``attempt`` being the one that
+    failed: the place to give an upload slot back and to say "Retrying in N seconds". Only
+    ``Exception`` is caught, so cancellation (and KeyboardInterrupt) passes through at once.
+    """
+    rng = rng or random.Random()
+    attempt = 1
+    while True:
+        try:
+            return await operation(attempt)
+        except Exception as error:
+            if attempt >= policy.attempts or not policy.is_temporary(error):
+                raise
+            failed, delay = error, policy.delay_for(error, attempt, rng)
+        # Outside the except block so that on_retry's own errors do not chain onto this one.
+        log.info("retry", attempt=attempt, delay=round(delay, 3), error=str(failed))
+        if on_retry is not None:
+            await on_retry(failed, delay, attempt)
+        await sleep(delay)
+        attempt += 1
+
+
+async def count_down(
+    delay: float,
+    tick: Callable[[int], None],
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> None:
+    """Sleep ``delay`` seconds, calling ``tick(n)`` with the whole seconds left (rounded up) at
+    the start and at each whole second, as Docker's "Retrying in N seconds" line counts down."""
+    remaining = delay
+    while remaining > 0:
+        left = math.ceil(remaining)
+        tick(left)
+        step = remaining - (left - 1)
+        await sleep(step)
+        remaining -= step
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    """The errors inside task-group exception groups, or the error itself."""
+    if isinstance(error, BaseExceptionGroup):
+        for member in error.exceptions:
+            yield from _leaves(member)
+    else:
+        yield error
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and what it was raised from, as a traceback would print them."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+
+
+def _has_permanent_cause(error: BaseException) -> bool:
+    # A TransportError wraps whatever broke the request, which may be our own side's fault.
+    return any(_is_permanent_cause(cause) for cause in _causes(error))
+
+
+def _is_permanent_cause(error: BaseException) -> bool:
+    if isinstance(error, ImageSourceError | StoreError | ssl.SSLCertVerificationError):
+        return True
+    return isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS
+
+
+def _session_is_gone(error: BaseException) -> bool:
+    if not isinstance(error, RegistryResponseError) or error.code in PERMANENT_CODES:
+        return False
+    if error.code in SESSION_GONE_CODES:
+        return True
+    # Some registries forget an expired session with a bare 404 on its URL.
+    return error.status == 404 and _is_session_url(error.url)
+
+
+def _is_session_url(url: str) -> bool:
+    """``.../blobs/uploads/<id>``: an upload session, not the POST that opens one."""
+    _, _, session = urlsplit(url).path.partition("/blobs/uploads/")
+    return bool(session.strip("/"))

@@ -1,0 +1,48 @@
+"""Leftovers of writes that a crash (``kill -9``) interrupted: found and removed at the next start.
+
+Every temp name carries its writer's pid (``.tmp-PID-RANDOM``); one whose writer is no longer
+alive can never be finished, so it goes. A live writer's temp files are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from engine.store.atomic import TMP_PREFIX
+
+
+def writer_pid(name: str) -> int | None:
+    if not name.startswith(TMP_PREFIX):
+        return None
+    pid, _, _ = name[len(TMP_PREFIX) :].partition("-")
+    return int(pid) if pid.isdigit() else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def sweep_leftovers(root: Path) -> list[Path]:
+    """Remove abandoned temp files and directories under ``root``; what was removed."""
+    removed: list[Path] = []
+    for directory, subdirectories, files in os.walk(root):
+        for name in [*subdirectories, *files]:
+            pid = writer_pid(name)
+            if pid is None or alive(pid):
+                continue
+            path = Path(directory) / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        subdirectories[:] = [d for d in subdirectories if writer_pid(d) is None]
+    return removed
