@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="send each layer in PATCH chunks of SIZE (e.g. 16MiB) instead of one request",
     )
     push.add_argument(
+        "--max-upload-attempts",
+        type=_positive,
+        default=5,
+        metavar="N",
+        help="tries of each upload step before the push fails (default 5)",
+    )
+    push.add_argument(
         "--platform",
         metavar="OS/ARCH[/VARIANT]",
         help="push one platform of a multi-platform image (an index) instead of all",
@@ -152,12 +159,14 @@ def _version() -> str:
 
 def _engine(args: argparse.Namespace) -> Engine:
     from engine.api import Engine
+    from engine.retry import RetryPolicy
     from engine.units import parse_size
 
     chunk_size = getattr(args, "chunk_size", None)
     return Engine(
         args.root or os.environ.get("HOIST_ROOT") or None,
         chunk_size=parse_size(chunk_size) if chunk_size else None,
+        retry=RetryPolicy(attempts=getattr(args, "max_upload_attempts", 5)),
         max_concurrent_uploads=args.max_concurrent_uploads,
         insecure_registries=args.insecure_registry,
         config_dir=args.config,

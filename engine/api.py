@@ -45,7 +45,7 @@ from engine.reference import (
 )
 from engine.registry import login as logins
 from engine.registry.credentials import AuthConfig, DockerConfig
-from engine.registry.pool import RegistryPool
+from engine.registry.pool import RegistryPool, Timeouts
 from engine.retry import RetryPolicy
 from engine.settings import DEFAULT_MAX_CONCURRENT_UPLOADS, read_settings
 from engine.store import ImageSummary, Store, default_root
@@ -83,6 +83,7 @@ class Engine:
         relogin: Relogin | None = None,
         chunk_size: int | None = None,
         retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         """Flags given here add to (insecure registries) or override (uploads) daemon.json."""
         logs.ensure_configured()
@@ -97,7 +98,9 @@ class Engine:
         self._relogins: dict[str, bool] = {}
         self.transfers = TransferManager(max_concurrent_uploads or DEFAULT_MAX_CONCURRENT_UPLOADS)
         self.pool = RegistryPool(
-            insecure_registries=self._insecure_registries, credentials=self._credentials
+            insecure_registries=self._insecure_registries,
+            credentials=self._credentials,
+            timeouts=timeouts,
         )
         options = UploadOptions(retry=retry or RetryPolicy(), chunk_size=chunk_size)
         self._pusher = Pusher(self.pool, self.transfers, self.store, options=options)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import anyio
 import structlog
@@ -22,9 +23,11 @@ from engine.image.base import Descriptor
 from engine.push.encode import LayerStream
 from engine.registry.client import RegistryClient
 from engine.registry.protocol import UploadSession, UploadStatus
-from engine.retry import RetryPolicy
+from engine.retry import RetryPolicy, retrying
 
 log = structlog.get_logger("engine.push")
+
+T = TypeVar("T")
 
 #: Chunk size when a registry refuses a whole blob in one request (413) and none was chosen.
 AUTO_CHUNK_SIZE = 8 << 20
@@ -58,7 +61,8 @@ class BlobSender:
         A session left uncommitted (a permanent error, the last try failed, cancellation) is
         deleted, shielded, so nothing is left open in the registry.
         """
-        session = session or await self.client.initiate_upload(self.repository)
+        if session is None:
+            session = await self._retrying(self.client.initiate_upload, self.repository)
         self._location = session.location
         try:
             return await self._send(stream, session)
@@ -124,15 +128,19 @@ class BlobSender:
             return UploadSession(status.location, session.min_chunk), status.offset
         log.info("upload session lost; starting again", repository=self.repository)
         await self._abandon()
-        fresh = await self.client.initiate_upload(self.repository)
+        fresh = await self._retrying(self.client.initiate_upload, self.repository)
         self._location = fresh.location
         return fresh, 0
 
     async def _status(self) -> UploadStatus | None:
         try:
-            return await self.client.upload_status(self.repository, self._location)
+            return await self._retrying(self.client.upload_status, self.repository, self._location)
         except RegistryResponseError:
-            return None
+            return None  # an answer that is no status: the session is no good either
+
+    async def _retrying(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """One request of the upload, tried again on temporary errors."""
+        return await retrying(lambda _attempt: call(*args), self.policy, sleep=self.wait)
 
     async def _already_committed(self, stream: LayerStream) -> bool:
         """The ``PUT`` may have gone through even though its answer did not come back."""

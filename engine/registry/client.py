@@ -28,8 +28,9 @@ from engine.retry import parse_retry_after
 
 log = structlog.get_logger("engine.registry")
 
-#: Socket errors that say the endpoint cannot be reached (and another one may be tried).
-NETWORK_ERRORS = (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError)
+#: What the connection, not the registry, says: unreachable, reset, timed out, or an answer that
+#: is not HTTP at all. (The endpoint loop falls back on these; retries treat them as temporary.)
+NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 T = TypeVar("T")
 
@@ -103,6 +104,9 @@ class RegistryClient:
                 headers=request.headers,
                 allow_redirects=False,
                 ssl=self._ssl,
+                # A streamed layer waits for "100 Continue": a refusal (401, 429, 5xx) then
+                # costs one round trip instead of the whole body.
+                expect100=not isinstance(body, bytes | None),
             ) as response:
                 answer = HttpResponse(response.status, response.headers, await response.read())
         except NETWORK_ERRORS as exc:
@@ -154,10 +158,11 @@ class RegistryClient:
         )
         if answer.status != 204 or protocol.session_is_gone(answer.status, answer.body):
             return None
-        return UploadStatus(
-            protocol.resolve_location(location, answer.headers.get("Location") or location),
-            protocol.committed_offset(answer.headers.get("Range")),
-        )
+        offset = protocol.committed_offset(answer.headers.get("Range"))
+        if offset is None:
+            return None
+        given = answer.headers.get("Location") or location
+        return UploadStatus(protocol.resolve_location(location, given), offset)
 
     async def mount_blob(
         self, repository: str, digest: Digest, source: str | None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -32,6 +33,17 @@ USER_AGENT = f"hoist/{__version__}"
 CredentialSource = Callable[[str], Awaitable[AuthConfig]]
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds: to connect (TLS handshake included), and of silence while reading an answer.
+
+    A stalled connection is noticed after ``read`` seconds and its request tried again.
+    """
+
+    connect: float = 30.0
+    read: float = 120.0
+
+
 async def anonymous(domain: str) -> AuthConfig:
     return AuthConfig()
 
@@ -47,12 +59,14 @@ class RegistryPool:
         credentials: CredentialSource = anonymous,
         certs_dirs: Sequence[Path] | None = None,
         connections: int = 32,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.insecure_registries = tuple(insecure_registries)
         self.insecure_loopback = insecure_loopback
         self._credentials = credentials
         self._certs_dirs = list(certs_dirs) if certs_dirs is not None else tls.certs_dirs()
         self._connections = connections
+        self.timeouts = timeouts or Timeouts()
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, RegistryClient] = {}
         self._given: dict[str, AuthConfig] = {}
@@ -63,8 +77,13 @@ class RegistryPool:
     def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connections, enable_cleanup_closed=True)
-            # connect covers the TLS handshake too: a peer that accepts and never answers it fails.
-            timeout = aiohttp.ClientTimeout(total=None, connect=60, sock_connect=30, sock_read=300)
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                # connect covers the TLS handshake: a peer that accepts and never answers fails.
+                connect=self.timeouts.connect,
+                sock_connect=self.timeouts.connect,
+                sock_read=self.timeouts.read,
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=timeout,

@@ -98,15 +98,23 @@ def chunk_min_length(headers: Mapping[str, str]) -> int:
         return 0
 
 
-def committed_offset(range_header: str | None) -> int:
-    """Bytes the registry kept, from its ``Range: 0-LAST`` (Distribution says ``0--1`` for none)."""
+def committed_offset(range_header: str | None) -> int | None:
+    """Bytes the registry kept, from its ``Range: 0-LAST``; None when that cannot be told.
+
+    CNCF Distribution answers ``0-0`` both for an empty session and for one holding one byte
+    (older versions ``0--1`` for empty). A new session costs no more than that one byte, so an
+    ambiguous answer is taken as "start again".
+    """
     if not range_header:
         return 0
     _, _, last = range_header.strip().removeprefix("bytes=").partition("-")
     try:
-        return max(0, int(last) + 1)
+        end = int(last)
     except ValueError:
-        return 0
+        return None
+    if end == 0:
+        return None
+    return max(0, end + 1)
 
 
 def content_range(start: int, length: int) -> str:

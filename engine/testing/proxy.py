@@ -880,6 +880,8 @@ class Proxy:
         if not request.expects_continue:
             await self._discard_body(connection, request, exchange)
         head, body = _status_answer(fault, close=not keep_open)
+        if request.method == "HEAD":
+            body = b""  # an answer to HEAD has headers only (Content-Length still says the size)
         await self._answer_own(connection, exchange, fault.status or 503, head, body)
         return keep_open
 

@@ -127,3 +127,18 @@ def test_daemon_json_settings() -> None:
         Settings.from_json({"max-concurrent-uploads": 0}, "daemon.json")
     with pytest.raises(SettingsError, match="insecure-registries"):
         Settings.from_json({"insecure-registries": "a"}, "daemon.json")
+
+
+@pytest.mark.parametrize(
+    ("header", "offset"),
+    [
+        (None, 0),
+        ("0-1023", 1024),
+        ("bytes=0-1023", 1024),
+        ("0-0", None),  # Distribution: empty, or one byte — cannot tell, so start again
+        ("0--1", 0),
+        ("garbage", None),
+    ],
+)
+def test_committed_offset_from_range(header: str | None, offset: int | None) -> None:
+    assert protocol.committed_offset(header) == offset

@@ -1,0 +1,193 @@
+"""Pushes through a seeded fault-injecting proxy in front of a real registry.
+
+Every push must complete and read back with skopeo; what Hoist sent is counted by the proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from conftest import ROOT, Skopeo
+from engine import Engine
+from engine.image.sample import LayerSpec, write_docker_archive
+from engine.push.result import PushResult
+from engine.registry.pool import Timeouts
+from engine.retry import FAST, Backoff, RetryPolicy
+from engine.testing.proxy import FaultPlan, Proxy, running_proxy
+from engine.testing.registry import LocalRegistry, running_registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+MiB = 1024 * 1024
+LAYERS = [LayerSpec(3 * MiB, 71), LayerSpec(2 * MiB, 72), LayerSpec(MiB, 73), LayerSpec(0, 74)]
+#: Enough tries for every fault a plan can inject, and quick waits.
+PATIENT = RetryPolicy(attempts=12, backoff=Backoff(initial=0.01, maximum=0.05))
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[LocalRegistry]:
+    with running_registry(tmp_path / "registry") as registry:
+        yield registry
+
+
+@pytest.fixture
+def proxy(backend: LocalRegistry) -> Iterator[Proxy]:
+    with running_proxy(backend.host, seed=1234) as running:
+        yield running
+        assert running.errors == []
+
+
+async def _engine_push(tmp_path: Path, target: str, **options: object) -> tuple[PushResult, int]:
+    """Load a sample image and push it; the result, and the bytes of its distinct blobs."""
+    archive = tmp_path / "image.tar"
+    await anyio.to_thread.run_sync(
+        lambda: write_docker_archive(archive, LAYERS, [target], tmp_path / "work")
+    )
+    async with Engine(tmp_path / "root", config_dir=tmp_path / "config", **options) as engine:  # type: ignore[arg-type]
+        await engine.load(archive)
+        result = await engine.push(target)
+    payload = sum({layer.digest: layer.size for layer in result.layers}.values())
+    return result, payload
+
+
+def _uploaded(proxy: Proxy) -> int:
+    """Every body byte Hoist sent towards blob uploads (PATCHes, and PUTs carrying bodies)."""
+    return proxy.body_bytes("PATCH") + proxy.body_bytes("PUT", path_contains="/blobs/uploads/")
+
+
+def _reads_back(skopeo: Skopeo, ref: str, result: PushResult) -> None:
+    assert skopeo.digest(ref) == str(result.digest)
+    manifest = json.loads(skopeo.raw_manifest(ref))
+    assert [layer["digest"] for layer in manifest["layers"]] == [
+        str(r.digest) for r in result.layers
+    ]
+
+
+@pytest.mark.parametrize("chunk_size", [None, 512 * 1024])
+async def test_faults_that_keep_the_session_cost_almost_nothing(
+    proxy: Proxy, skopeo: Skopeo, tmp_path: Path, chunk_size: int | None, anyio_backend: str
+) -> None:
+    proxy.faults = FaultPlan(
+        rates={"status": 0.25, "reset_after_headers": 0.1},
+        max_faults=8,
+        retry_after=1,
+    )
+    target = f"{proxy.host}/faults/keep:v1"
+
+    result, payload = await _engine_push(tmp_path, target, retry=PATIENT, chunk_size=chunk_size)
+
+    assert proxy.faults_applied > 0
+    await anyio.to_thread.run_sync(_reads_back, skopeo, target, result)
+    sent = _uploaded(proxy)
+    print(f"\nchunk_size={chunk_size}: {proxy.faults_applied} faults, sent {sent} for {payload}")
+    assert sent <= 1.2 * payload
+
+
+async def test_a_429_is_honoured_and_shown(
+    proxy: Proxy, skopeo: Skopeo, tmp_path: Path, anyio_backend: str
+) -> None:
+    proxy.faults = FaultPlan(
+        schedule={0: "status"}, statuses=(429,), retry_after=1, methods={"PATCH"}, max_faults=1
+    )
+    target = f"{proxy.host}/faults/slow:v1"
+    archive = tmp_path / "image.tar"
+    await anyio.to_thread.run_sync(
+        lambda: write_docker_archive(archive, LAYERS[:1], [target], tmp_path / "work")
+    )
+    events: list[object] = []
+
+    async with Engine(tmp_path / "root", retry=FAST) as engine:
+        await engine.load(archive)
+        await engine.push(target, progress=events.append)
+
+    statuses = [getattr(e, "status", "") for e in events]
+    assert "Retrying in 1 second" in statuses
+    patches = [e for e in proxy.log if e.method == "PATCH"]
+    assert [e.status for e in patches] == [429, 202]
+    assert patches[1].started_at - patches[0].finished_at >= 0.9, "Retry-After was not honoured"
+
+
+async def test_resets_mid_body_and_stalls_still_finish(
+    proxy: Proxy, skopeo: Skopeo, tmp_path: Path, anyio_backend: str
+) -> None:
+    proxy.faults = FaultPlan(
+        rates={"reset_mid_body": 0.3, "stall": 0.1},
+        stall_seconds=30,
+        max_faults=6,
+    )
+    target = f"{proxy.host}/faults/broken:v1"
+
+    result, payload = await _engine_push(
+        tmp_path, target, retry=PATIENT, timeouts=Timeouts(connect=5, read=1)
+    )
+
+    assert proxy.faults_applied > 0
+    await anyio.to_thread.run_sync(_reads_back, skopeo, target, result)
+    print(f"\nresend ratio after {proxy.faults_applied} faults: {_uploaded(proxy) / payload:.2f}")
+
+
+def test_cancelling_a_push_leaves_nothing_behind(
+    backend: LocalRegistry, skopeo: Skopeo, tmp_path: Path
+) -> None:
+    """SIGTERM and Ctrl-C on a throttled push: exit 130, no manifest, every session deleted.
+
+    CNCF Distribution 2.8 cannot delete a session whose PATCH broke mid-body: its dispatcher
+    closes the upload before cancelling it, so the cancel fails and the files stay until its
+    upload purging runs. Every other session must be gone.
+    """
+    archive = tmp_path / "image.tar"
+    write_docker_archive(archive, LAYERS, ["x/y:z"], tmp_path / "work")
+    hoist = [sys.executable, str(ROOT / "cli.py"), "--root", str(tmp_path / "root")]
+    subprocess.run([*hoist, "load", "-i", str(archive)], check=True, capture_output=True)
+    plan = FaultPlan(rates={"throttle": 1.0}, throttle_rate=256 * 1024, max_faults=100)
+    with running_proxy(backend.host, faults=plan) as proxy:
+        for number, sig in enumerate((signal.SIGTERM, signal.SIGINT)):
+            proxy.clear()
+            target = f"{proxy.host}/cancel/app{number}:v1"
+            subprocess.run([*hoist, "tag", "x/y:z", target], check=True)
+            process = subprocess.Popen(
+                [*hoist, "push", "--progress", "plain", target],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.rstrip().endswith(": Pushing"):
+                    break
+            time.sleep(0.5)  # some bytes in flight; not an assertion
+            sent_at = time.monotonic()
+            process.send_signal(sig)
+            _, stderr = process.communicate(timeout=30)
+            took = time.monotonic() - sent_at
+            print(f"\n{sig.name}: exited {process.returncode} after {took:.2f} s")
+
+            assert process.returncode == 130, stderr
+            assert "Traceback" not in stderr
+            assert not skopeo.manifest_exists(target)
+            posts = [e for e in proxy.log if e.method == "POST" and e.status == 202]
+            sessions = {_uuid(e.path) for e in proxy.log if e.method != "POST"} - {""}
+            committed = {_uuid(e.path) for e in proxy.log if e.method == "PUT" and e.status == 201}
+            deleted = {_uuid(e.path) for e in proxy.log if e.method == "DELETE"}
+            assert len(sessions) == len(posts), "a session was opened and never touched again"
+            assert sessions - committed <= deleted, "a session was not deleted"
+            broken = {_uuid(e.path) for e in proxy.log if e.method == "PATCH" and e.status is None}
+            uploads = backend.storage / "docker/registry/v2/repositories/cancel"
+            left = {p.name for p in (uploads / f"app{number}" / "_uploads").glob("*")}
+            assert left <= broken, (
+                f"sessions left open that did not break mid-body: {left - broken}"
+            )
+
+
+def _uuid(path: str) -> str:
+    """The session's UUID in an upload URL (or the new one a POST answered with)."""
+    return path.partition("/blobs/uploads/")[2].partition("?")[0]
