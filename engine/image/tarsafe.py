@@ -5,7 +5,8 @@ source needs: each regular member's name, offset and size. Names are normalised;
 ``..`` that climbs out of the root and device files are refused. Links are kept only when they land
 on a regular member inside the archive (Docker ≥ 25 writes ``<id>/layer.tar`` as a symlink into
 ``blobs/sha256/``); they index as that member's bytes. A compressed archive (``docker load`` accepts
-gzip, bzip2 and xz) is first decompressed, streaming and off the event loop, into a temporary file.
+gzip, bzip2 and xz) is first decompressed, streaming and off the event loop, into a temporary file
+named as the store names its temp files, so that a copy a crash left behind is swept at next start.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import anyio.to_thread
 from isal import igzip, isal_zlib
 
 from engine.errors import ImageSourceError, UnsafeArchiveError
+from engine.store.atomic import temp_path
 
 GZIP_MAGIC = b"\x1f\x8b"
 _COMPRESSION_MAGIC = {"gzip": GZIP_MAGIC, "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00"}
@@ -196,10 +198,11 @@ def decompress(source: Path, target: Path, kind: str, *, label: str | None = Non
 
 
 def _make_temp_file(tmp_dir: Path | None) -> Path:
-    with tempfile.NamedTemporaryFile(
-        dir=tmp_dir, prefix="hoist-", suffix=".tar", delete=False
-    ) as f:
-        return Path(f.name)
+    # The store's temp name (writer's pid inside): when a kill -9 interrupts the copy, the next
+    # start's sweep of the store root knows it as abandoned and removes it.
+    path = temp_path(tmp_dir if tmp_dir is not None else Path(tempfile.gettempdir()))
+    path.touch(exist_ok=False)
+    return path
 
 
 @contextlib.asynccontextmanager

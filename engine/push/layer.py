@@ -103,9 +103,11 @@ class LayerUpload:
         if elsewhere is not None and elsewhere.repository == self.repository:
             return self._exists(ctx, elsewhere.blob)
         prior = await self.memory.prior(self.layer, self.target)
-        existing = await self._retrying(ctx, partial(self._find_existing, prior))
-        if existing is not None:
-            return self._exists(ctx, existing)
+        # Placed elsewhere in this run: a mount says "already here" too, in one request.
+        if elsewhere is None:
+            existing = await self._retrying(ctx, partial(self._find_existing, prior))
+            if existing is not None:
+                return self._exists(ctx, existing)
         sources = []
         if elsewhere is not None:
             sources.append(Source(elsewhere.repository, elsewhere.blob.digest, elsewhere.blob.size))

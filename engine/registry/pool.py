@@ -7,6 +7,7 @@ for an insecure registry and only when https could not even be spoken.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class RegistryPool:
         self._connections = connections
         self.timeouts = timeouts or Timeouts()
         self._session: aiohttp.ClientSession | None = None
-        self._clients: dict[str, RegistryClient] = {}
+        self._clients: dict[str, asyncio.Future[RegistryClient]] = {}
         self._given: dict[str, AuthConfig] = {}
         self._gate = HostGate()
         # Hosts that answered over https once: never tried over http again (Docker's rule).
@@ -96,6 +97,8 @@ class RegistryPool:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        for connecting in self._clients.values():
+            connecting.cancel()
         self._clients.clear()
 
     def use_credentials(self, domain: str, credentials: AuthConfig) -> None:
@@ -108,10 +111,15 @@ class RegistryPool:
         return given if given is not None else await self._credentials(domain)
 
     async def client(self, domain: str) -> RegistryClient:
-        """A client for ``domain`` on the first of its push endpoints that answers ``/v2/``."""
-        if domain not in self._clients:
-            self._clients[domain] = await self._connect(domain)
-        return self._clients[domain]
+        """A client for ``domain`` on the first of its push endpoints that answers ``/v2/``.
+
+        Concurrent pushes to one registry share one connection attempt.
+        """
+        connecting = self._clients.get(domain)
+        if connecting is None or _failed(connecting):
+            connecting = asyncio.ensure_future(self._connect(domain))
+            self._clients[domain] = connecting
+        return await asyncio.shield(connecting)
 
     async def _connect(self, domain: str) -> RegistryClient:
         return await self.connect(domain, await self.credentials(domain))
@@ -155,3 +163,8 @@ class RegistryPool:
         return await anyio.to_thread.run_sync(
             lambda: tls.ssl_context(host_tls, verify=endpoint.verify_tls)
         )
+
+
+def _failed(future: asyncio.Future[RegistryClient]) -> bool:
+    """A connection attempt that ended without a client: the next caller tries again."""
+    return future.done() and (future.cancelled() or future.exception() is not None)
