@@ -16,16 +16,8 @@ def layer_line(layer_id: str, text: str) -> str:
     return f"{layer_id}: {text}" if layer_id else text
 
 
-class PlainRenderer:
-    """Writes ``ID: Status`` when a layer's status changes; byte counts are left out.
-
-    Docker's own non-terminal output drops any status that carries byte counts, so a log
-    never says a layer started pushing; this one prints "Pushing" once when it starts.
-    """
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-        self._status_by_id: dict[str, str] = {}
+class LineRenderer:
+    """What the line-based renderers share: a layer's state, or a line of its own."""
 
     def handle(self, event: ProgressEvent) -> None:
         if isinstance(event, LayerProgress):
@@ -35,6 +27,24 @@ class PlainRenderer:
         elif isinstance(event, PushComplete):
             self._section(digest_line(event))
         # PushFailed: the CLI prints the ``Error: …`` line itself.
+
+    def _layer(self, event: LayerProgress) -> None:
+        raise NotImplementedError
+
+    def _section(self, text: str) -> None:
+        raise NotImplementedError
+
+
+class PlainRenderer(LineRenderer):
+    """Writes ``ID: Status`` when a layer's status changes; byte counts are left out.
+
+    Docker's own non-terminal output drops any status that carries byte counts, so a log
+    never says a layer started pushing; this one prints "Pushing" once when it starts.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._status_by_id: dict[str, str] = {}
 
     def close(self) -> None:
         self._out.flush()

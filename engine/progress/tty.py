@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from engine.progress.events import PUSHING, LayerProgress, Message, ProgressEvent, PushComplete
-from engine.progress.plain import digest_line, layer_line
+from engine.progress.events import PUSHING, LayerProgress
+from engine.progress.plain import LineRenderer, layer_line
 from engine.progress.units import MIN_WIDTH_FOR_BAR, progress_text
 
 ERASE_LINE = "\x1b[2K"
@@ -53,7 +53,7 @@ class _Line:
     pending: LayerProgress | None = None
 
 
-class TtyRenderer:
+class TtyRenderer(LineRenderer):
     """Draws each layer's ``ID: Status [bar] cur/total`` line in place on a terminal."""
 
     def __init__(
@@ -67,15 +67,6 @@ class TtyRenderer:
         self._width = width if width is not None else terminal_width(out)
         self._clock = clock
         self._lines: dict[str, _Line] = {}
-
-    def handle(self, event: ProgressEvent) -> None:
-        if isinstance(event, LayerProgress):
-            self._layer(event)
-        elif isinstance(event, Message):
-            self._section(event.text)
-        elif isinstance(event, PushComplete):
-            self._section(digest_line(event))
-        # PushFailed: the CLI prints the ``Error: …`` line itself.
 
     def close(self) -> None:
         self._draw_pending()

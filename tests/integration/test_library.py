@@ -6,16 +6,13 @@ import asyncio
 import gzip
 import hashlib
 import json
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from conftest import ROOT, Skopeo
+from conftest import Skopeo
 from engine import Engine, LayerProgress, PushComplete
 from engine.image.sample import LayerSpec, write_docker_archive
 from engine.push.result import LayerOutcome
@@ -100,29 +97,3 @@ async def test_push_events_iterates_and_shares_uploads(
     for events in (first, second):
         done = {e.id for e in events if isinstance(e, LayerProgress) and e.status == "Pushed"}
         assert len(done) == len(specs)
-
-
-def test_ctrl_c_exits_130_and_puts_no_manifest(
-    registry: LocalRegistry, skopeo: Skopeo, tmp_path: Path
-) -> None:
-    target = f"{registry.host}/lib/interrupted:v1"
-    asyncio.run(_archive(tmp_path / "i.tar", [LayerSpec(256 * MiB, 31)], target))
-    hoist = [sys.executable, str(ROOT / "cli.py"), "--root", str(tmp_path / "root")]
-    subprocess.run([*hoist, "load", "-i", str(tmp_path / "i.tar")], check=True, timeout=120)
-
-    process = subprocess.Popen(
-        [*hoist, "push", "--progress", "plain", target],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.rstrip().endswith(": Pushing"):
-            break
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
-
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    assert not skopeo.manifest_exists(target)
