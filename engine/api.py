@@ -172,8 +172,11 @@ class Engine:
     async def tag(self, source: str, target: str) -> None:
         """``docker tag``: name an image of the store anew."""
         await self._open()
+        named = parse_normalized_named(target)
+        if named.digest is not None:
+            raise InvalidReferenceError("refusing to create a tag with a digest reference")
         image_id = await self.store.resolve(source)
-        await self.store.tag(_tagged(parse_normalized_named(target)), image_id)
+        await self.store.tag(_tagged(named), image_id)
 
     async def images(self) -> list[ImageSummary]:
         await self._open()
@@ -339,5 +342,8 @@ def _load_names(kind: str, names: Iterable[str]) -> list[Reference]:
     for name in names:
         if kind != "docker-archive" and "/" not in name and ":" not in name:
             continue
-        refs.append(_tagged(parse_normalized_named(name)))
+        named = parse_normalized_named(name)
+        if named.digest is not None:
+            raise InvalidReferenceError(f'invalid tag "{name}": a tag cannot carry a digest')
+        refs.append(_tagged(named))
     return refs

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -184,7 +185,14 @@ def _describe(details: list[ErrorDetail], status: int, reason: str) -> str:
             return words or first.message
     if status in STATUS_MESSAGES:
         return STATUS_MESSAGES[status]
-    return f"unexpected status {status} {reason}".strip()
+    return f"received unexpected HTTP status: {status} {reason or _phrase(status)}".strip()
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def decode_error(

@@ -63,9 +63,24 @@ def test_commit_url_keeps_the_signed_state() -> None:
         (401, b"", UnauthorizedError, "unauthorized: authentication required"),
         (403, b"<html><body>Forbidden</body></html>", DeniedError, "denied:"),
         (429, b"slow down", TooManyRequestsError, "toomanyrequests"),
-        (502, b"<html>Bad Gateway</html>", RegistryResponseError, "unexpected status 502"),
-        (400, b'{"errors": "not a list"}', RegistryResponseError, "unexpected status 400"),
-        (400, b"\xff\xfe garbage", RegistryResponseError, "unexpected status 400"),
+        (
+            502,
+            b"<html>Bad Gateway</html>",
+            RegistryResponseError,
+            "unexpected HTTP status: 502 Bad Gateway",
+        ),
+        (
+            400,
+            b'{"errors": "not a list"}',
+            RegistryResponseError,
+            "unexpected HTTP status: 400 Bad Request",
+        ),
+        (
+            400,
+            b"\xff\xfe garbage",
+            RegistryResponseError,
+            "unexpected HTTP status: 400 Bad Request",
+        ),
     ],
 )
 def test_error_answers_become_one_typed_error(
