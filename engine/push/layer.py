@@ -74,6 +74,8 @@ class LayerUpload:
         return f"{self.client.base}/{self.repository}@{self.content}"
 
     async def __call__(self, ctx: TransferContext) -> LayerResult:
+        # An upload slot is for moving a layer's bytes: the HEADs and mounts before go without.
+        ctx.set_inactive()
         elsewhere = self.ledger.find(self.client.base, self.content)
         if elsewhere is None:
             with self.ledger.claim(self.client.base, self.content) as placed:
@@ -89,7 +91,6 @@ class LayerUpload:
     ) -> Placed | None:
         """Another push of this run is placing the blob: wait for it without holding a slot."""
         if not elsewhere.done():
-            ctx.set_inactive()
             ctx.progress(LayerProgress(self.layer_id, events.WAITING))
             await asyncio.wait({elsewhere})
         if elsewhere.cancelled() or elsewhere.exception() is not None:
@@ -97,9 +98,6 @@ class LayerUpload:
         return elsewhere.result()
 
     async def _place(self, ctx: TransferContext, elsewhere: Placed | None) -> LayerResult:
-        if not ctx.started:
-            ctx.progress(LayerProgress(self.layer_id, events.WAITING))
-            await ctx.wait_started()
         if elsewhere is not None and elsewhere.repository == self.repository:
             return self._exists(ctx, elsewhere.blob)
         prior = await self.memory.prior(self.layer, self.target)
@@ -115,7 +113,11 @@ class LayerUpload:
         mounted, session = await self._retrying(ctx, partial(self._mount, ctx, sources, prior))
         if mounted is not None:
             return mounted
+        if not ctx.started:
+            ctx.progress(LayerProgress(self.layer_id, events.WAITING))
+            await ctx.wait_started()
         result = await self._upload(ctx, session)
+        ctx.set_inactive()
         ctx.progress(LayerProgress(self.layer_id, events.PUSHED))
         return result
 
@@ -184,13 +186,15 @@ class LayerUpload:
 
     async def _wait_to_retry(self, ctx: TransferContext, delay: float) -> None:
         """Docker's "Retrying in N seconds", counting down, without holding an upload slot."""
+        held = ctx.started
         ctx.set_inactive()
 
         def tick(seconds: int) -> None:
             ctx.progress(LayerProgress(self.layer_id, events.retrying_in(seconds)))
 
         await count_down(delay, tick)
-        await ctx.reactivate()
+        if held:
+            await ctx.reactivate()
 
     async def _retrying(self, ctx: TransferContext, step: Callable[[], Awaitable[T]]) -> T:
         """A step of the layer's upload, tried again on temporary errors as the policy says."""

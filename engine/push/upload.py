@@ -32,6 +32,9 @@ T = TypeVar("T")
 #: Chunk size when a registry refuses a whole blob in one request (413) and none was chosen.
 AUTO_CHUNK_SIZE = 8 << 20
 
+#: One source of backoff jitter for every upload (seeding one per layer costs more than it buys).
+_JITTER = random.Random()
+
 #: Called with the delay before a retry; it waits (and may give the upload slot back meanwhile).
 WaitBeforeRetry = Callable[[float], Awaitable[None]]
 
@@ -51,7 +54,7 @@ class BlobSender:
     policy: RetryPolicy
     wait: WaitBeforeRetry
     chunk_size: int | None = None
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = field(default_factory=lambda: _JITTER)
     #: Body bytes sent, retries included (the benchmark and the resend ratio read it).
     sent: int = 0
 
