@@ -354,11 +354,28 @@ def _print_table(rows: Sequence[Any]) -> None:
 
     table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
     for row in rows:
-        created = row.created or ""
+        created = _ago(row.created)
         table.append(
             (row.repository, row.tag, row.image_id.hex[:12], created, human_size(row.size))
         )
     _print_rows(table)
+
+
+def _ago(created: str | None) -> str:
+    """``docker images``' CREATED column: "2 years ago"."""
+    from datetime import UTC, datetime
+
+    from engine.progress.units import human_duration
+
+    if not created:
+        return "N/A"
+    try:
+        when = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return "N/A"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return f"{human_duration((datetime.now(UTC) - when).total_seconds())} ago"
 
 
 def _print_rows(rows: Sequence[Sequence[str]]) -> None:

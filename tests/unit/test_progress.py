@@ -34,7 +34,7 @@ from engine.progress.render import (
     render,
 )
 from engine.progress.tty import REDRAW_INTERVAL, TtyRenderer
-from engine.progress.units import progress_text
+from engine.progress.units import human_duration, progress_text
 
 
 @pytest.fixture
@@ -420,3 +420,23 @@ async def test_render_closes_the_renderer_when_cancelled() -> None:
         await task
     assert recorder.events == [Message(FIRST_LINE)]
     assert recorder.closed
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.5, "Less than a second"),
+        (1, "1 second"),
+        (45, "45 seconds"),
+        (90, "About a minute"),
+        (60 * 30, "30 minutes"),
+        (60 * 90, "About an hour"),
+        (3600 * 5, "5 hours"),
+        (86400 * 3, "3 days"),
+        (86400 * 20, "2 weeks"),
+        (86400 * 90, "3 months"),
+        (86400 * 365 * 3, "3 years"),
+    ],
+)
+def test_human_duration_as_docker_says_it(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
