@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-import anyio
 import structlog
 
 from engine.digest import Digest
@@ -29,7 +28,7 @@ from engine.push.encode import LayerStream
 from engine.push.ledger import BlobLedger, Placed
 from engine.push.memory import Prior, PushMemory
 from engine.push.result import LayerOutcome, LayerResult
-from engine.push.upload import BlobSender, UploadOptions
+from engine.push.upload import BlobSender, UploadOptions, abandon
 from engine.reference import parse_normalized_named
 from engine.registry.client import RegistryClient
 from engine.registry.protocol import UploadSession
@@ -61,7 +60,7 @@ class LayerUpload:
     layer_id: str
     memory: PushMemory
     ledger: BlobLedger
-    options: UploadOptions = field(default_factory=lambda: UploadOptions())
+    options: UploadOptions = field(default_factory=UploadOptions)
 
     @property
     def content(self) -> str:
@@ -137,17 +136,25 @@ class LayerUpload:
     ) -> tuple[LayerResult | None, UploadSession | None]:
         """Try each source; a mounted result, or the upload session the last refusal opened."""
         session: UploadSession | None = None
-        for source in sources:
-            answer = await self.client.mount_blob(self.repository, source.digest, source.repository)
-            if answer is None:
-                ctx.progress(LayerProgress(self.layer_id, events.mounted_from(source.repository)))
-                blob = await self._mounted(source.digest, source.size)
-                return self._result(blob, LayerOutcome.MOUNTED, source.repository), None
+        try:
+            for source in sources:
+                answer = await self.client.mount_blob(
+                    self.repository, source.digest, source.repository
+                )
+                if answer is None:
+                    mounted = events.mounted_from(source.repository)
+                    ctx.progress(LayerProgress(self.layer_id, mounted))
+                    blob = await self._mounted(source.digest, source.size)
+                    return self._result(blob, LayerOutcome.MOUNTED, source.repository), None
+                if session is not None:
+                    await abandon(self.client, self.repository, session.location)
+                session = answer
+                if source.entry is not None:
+                    await self.memory.forget(self.layer, source.entry)
+        except BaseException:
             if session is not None:
-                await self._abandon(session.location)
-            session = answer
-            if source.entry is not None:
-                await self.memory.forget(self.layer, source.entry)
+                await abandon(self.client, self.repository, session.location)
+            raise
         if session is None and prior.digest is not None:
             # OCI 1.1's anonymous mount: a registry that has the blob anywhere links it here.
             session = await self.client.mount_blob(self.repository, prior.digest, None)
@@ -203,14 +210,6 @@ class LayerUpload:
             self.options.retry,
             sleep=partial(self._wait_to_retry, ctx),
         )
-
-    async def _abandon(self, location: str) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                with anyio.fail_after(5):
-                    await self.client.cancel_upload(self.repository, location)
-            except Exception as exc:  # the push already failed; this is best effort
-                log.debug("upload not deleted", error=str(exc))
 
     def _media_type(self) -> str:
         descriptor = self.layer.descriptor

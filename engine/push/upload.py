@@ -153,12 +153,18 @@ class BlobSender:
             return False
 
     async def _abandon(self) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                with anyio.fail_after(5):
-                    await self.client.cancel_upload(self.repository, self._location)
-            except Exception as exc:  # best effort: the upload already failed or moved on
-                log.debug("upload not deleted", error=str(exc))
+        await abandon(self.client, self.repository, self._location)
+
+
+async def abandon(client: RegistryClient, repository: str, location: str) -> None:
+    """``DELETE`` a session that will not be committed: shielded from cancellation, bounded,
+    best effort (the upload already failed or moved on)."""
+    with anyio.CancelScope(shield=True):
+        try:
+            with anyio.fail_after(5):
+                await client.cancel_upload(repository, location)
+        except Exception as exc:
+            log.debug("upload not deleted", error=str(exc))
 
 
 @dataclass
