@@ -34,6 +34,9 @@ NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 T = TypeVar("T")
 
+#: Bodies longer than this ask for "100 Continue" first.
+EXPECT_CONTINUE_ABOVE = 64 * 1024
+
 #: A request body: bytes, or a stream that can be iterated again when the flow resends it.
 Body = bytes | AsyncIterable[bytes] | None
 
@@ -104,9 +107,9 @@ class RegistryClient:
                 headers=request.headers,
                 allow_redirects=False,
                 ssl=self._ssl,
-                # A streamed layer waits for "100 Continue": a refusal (401, 429, 5xx) then
+                # A layer's body waits for "100 Continue": a refusal (401, 429, 5xx) then
                 # costs one round trip instead of the whole body.
-                expect100=not isinstance(body, bytes | None),
+                expect100=_worth_a_continue(body),
             ) as response:
                 answer = HttpResponse(response.status, response.headers, await response.read())
         except NETWORK_ERRORS as exc:
@@ -249,6 +252,13 @@ class RegistryClient:
         )
         given = answer.headers.get(protocol.CONTENT_DIGEST_HEADER)
         return Digest.parse(given) if given else Digest.of(data)
+
+
+def _worth_a_continue(body: Body) -> bool:
+    """Streams and large bodies: waiting for "100 Continue" is cheaper than sending them twice."""
+    if body is None:
+        return False
+    return not isinstance(body, bytes) or len(body) > EXPECT_CONTINUE_ABOVE
 
 
 def _retry_after(answer: HttpResponse) -> float | None:

@@ -92,8 +92,8 @@ async def test_push_events_iterates_and_shares_uploads(
     for events, tag in ((first, "v1"), (second, "v2")):
         assert isinstance(events[-1], PushComplete) and events[-1].tag == tag
     assert first[-1].digest == second[-1].digest  # type: ignore[attr-defined]
-    patches = [line for line in log.splitlines() if '"PATCH /v2/lib/shared/blobs/uploads/' in line]
-    assert len(patches) == len(specs)
+    commits = [line for line in log.splitlines() if '"PUT /v2/lib/shared/blobs/uploads/' in line]
+    assert len(commits) == len(specs) + 1, "each layer and the config committed once"
     for events in (first, second):
         done = {e.id for e in events if isinstance(e, LayerProgress) and e.status == "Pushed"}
         assert len(done) == len(specs)

@@ -30,18 +30,19 @@ pytestmark = pytest.mark.anyio
 
 
 class MemoryRegistry:
-    """Keeps blobs and manifests in dicts; ``fail_patch`` makes the n-th PATCH fail."""
+    """Keeps blobs and manifests in dicts; ``fail_upload`` makes the n-th body (a PATCH, or a
+    PUT carrying a small blob) fail."""
 
     base = "memory://registry"
 
-    def __init__(self, fail_patch: int | None = None) -> None:
+    def __init__(self, fail_upload: int | None = None) -> None:
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, bytes] = {}
         self.sessions: dict[str, bytearray] = {}
         self.cancelled: list[str] = []
-        self.patches = 0
+        self.uploads = 0
         self.started = 0
-        self.fail_patch = fail_patch
+        self.fail_upload = fail_upload
 
     async def check_blob(self, repository: str, digest: Digest) -> int | None:
         blob = self.blobs.get(digest)
@@ -63,16 +64,21 @@ class MemoryRegistry:
         return None if digest in self.blobs else await self.initiate_upload(repository)
 
     async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
-        self.patches += 1
+        self._count_upload()
         async for chunk in body:
             self.sessions[location] += chunk
-            if self.patches == self.fail_patch:
-                raise BlobUploadInvalidError("broken on purpose", status=400)
         return location
+
+    def _count_upload(self) -> None:
+        self.uploads += 1
+        if self.uploads == self.fail_upload:
+            raise BlobUploadInvalidError("broken on purpose", status=400)
 
     async def commit_blob(
         self, repository: str, location: str, digest: Digest, body: bytes = b""
     ) -> None:
+        if body:
+            self._count_upload()
         data = bytes(self.sessions.pop(location)) + body
         assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
         self.blobs[digest] = data
@@ -147,7 +153,7 @@ async def test_a_repeated_layer_is_uploaded_once(tmp_path: Path) -> None:
 
     result = await _push(registry, image, events)
 
-    assert registry.patches == 1
+    assert registry.uploads == 2, "one for the layer, one for the config"
     preparing = [e for e in events if isinstance(e, LayerProgress) and e.status == "Preparing"]
     assert len(preparing) == 1
     assert {r.outcome for r in result.layers} == {LayerOutcome.PUSHED}
@@ -156,7 +162,7 @@ async def test_a_repeated_layer_is_uploaded_once(tmp_path: Path) -> None:
 async def test_one_failed_layer_means_no_manifest(tmp_path: Path) -> None:
     specs = [LayerSpec(300_000, i) for i in range(4)]
     image = await anyio.to_thread.run_sync(_image, tmp_path, specs)
-    registry = MemoryRegistry(fail_patch=2)
+    registry = MemoryRegistry(fail_upload=2)
     events: list[ProgressEvent] = []
 
     with pytest.raises(BlobUploadInvalidError):

@@ -28,7 +28,7 @@ from engine.retry import FAST
 
 pytestmark = pytest.mark.anyio
 
-SIZE = 3 * 1024 * 1024 + 12_345
+SIZE = 6 * 1024 * 1024 + 12_345  # over SMALL_BLOB_SIZE: the streamed path
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Faults:
     lose_commit_answer: bool = False
     refuse_large: bool = False
     deny: bool = False
+    fail_put_with_body: bool = False
 
 
 @dataclass
@@ -51,6 +52,7 @@ class FakeRegistry:
     patches: list[tuple[str, int | None, int]] = field(default_factory=list)  # (loc, start, n)
     deleted: list[str] = field(default_factory=list)
     opened: int = 0
+    puts_with_body: int = 0
 
     async def initiate_upload(self, repository: str) -> UploadSession:
         self.opened += 1
@@ -96,6 +98,14 @@ class FakeRegistry:
     async def commit_blob(
         self, repository: str, location: str, digest: Digest, body: bytes = b""
     ) -> None:
+        if body and self.faults.refuse_large:
+            self.faults.refuse_large = False
+            raise RegistryResponseError("request entity too large", status=413)
+        if body and self.faults.fail_put_with_body:
+            self.faults.fail_put_with_body = False
+            self.sessions[location] += body[: len(body) // 2]
+            raise TransportError("connection reset")
+        self.puts_with_body += bool(body)
         data = bytes(self.sessions.pop(location)) + body
         assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
         self.blobs[digest] = data
@@ -112,8 +122,8 @@ class FakeRegistry:
         self.sessions.pop(location, None)
 
 
-def _layer(tmp_path: Path, *, compress: bool) -> FileLayer:
-    data = random.Random(7).randbytes(SIZE)  # incompressible: the compressed blob is as long
+def _layer(tmp_path: Path, *, compress: bool, size: int = SIZE) -> FileLayer:
+    data = random.Random(7).randbytes(size)  # incompressible: the compressed blob is as long
     path = tmp_path / "layer.bin"
     path.write_bytes(data)
     if compress:
@@ -221,3 +231,34 @@ async def test_a_source_that_lies_is_never_committed(tmp_path: Path) -> None:
         await _send(registry, liar)
 
     assert not registry.blobs and registry.deleted == ["s1"]
+
+
+async def test_a_small_blob_goes_in_the_commit_itself(tmp_path: Path) -> None:
+    layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=True, size=100_000))
+    registry = FakeRegistry(keeps_partial=True)
+
+    blob, sender, _ = await _send(registry, layer)
+
+    assert blob.digest in registry.blobs
+    assert registry.patches == [] and registry.puts_with_body == 1
+    assert sender.sent == blob.size
+
+
+async def test_a_small_blob_whose_put_broke_goes_again_in_a_fresh_session(tmp_path: Path) -> None:
+    layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=True, size=100_000))
+    registry = FakeRegistry(keeps_partial=True, faults=Faults(fail_put_with_body=True))
+
+    blob, _, waits = await _send(registry, layer)
+
+    assert blob.digest in registry.blobs
+    assert registry.opened == 2 and registry.deleted == ["s1"] and len(waits) == 1
+
+
+async def test_a_small_blob_refused_as_too_large_goes_in_chunks(tmp_path: Path) -> None:
+    layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=True, size=100_000))
+    registry = FakeRegistry(keeps_partial=True, faults=Faults(refuse_large=True))
+
+    blob, sender, _ = await _send(registry, layer)
+
+    assert blob.digest in registry.blobs
+    assert sender.chunk_size is not None and registry.patches
