@@ -254,7 +254,7 @@ def _domain(name: str) -> str:
 async def _prompt_relogin(domain: str) -> Any:
     """Docker's "Please login prior to push:" — ask on the terminal, once."""
     print("\nPlease login prior to push:", flush=True)
-    username, password = await asyncio.to_thread(_ask_credentials, None)
+    username, password = await _ask_on_terminal(None)
     if not username or not password:
         return None
     from engine.registry.credentials import AuthConfig
@@ -262,12 +262,31 @@ async def _prompt_relogin(domain: str) -> Any:
     return AuthConfig(username=username, password=password, server_address=domain)
 
 
+async def _ask_on_terminal(username: str | None) -> tuple[str, str]:
+    """Prompt in a daemon thread: Ctrl-C must not wait for a half-typed answer."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[tuple[str, str]] = loop.create_future()
+
+    def ask() -> None:
+        result = _ask_credentials(username)
+        loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(result))
+
+    threading.Thread(target=ask, daemon=True).start()
+    return await answer
+
+
 def _ask_credentials(username: str | None) -> tuple[str, str]:
+    """Username (unless given) and password from the terminal; Ctrl-D gives up with empties."""
     import getpass
 
-    if not username:
-        username = input("Username: ").strip()
-    return username, getpass.getpass("Password: ")
+    try:
+        if not username:
+            username = input("Username: ").strip()
+        return username, getpass.getpass("Password: ")
+    except EOFError:
+        return "", ""
 
 
 async def _login(args: argparse.Namespace) -> int:
@@ -289,7 +308,9 @@ async def _login(args: argparse.Namespace) -> int:
     if not username or password is None:
         if not sys.stdin.isatty():
             raise HoistError("cannot perform an interactive login from a non TTY device")
-        username, password = await asyncio.to_thread(_ask_credentials, username)
+        username, password = await _ask_on_terminal(username)
+        if not username or not password:
+            raise HoistError("login needs a username and a password")
     async with _engine(args) as engine:
         config = await engine.config()
         outcome = await engine.login(args.server, AuthConfig(username=username, password=password))

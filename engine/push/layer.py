@@ -112,9 +112,15 @@ class LayerUpload:
         mounted, session = await self._retrying(ctx, partial(self._mount, ctx, sources, prior))
         if mounted is not None:
             return mounted
-        if not ctx.started:
-            ctx.progress(LayerProgress(self.layer_id, events.WAITING))
-            await ctx.wait_started()
+        try:
+            if not ctx.started:
+                ctx.progress(LayerProgress(self.layer_id, events.WAITING))
+                await ctx.wait_started()
+        except BaseException:
+            # Cancelled while queued: the session a refused mount opened must not stay open.
+            if session is not None:
+                await abandon(self.client, self.repository, session.location)
+            raise
         result = await self._upload(ctx, session)
         ctx.set_inactive()
         ctx.progress(LayerProgress(self.layer_id, events.PUSHED))

@@ -34,6 +34,9 @@ NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 T = TypeVar("T")
 
+#: Answers that send a blob request elsewhere (object storage behind the registry).
+REDIRECTS = (301, 302, 303, 307, 308)
+
 #: Bodies longer than this ask for "100 Continue" first.
 EXPECT_CONTINUE_ABOVE = 64 * 1024
 
@@ -96,9 +99,9 @@ class RegistryClient:
                 return cast(T, done.value)
 
     async def _send(self, request: HttpRequest, caller_body: Body) -> HttpResponse:
-        body = (
-            caller_body if request.body is None and not request.is_token_request else request.body
-        )
+        own_body = request.body is None and not request.is_token_request
+        body = caller_body if own_body else request.body
+        await self.gate.wait(self._host)
         try:
             async with self.session.request(
                 request.method,
@@ -115,9 +118,12 @@ class RegistryClient:
         except NETWORK_ERRORS as exc:
             where = f"{request.method} {_without_query(request.url)}"
             raise TransportError(f"{where}: {exc or type(exc).__name__}") from exc
-        log.debug(
-            "http", method=request.method, url=_without_query(request.url), status=answer.status
-        )
+        url = _without_query(request.url)
+        log.debug("http", method=request.method, url=url, status=answer.status)
+        delay = _retry_after(answer)
+        if delay is not None and answer.status in (429, 503):
+            # One host's "slow down" holds every request to it, not just the refused one.
+            self.gate.hold_for(self._host, delay)
         return answer
 
     async def ping(self) -> HttpResponse:
@@ -131,13 +137,17 @@ class RegistryClient:
         return answer
 
     async def check_blob(self, repository: str, digest: Digest) -> int | None:
-        """``HEAD`` a blob: its size when the repository has it, None when it does not."""
-        answer = await self.request(
-            "HEAD",
-            protocol.blob_url(self.base, repository, digest),
-            ok=(200, 404),
-            scopes=[repository_scope(repository)],
-        )
+        """``HEAD`` a blob: its size when the repository has it, None when it does not.
+
+        Registries on object storage redirect blob requests; the redirect is followed once
+        (without credentials when it leaves the registry's origin: the auth flow sees to that).
+        """
+        url = protocol.blob_url(self.base, repository, digest)
+        scopes = [repository_scope(repository)]
+        answer = await self.request("HEAD", url, ok=(200, 404, *REDIRECTS), scopes=scopes)
+        if answer.status in REDIRECTS:
+            target = protocol.resolve_location(url, answer.headers.get("Location"))
+            answer = await self.request("HEAD", target, ok=(200, 404), scopes=scopes)
         if answer.status == 404:
             return None
         return int(answer.headers.get("Content-Length", "0"))

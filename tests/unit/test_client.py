@@ -1,0 +1,125 @@
+"""The HTTP client against small in-process servers on loopback: redirects and the 429 gate.
+
+These are stand-ins for behaviour the local CNCF Distribution does not show (object-storage
+redirects) or shows only under a fault proxy; the push path itself is tested against the real
+registry in tests/integration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from engine.digest import Digest
+from engine.registry.auth import Authenticator
+from engine.registry.client import RegistryClient
+from engine.registry.credentials import AuthConfig
+from engine.registry.throttle import HostGate
+
+pytestmark = pytest.mark.anyio
+
+DIGEST = Digest("sha256:" + "cd" * 32)
+
+
+@dataclass
+class Seen:
+    authorizations: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def record(self, where: str, request: web.Request) -> None:
+        self.authorizations.setdefault(where, []).append(request.headers.get("Authorization"))
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[tuple[str, str, Seen]]:
+    """A registry that wants Basic auth and redirects blob HEADs to a storage host."""
+    seen = Seen()
+    storage = web.Application()
+
+    async def blob_in_storage(request: web.Request) -> web.Response:
+        seen.record("storage", request)
+        return web.Response(headers={"Content-Length": "4242"})
+
+    storage.router.add_route("HEAD", "/bucket/blob", blob_in_storage)
+    storage_runner, storage_url = await _serve(storage)
+
+    registry = web.Application()
+
+    async def ping(request: web.Request) -> web.Response:
+        seen.record("registry", request)
+        if request.headers.get("Authorization") is None:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return web.Response()
+
+    async def head_blob(request: web.Request) -> web.Response:
+        seen.record("registry", request)
+        if request.headers.get("Authorization") is None:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return web.Response(status=307, headers={"Location": f"{storage_url}/bucket/blob"})
+
+    registry.router.add_get("/v2/", ping)
+    registry.router.add_route("HEAD", "/v2/{name:.*}/blobs/{digest}", head_blob)
+    registry_runner, registry_url = await _serve(registry)
+    yield registry_url, storage_url, seen
+    await registry_runner.cleanup()
+    await storage_runner.cleanup()
+
+
+async def test_a_redirected_head_is_followed_without_credentials(
+    servers: tuple[str, str, Seen], anyio_backend: str
+) -> None:
+    registry_url, _, seen = servers
+    auth = Authenticator(AuthConfig(username="u", password="secret"), origin=registry_url)
+    async with aiohttp.ClientSession() as session:
+        client = RegistryClient(session, registry_url, auth=auth)
+        await client.ping()
+
+        size = await client.check_blob("app", DIGEST)
+
+    assert size == 4242
+    assert any(a and a.startswith("Basic ") for a in seen.authorizations["registry"])
+    assert seen.authorizations["storage"] == [None], "credentials followed the redirect"
+
+
+async def test_a_429_holds_every_request_to_that_host(anyio_backend: str) -> None:
+    answered: list[int] = []
+    app = web.Application()
+
+    async def busy(request: web.Request) -> web.Response:
+        status = 429 if not answered else 404
+        answered.append(status)
+        return web.Response(status=status, headers={"Retry-After": "7"})
+
+    app.router.add_route("HEAD", "/v2/{name:.*}/blobs/{digest}", busy)
+    runner, url = await _serve(app)
+    slept: list[float] = []
+    now = [100.0]
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    gate = HostGate(clock=lambda: now[0], sleep=fake_sleep)
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = RegistryClient(session, url, auth=Authenticator(AuthConfig()), gate=gate)
+            with pytest.raises(Exception, match="toomanyrequests"):
+                await client.check_blob("app", DIGEST)
+            assert await client.check_blob("other", DIGEST) is None
+    finally:
+        await runner.cleanup()
+
+    assert answered == [429, 404]
+    assert slept and sum(slept) == pytest.approx(7, abs=0.01)
