@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
+
 from engine.digest import Digest
+from engine.errors import StoreError
 from engine.image.base import Descriptor, Layer
 from engine.push import candidates
 from engine.push.encode import COMPRESSOR
 from engine.store import Store, V2Metadata, compute_hmac
+
+log = structlog.get_logger("engine.push")
 
 
 @dataclass(frozen=True)
@@ -59,12 +64,21 @@ class PushMemory:
     async def _metadata(self, layer: Layer) -> list[V2Metadata]:
         if self.store is None or layer.diff_id is None:
             return []
-        return await self.store.v2_metadata(layer.diff_id)
+        try:
+            return await self.store.v2_metadata(layer.diff_id)
+        except StoreError as exc:
+            # Push metadata is a hint (and written without fsync): a damaged file is no record.
+            log.warning("push metadata unreadable; ignored", error=str(exc))
+            return []
 
     async def _compressed_digest(self, layer: Layer) -> Digest | None:
         if self.store is None or layer.diff_id is None:
             return None
-        form = await self.store.compressed_form(layer.diff_id, COMPRESSOR)
+        try:
+            form = await self.store.compressed_form(layer.diff_id, COMPRESSOR)
+        except StoreError as exc:
+            log.warning("compressed-form record unreadable; ignored", error=str(exc))
+            return None
         return form.digest if form is not None else None
 
     async def remember(self, layer: Layer, target: str, blob: Descriptor) -> None:

@@ -48,25 +48,33 @@ def write_durable(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably."""
+def write_file(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically, and durably unless told otherwise.
+
+    ``durable=False`` is for what is only a cache (push metadata): still atomic — a reader sees
+    the old bytes or the new — but without the fsyncs that a busy disk makes slow.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(path.parent)
         try:
-            write_durable(tmp, data)
+            if durable:
+                write_durable(tmp, data)
+            else:
+                tmp.write_bytes(data)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except OSError as e:
         raise StoreError(f"{path}: cannot write: {e.strerror or e}") from e
 
 
-def write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
     """Write ``value`` as compact JSON, the way Go's ``json.Marshal`` lays it out."""
-    write_file(path, json.dumps(value, separators=(",", ":")).encode())
+    write_file(path, json.dumps(value, separators=(",", ":")).encode(), durable=durable)
 
 
 def read_file(path: Path) -> bytes | None:

@@ -1,5 +1,7 @@
 """What Hoist's own deterministic compressor made of a layer: its digest and size.
 
+A cache like the push metadata: written atomically but not fsynced.
+
 Apart from the distribution metadata (where a blob was pushed), this is a fact about the layer
 and the compressor alone. Knowing it, a push can ask a registry whether it already has the blob
 without compressing anything — even after the push metadata is lost.
@@ -30,4 +32,4 @@ def write_compressed_form(
 ) -> None:
     path = layout.compressed_form(diff_id, compressor)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, descriptor.to_json())
+    write_json(path, descriptor.to_json(), durable=False)

@@ -85,7 +85,7 @@ def read_v2_metadata(layout: Layout, diff_id: Digest) -> list[V2Metadata]:
 def _write_v2_metadata(layout: Layout, diff_id: Digest, entries: list[V2Metadata]) -> None:
     path = layout.v2_metadata_by_diff_id(diff_id)
     if entries:
-        write_json(path, [entry.to_json() for entry in entries])
+        write_json(path, [entry.to_json() for entry in entries], durable=False)
     else:
         path.unlink(missing_ok=True)
 
@@ -96,7 +96,7 @@ def add_v2_metadata(layout: Layout, diff_id: Digest, entry: V2Metadata) -> None:
     entries = [e for e in read_v2_metadata(layout, diff_id) if not _same_location(e, entry)]
     entries.append(entry)
     _write_v2_metadata(layout, diff_id, entries[-MAX_METADATA:])
-    write_file(layout.diff_id_by_digest(entry.digest), str(diff_id).encode())
+    write_file(layout.diff_id_by_digest(entry.digest), str(diff_id).encode(), durable=False)
 
 
 def remove_v2_metadata(layout: Layout, entry: V2Metadata) -> None:
