@@ -25,7 +25,6 @@ from engine.errors import (
     UnauthorizedError,
 )
 from engine.image.base import Image, SourceIndex
-from engine.image.detect import open_archive
 from engine.progress.events import (
     Message,
     ProgressEvent,
@@ -151,6 +150,8 @@ class Engine:
         """Import every image of an archive or layout; Docker's ``Loaded image…`` lines."""
         await self._open()
         lines: list[str] = []
+        from engine.image.detect import open_archive  # tar handling: only loads pay for it
+
         async with open_archive(Path(path), tmp_dir=await self._tmp_dir()) as archive:
             for found in archive.images:
                 # The store keeps one image per name, as Docker's classic store: of an index,
@@ -226,6 +227,8 @@ class Engine:
         if source is None:
             image: Image = await self.store.image(await self.store.resolve(str(ref)))
             return await self._pusher.push(ref, image, sink)
+        from engine.image.detect import open_archive
+
         async with open_archive(Path(source), tmp_dir=await self._tmp_dir()) as archive:
             assert ref.tag is not None
             found = archive.select(ref.tag)
