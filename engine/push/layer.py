@@ -82,7 +82,7 @@ class LayerUpload:
                 placed.set_result(Placed(_blob(result), self.repository))
         else:
             result = await self._place(ctx, await self._wait_for(ctx, elsewhere))
-        await self.memory.remember(self.layer, self.target, _blob(result))
+        self.memory.remember(self.layer, self.target, _blob(result))
         return result
 
     async def _wait_for(
@@ -99,7 +99,7 @@ class LayerUpload:
     async def _place(self, ctx: TransferContext, elsewhere: Placed | None) -> LayerResult:
         if elsewhere is not None and elsewhere.repository == self.repository:
             return self._exists(ctx, elsewhere.blob)
-        prior = await self.memory.prior(self.layer, self.target)
+        prior = self.memory.prior(self.layer, self.target)
         # Placed elsewhere in this run: a mount says "already here" too, in one request.
         if elsewhere is None:
             existing = await self._retrying(ctx, partial(self._find_existing, prior))

@@ -9,18 +9,16 @@ the digest is known without compressing again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-import structlog
+import anyio
 
 from engine.digest import Digest
-from engine.errors import StoreError
 from engine.image.base import Descriptor, Layer
 from engine.push import candidates
 from engine.push.encode import COMPRESSOR
-from engine.store import Store, V2Metadata, compute_hmac
-
-log = structlog.get_logger("engine.push")
+from engine.store import Knowledge, PushRecord, Store, V2Metadata, compute_hmac
 
 
 @dataclass(frozen=True)
@@ -37,14 +35,27 @@ class Prior:
 
 @dataclass
 class PushMemory:
-    """The store's knowledge, for pushes to ``target`` made with one set of credentials."""
+    """The store's knowledge, for pushes made with one set of credentials.
+
+    Read once per image before its layers go (``load``), written once after (``flush``): two
+    worker-thread calls per image instead of several per layer.
+    """
 
     store: Store | None
     hmac_key: bytes
+    _known: dict[Digest, Knowledge] = field(default_factory=dict)
+    _pending: list[PushRecord] = field(default_factory=list)
 
-    async def prior(self, layer: Layer, target: str) -> Prior:
-        known = _own_digest(layer) or await self._compressed_digest(layer)
-        metadata = await self._metadata(layer)
+    async def load(self, layers: Sequence[Layer]) -> None:
+        diff_ids = [layer.diff_id for layer in layers if layer.diff_id is not None]
+        if self.store is not None and diff_ids:
+            self._known.update(await self.store.push_knowledge(diff_ids, COMPRESSOR))
+
+    def prior(self, layer: Layer, target: str) -> Prior:
+        knowledge = self._known.get(layer.diff_id) if layer.diff_id else None
+        metadata = knowledge.metadata if knowledge else []
+        compressed = knowledge.compressed if knowledge else None
+        known = _own_digest(layer) or (compressed.digest if compressed else None)
         attempts = candidates.attempts_for(layer.size)
         existence = [
             entry.digest
@@ -61,28 +72,8 @@ class PushMemory:
         mounts = candidates.mount_candidates(target, self.hmac_key, metadata, attempts.mounts)
         return Prior(tuple(dict.fromkeys(existence)), tuple(mounts), known)
 
-    async def _metadata(self, layer: Layer) -> list[V2Metadata]:
-        if self.store is None or layer.diff_id is None:
-            return []
-        try:
-            return await self.store.v2_metadata(layer.diff_id)
-        except StoreError as exc:
-            # Push metadata is a hint (and written without fsync): a damaged file is no record.
-            log.warning("push metadata unreadable; ignored", error=str(exc))
-            return []
-
-    async def _compressed_digest(self, layer: Layer) -> Digest | None:
-        if self.store is None or layer.diff_id is None:
-            return None
-        try:
-            form = await self.store.compressed_form(layer.diff_id, COMPRESSOR)
-        except StoreError as exc:
-            log.warning("compressed-form record unreadable; ignored", error=str(exc))
-            return None
-        return form.digest if form is not None else None
-
-    async def remember(self, layer: Layer, target: str, blob: Descriptor) -> None:
-        """The layer is now in ``target`` as ``blob``: record it (Docker's ``TagAndAdd``)."""
+    def remember(self, layer: Layer, target: str, blob: Descriptor) -> None:
+        """The layer is now in ``target`` as ``blob`` (Docker's ``TagAndAdd``); kept to flush."""
         if self.store is None or layer.diff_id is None:
             return
         entry = V2Metadata(
@@ -90,9 +81,15 @@ class PushMemory:
             source_repository=target,
             hmac=compute_hmac(self.hmac_key, blob.digest, target) if self.hmac_key else "",
         )
-        await self.store.add_v2_metadata(layer.diff_id, entry)
-        if layer.descriptor is None:
-            await self.store.record_compressed_form(layer.diff_id, COMPRESSOR, blob)
+        compressed = blob if layer.descriptor is None else None
+        self._pending.append(PushRecord(layer.diff_id, entry, compressed))
+
+    async def flush(self) -> None:
+        """Write what ``remember`` kept; shielded, so a cancelled push still records its layers."""
+        pending, self._pending = self._pending, []
+        if self.store is not None and pending:
+            with anyio.CancelScope(shield=True):
+                await self.store.record_pushes(pending, COMPRESSOR)
 
     async def forget(self, layer: Layer, entry: V2Metadata) -> None:
         """A mount from ``entry`` failed: the blob is not there (any more)."""

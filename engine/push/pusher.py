@@ -84,6 +84,7 @@ class Pusher:
         # One request before the concurrent uploads: it fetches the push token they all share.
         config_size = await self._retrying(client.check_blob, ref.path, config_digest)
         memory = PushMemory(self.store, hmac_key(await self.pool.credentials(ref.domain)))
+        await memory.load(image.layers)
         uploads = [
             LayerUpload(
                 client,
@@ -97,7 +98,10 @@ class Pusher:
             )
             for layer in image.layers
         ]
-        layers = await self._upload_layers(uploads, progress)
+        try:
+            layers = await self._upload_layers(uploads, progress)
+        finally:
+            await memory.flush()
         if config_size is None:
             await self._retrying(client.put_blob, ref.path, config_digest, image.config)
         media_type, manifest = _manifest(image, layers)

@@ -10,12 +10,14 @@ from under an image being committed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
+import structlog
 
 from engine.digest import Digest
 from engine.errors import (
@@ -43,6 +45,10 @@ from engine.store.layout import Layout
 from engine.store.metadata import V2Metadata
 from engine.store.references import Repositories
 from engine.store.sweep import sweep_leftovers
+
+log = structlog.get_logger("engine.store")
+
+T = TypeVar("T")
 
 #: How often ``add_image`` re-imports layers that a concurrent removal took away.
 COMMIT_ATTEMPTS = 3
@@ -286,24 +292,71 @@ class Store:
         with self._lock():
             metadata.remove_v2_metadata(self._layout, entry)
 
-    # -- compressed forms ------------------------------------------------------------------
+    # -- what a push knows, in one go ---------------------------------------------------------
 
-    async def compressed_form(self, diff_id: Digest, compressor: str) -> Descriptor | None:
-        """The blob ``compressor`` made of ``diff_id`` before, if it made one."""
-        return await anyio.to_thread.run_sync(
-            compressed.read_compressed_form, self._layout, diff_id, compressor
-        )
+    async def push_knowledge(
+        self, diff_ids: Sequence[Digest], compressor: str
+    ) -> dict[Digest, Knowledge]:
+        """For each diff ID: where it was pushed, and what ``compressor`` made of it.
 
-    async def record_compressed_form(
-        self, diff_id: Digest, compressor: str, descriptor: Descriptor
-    ) -> None:
-        await anyio.to_thread.run_sync(
-            compressed.write_compressed_form, self._layout, diff_id, compressor, descriptor
-        )
+        One worker-thread call for a whole image. An unreadable record is no record: push
+        metadata is a hint, and written without fsync.
+        """
+        return await anyio.to_thread.run_sync(self._push_knowledge, diff_ids, compressor)
+
+    def _push_knowledge(
+        self, diff_ids: Sequence[Digest], compressor: str
+    ) -> dict[Digest, Knowledge]:
+        known: dict[Digest, Knowledge] = {}
+        for diff_id in diff_ids:
+            known[diff_id] = Knowledge(
+                _or_nothing(metadata.read_v2_metadata, self._layout, diff_id) or [],
+                _or_nothing(compressed.read_compressed_form, self._layout, diff_id, compressor),
+            )
+        return known
+
+    async def record_pushes(self, records: Sequence[PushRecord], compressor: str) -> None:
+        """Remember where layers now are (and what they compressed to): one call, one lock."""
+        if records:
+            await anyio.to_thread.run_sync(self._record_pushes, records, compressor)
+
+    def _record_pushes(self, records: Sequence[PushRecord], compressor: str) -> None:
+        with self._lock():
+            for record in records:
+                metadata.add_v2_metadata(self._layout, record.diff_id, record.entry)
+                if record.compressed is not None:
+                    compressed.write_compressed_form(
+                        self._layout, record.diff_id, compressor, record.compressed
+                    )
 
     async def diff_id_by_digest(self, digest: Digest) -> Digest | None:
         """The diff ID a compressed blob ``digest`` decompresses to, if it was ever recorded."""
         return await anyio.to_thread.run_sync(metadata.read_diff_id_by_digest, self._layout, digest)
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What the store knows of one layer before a push."""
+
+    metadata: list[V2Metadata]
+    compressed: Descriptor | None
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    """A layer now in a repository: the metadata entry, and its compressed form if Hoist made it."""
+
+    diff_id: Digest
+    entry: V2Metadata
+    compressed: Descriptor | None = None
+
+
+def _or_nothing(read: Callable[..., T], *args: object) -> T | None:
+    try:
+        return read(*args)
+    except StoreError as exc:
+        log.warning("unreadable push record ignored", error=str(exc))
+        return None
 
 
 def _parse_reference(text: str) -> Reference | None:

@@ -35,6 +35,7 @@ from engine.image.media_types import (
 from engine.reference import Reference, parse_normalized_named
 from engine.store import (
     MAX_METADATA,
+    PushRecord,
     Store,
     V2Metadata,
     chain_ids,
@@ -765,3 +766,25 @@ async def test_concurrent_imports_of_one_image_in_one_process(
     assert len(layer_dirs(store)) == 3
     stored = await store.image(results[0])
     assert [await read_all(layer) for layer in stored.layers] == [BASE, APP, TOOLS]
+
+
+@pytest.mark.anyio
+async def test_push_knowledge_round_trip_and_damage_is_no_record(tmp_path: Path) -> None:
+    store = Store(tmp_path / "root")
+    diff_id = Digest.of(b"layer")
+    other = Digest.of(b"other layer")
+    blob = Descriptor(DOCKER_LAYER_GZIP, Digest.of(b"gz"), 12)
+    entry = V2Metadata(blob.digest, "127.0.0.1:5000/a/b")
+
+    assert (await store.push_knowledge([diff_id], "gzip-test"))[diff_id].metadata == []
+    await store.record_pushes([PushRecord(diff_id, entry, blob)], "gzip-test")
+    known = await store.push_knowledge([diff_id, other], "gzip-test")
+
+    assert known[diff_id].metadata == [entry] and known[diff_id].compressed == blob
+    assert known[other].metadata == [] and known[other].compressed is None
+    assert (await store.push_knowledge([diff_id], "another-compressor"))[diff_id].compressed is None
+
+    path = tmp_path / "root/distribution/v2metadata-by-diffid/sha256" / diff_id.hex
+    await anyio.to_thread.run_sync(path.write_bytes, b"{not json")
+    damaged = await store.push_knowledge([diff_id], "gzip-test")
+    assert damaged[diff_id].metadata == [] and damaged[diff_id].compressed == blob
