@@ -209,6 +209,10 @@ def _http_date(value: str) -> float | None:
     return moment.timestamp()
 
 
+#: Backoff jitter for callers that bring none (seeding a generator per call costs more).
+_JITTER = random.Random()
+
+
 async def retrying(
     operation: Callable[[int], Awaitable[T]],
     policy: RetryPolicy,
@@ -224,7 +228,7 @@ async def retrying(
     failed: the place to give an upload slot back and to say "Retrying in N seconds". Only
     ``Exception`` is caught, so cancellation (and KeyboardInterrupt) passes through at once.
     """
-    rng = rng or random.Random()
+    rng = rng or _JITTER
     attempt = 1
     while True:
         try:

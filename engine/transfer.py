@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
@@ -54,7 +54,8 @@ class _Slots:
     def __init__(self, limit: int) -> None:
         self._limit = _checked_limit(limit)
         self._held = 0
-        self._queue: deque[_Claim] = deque()
+        # Ordered for first come, first served; a dict so that leaving the queue costs O(1).
+        self._queue: OrderedDict[_Claim, None] = OrderedDict()
 
     @property
     def limit(self) -> int:
@@ -74,7 +75,7 @@ class _Slots:
         if claim.state is not _ClaimState.IDLE:
             return
         claim.state = _ClaimState.QUEUED
-        self._queue.append(claim)
+        self._queue[claim] = None
         self._grant()
 
     def release(self, claim: _Claim) -> None:
@@ -82,13 +83,13 @@ class _Slots:
             self._held -= 1
             claim.granted.clear()
         elif claim.state is _ClaimState.QUEUED:
-            self._queue.remove(claim)
+            del self._queue[claim]
         claim.state = _ClaimState.IDLE
         self._grant()
 
     def _grant(self) -> None:
         while self._queue and self._held < self._limit:
-            claim = self._queue.popleft()
+            claim, _ = self._queue.popitem(last=False)
             claim.state = _ClaimState.HELD
             claim.granted.set()
             self._held += 1
