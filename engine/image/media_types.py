@@ -16,4 +16,3 @@ OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 MANIFESTS = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 INDEXES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
-UNCOMPRESSED_LAYERS = frozenset({DOCKER_LAYER, OCI_LAYER})

@@ -20,22 +20,7 @@ from engine.errors import (
     RegistryResponseError,
 )
 
-API_VERSION_HEADER = "Docker-Distribution-API-Version"
 CONTENT_DIGEST_HEADER = "Docker-Content-Digest"
-
-#: Manifests a registry may keep; Hoist reads none, but says what it would accept.
-MANIFEST_ACCEPT = ", ".join(
-    [
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
-
-
-def base_url(scheme: str, host: str) -> str:
-    return f"{scheme}://{host}"
 
 
 def ping_url(base: str) -> str:
