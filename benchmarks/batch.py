@@ -33,10 +33,12 @@ from benchmarks.process import (
     cold_env,
     fresh_registry,
     hoist_argv,
+    in_turn,
     interrupt_on_sigterm,
     read_manifest,
     run_checked,
     run_measured,
+    settle,
     skopeo_copy_argv,
     stored_blobs,
 )
@@ -264,6 +266,7 @@ def run_commands(
 ) -> Timed:
     """Run ``commands`` one after the other, each measured; abort at the first that fails."""
     seconds = peak = 0.0
+    settle()
     for n, argv in enumerate(commands, 1):
         cache_dir = run_dir / "caches" / f"{n:03d}" if cache_per_command else run_dir
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -319,10 +322,11 @@ def verify_pushed(ws: BatchWorkspace, host: str) -> None:
 
 
 def run_rounds(ws: BatchWorkspace, contenders: Sequence[Contender], rounds: int) -> list[Run]:
-    """Round r pushes with every contender in turn, so machine noise hits all alike."""
+    """Each round pushes with every contender, in an order rotated per round, so machine noise
+    hits all alike."""
     runs: list[Run] = []
     for round_ in range(1, rounds + 1):
-        for contender in contenders:
+        for contender in in_turn(contenders, round_):
             run, stored = run_once(ws, contender, round_)
             runs.append(run)
             say(

@@ -23,13 +23,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.testing.registry import LocalRegistry, start_registry
 
 KIB = 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLI = REPO_ROOT / "cli.py"
+T = TypeVar("T")
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
@@ -211,6 +212,23 @@ class StoredBlobs:
 
     count: int
     bytes: int
+
+
+def settle() -> None:
+    """Flush every dirty page to disk before a timed run, untimed.
+
+    Otherwise a run pays for the writeback of whatever came before it (an earlier contender's
+    registry uploads, its own untimed preparation), and always the same contender follows the
+    heaviest writer.
+    """
+    os.sync()
+
+
+def in_turn(contenders: Sequence[T], round_: int) -> list[T]:
+    """Round r's order: the contenders rotated by r - 1, so each runs first and after each other
+    one as often as the rounds allow, and none always follows the same neighbour."""
+    shift = (round_ - 1) % len(contenders)
+    return [*contenders[shift:], *contenders[:shift]]
 
 
 def stored_blobs(registry: LocalRegistry) -> StoredBlobs:

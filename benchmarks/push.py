@@ -26,10 +26,12 @@ from benchmarks.process import (
     cold_env,
     fresh_registry,
     hoist_argv,
+    in_turn,
     interrupt_on_sigterm,
     read_manifest,
     run_checked,
     run_measured,
+    settle,
     skopeo_copy_argv,
 )
 from benchmarks.report import (
@@ -138,6 +140,7 @@ def run_once(ws: Workspace, contender: Contender, round_: int) -> Run:
         target = f"{registry.host}/{repository}:{TAG}"
         argv = PREPARE[contender.key](ws, run_dir, target)
         env = cold_env(ws.env, run_dir)
+        settle()
         measured = run_measured(argv, timeout=ws.timeout, log_dir=run_dir / "logs", env=env)
         check_exit(measured, registry)
         verify_pushed(ws, target)
@@ -160,10 +163,11 @@ def verify_pushed(ws: Workspace, target: str) -> None:
 
 
 def run_rounds(ws: Workspace, rounds: int) -> list[Run]:
-    """Round r pushes with contenders 1, 2, 3, 4 in turn, so machine noise hits all alike."""
+    """Each round pushes with every contender, in an order rotated per round, so machine noise
+    hits all alike."""
     runs: list[Run] = []
     for round_ in range(1, rounds + 1):
-        for contender in CONTENDERS:
+        for contender in in_turn(CONTENDERS, round_):
             run = run_once(ws, contender, round_)
             runs.append(run)
             say(

@@ -10,7 +10,6 @@ deleted, shielded from cancellation.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -75,30 +74,19 @@ class LayerUpload:
     async def __call__(self, ctx: TransferContext) -> LayerResult:
         # An upload slot is for moving a layer's bytes: the HEADs and mounts before go without.
         ctx.set_inactive()
-        elsewhere = self.ledger.find(self.client.base, self.content)
-        if elsewhere is None:
-            with self.ledger.claim(self.client.base, self.content) as placed:
-                result = await self._place(ctx, None)
-                placed.set_result(Placed(_blob(result), self.repository))
-        else:
-            result = await self._place(ctx, await self._wait_for(ctx, elsewhere))
+        waiting = partial(ctx.progress, LayerProgress(self.layer_id, events.WAITING))
+        async with self.ledger.placing(
+            self.client.base, self.repository, self.content, on_wait=waiting
+        ) as placement:
+            if placement.here is not None:
+                result = self._exists(ctx, placement.here.blob)
+            else:
+                result = await self._place(ctx, placement.elsewhere)
+                placement.record(_blob(result))
         self.memory.remember(self.layer, self.target, _blob(result))
         return result
 
-    async def _wait_for(
-        self, ctx: TransferContext, elsewhere: asyncio.Future[Placed]
-    ) -> Placed | None:
-        """Another push of this run is placing the blob: wait for it without holding a slot."""
-        if not elsewhere.done():
-            ctx.progress(LayerProgress(self.layer_id, events.WAITING))
-            await asyncio.wait({elsewhere})
-        if elsewhere.cancelled() or elsewhere.exception() is not None:
-            return None
-        return elsewhere.result()
-
     async def _place(self, ctx: TransferContext, elsewhere: Placed | None) -> LayerResult:
-        if elsewhere is not None and elsewhere.repository == self.repository:
-            return self._exists(ctx, elsewhere.blob)
         prior = self.memory.prior(self.layer, self.target)
         # Placed elsewhere in this run: a mount says "already here" too, in one request.
         if elsewhere is None:

@@ -1,15 +1,17 @@
 """Blobs placed during this run, so that one blob crosses the wire once per registry.
 
-When two pushes of one run need the same layer in two repositories of a registry, the first
-uploads it and the second waits, then mounts it from the first's repository.
+When two pushes of one run need the same blob (a layer, or the config of one image pushed under
+several names) in two repositories of a registry, the first uploads it and the second waits,
+then mounts it from the first's repository; a third that needs it in a repository where it was
+already placed needs no request at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from engine.image.base import Descriptor
 
@@ -20,28 +22,92 @@ class Placed:
     repository: str  # path within the registry
 
 
+@dataclass
+class Placement:
+    """What the run knows of a blob about to be placed in ``repository``.
+
+    ``here``: it is already there (placed earlier in this run): nothing to do. Otherwise
+    ``elsewhere`` names another repository of the registry that holds it, if any, and the caller
+    places it, then ``record``s what it placed.
+    """
+
+    repository: str
+    here: Placed | None = None
+    elsewhere: Placed | None = None
+    _claim: asyncio.Future[Placed] | None = field(default=None, repr=False)
+
+    def record(self, blob: Descriptor) -> None:
+        assert self._claim is not None, "a blob already here is not placed again"
+        self._claim.set_result(Placed(blob, self.repository))
+
+
+_Key = tuple[str, str]
+
+
 class BlobLedger:
     def __init__(self) -> None:
-        self._placed: dict[tuple[str, str], asyncio.Future[Placed]] = {}
+        # The first placement of each blob in each registry, and its placement per repository.
+        self._anywhere: dict[_Key, asyncio.Future[Placed]] = {}
+        self._here: dict[tuple[str, str, str], asyncio.Future[Placed]] = {}
 
-    def find(self, registry: str, content: str) -> asyncio.Future[Placed] | None:
-        return self._placed.get((registry, content))
+    @asynccontextmanager
+    async def placing(
+        self,
+        registry: str,
+        repository: str,
+        content: str,
+        *,
+        on_wait: Callable[[], None] | None = None,
+    ) -> AsyncIterator[Placement]:
+        """Place ``content`` in ``repository``, after any push of this run already placing it.
 
-    @contextmanager
-    def claim(self, registry: str, content: str) -> Iterator[asyncio.Future[Placed]]:
-        """Be the one that places ``content`` in ``registry``; others wait on the future.
-
-        A failed or cancelled upload withdraws its claim, so the next push tries on its own.
+        Waits (``on_wait`` is told) for an earlier placement into the same repository, or else
+        for the first one into another. A placement that fails, is cancelled or records nothing
+        is withdrawn, and the next push tries on its own.
         """
-        key = (registry, content)
-        future: asyncio.Future[Placed] = asyncio.get_running_loop().create_future()
-        self._placed[key] = future
+        here_key = (registry, repository, content)
+        # A placement that gave up is withdrawn at once: the next one found is a newer try.
+        while (earlier := self._here.get(here_key)) is not None:
+            placed = await _settled(earlier, on_wait)
+            if placed is not None:
+                yield Placement(repository, here=placed)
+                return
+        claim: asyncio.Future[Placed] = asyncio.get_running_loop().create_future()
+        self._here[here_key] = claim
+        anywhere_key = (registry, content)
+        elsewhere = self._anywhere.get(anywhere_key)
+        if elsewhere is None or _failed(elsewhere):
+            self._anywhere[anywhere_key] = claim
+            elsewhere = None
         try:
-            yield future
-        except BaseException:
-            del self._placed[key]
-            future.cancel()
-            raise
-        if not future.done():
-            del self._placed[key]
-            future.cancel()
+            placed = await _settled(elsewhere, on_wait) if elsewhere is not None else None
+            yield Placement(repository, elsewhere=placed, _claim=claim)
+        finally:
+            if not claim.done() or claim.cancelled():
+                self._withdraw(here_key, anywhere_key, claim)
+
+    def _withdraw(
+        self, here_key: tuple[str, str, str], anywhere_key: _Key, claim: asyncio.Future[Placed]
+    ) -> None:
+        if self._here.get(here_key) is claim:
+            del self._here[here_key]
+        if self._anywhere.get(anywhere_key) is claim:
+            del self._anywhere[anywhere_key]
+        claim.cancel()
+
+
+def _failed(future: asyncio.Future[Placed]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
+async def _settled(
+    placement: asyncio.Future[Placed], on_wait: Callable[[], None] | None
+) -> Placed | None:
+    """Wait for another push's placement; None if it gave up (failed or cancelled)."""
+    if not placement.done():
+        if on_wait is not None:
+            on_wait()
+        await asyncio.wait({placement})
+    if placement.cancelled() or placement.exception() is not None:
+        return None
+    return placement.result()

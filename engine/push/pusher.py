@@ -13,13 +13,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 from engine.concurrency import gather
-from engine.digest import Digest
 from engine.image import media_types
 from engine.image.base import Descriptor, Image, Layer, SourceIndex
 from engine.progress import events
 from engine.progress.events import LayerProgress, Message, ProgressSink, PushComplete
 from engine.push import manifest as manifests
 from engine.push.candidates import hmac_key
+from engine.push.config import ConfigUpload, worth_checking
 from engine.push.layer import LayerUpload
 from engine.push.ledger import BlobLedger
 from engine.push.memory import PushMemory
@@ -80,9 +80,6 @@ class Pusher:
         self, client: RegistryClient, ref: Reference, image: Image, progress: ProgressSink
     ) -> tuple[str, bytes, list[LayerResult]]:
         """Layers and config of one image; the manifest to PUT once they are all committed."""
-        config_digest = Digest.of(image.config)
-        # One request before the concurrent uploads: it fetches the push token they all share.
-        config_size = await self._retrying(client.check_blob, ref.path, config_digest)
         memory = PushMemory(self.store, hmac_key(await self.pool.credentials(ref.domain)))
         await memory.load(image.layers)
         uploads = [
@@ -102,8 +99,10 @@ class Pusher:
             layers = await self._upload_layers(uploads, progress)
         finally:
             await memory.flush()
-        if config_size is None:
-            await self._retrying(client.put_blob, ref.path, config_digest, image.config)
+        config = ConfigUpload(
+            client, ref.path, image.config, image.config_media_type, self.ledger, self.options.retry
+        )
+        await config.place(check_first=worth_checking(layers))
         media_type, manifest = _manifest(image, layers)
         manifests.check_size(manifest)
         return media_type, manifest, layers

@@ -12,6 +12,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterable, Generator, Mapping, Sequence
+from functools import partial
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -40,6 +41,9 @@ REDIRECTS = (301, 302, 303, 307, 308)
 #: Bodies longer than this ask for "100 Continue" first.
 EXPECT_CONTINUE_ABOVE = 64 * 1024
 
+#: What identifies a token request: method, URL, body and headers (credentials included).
+_TokenKey = tuple[str, str, bytes | None, tuple[tuple[str, str], ...]]
+
 #: A request body: bytes, or a stream that can be iterated again when the flow resends it.
 Body = bytes | AsyncIterable[bytes] | None
 
@@ -64,6 +68,7 @@ class RegistryClient:
         self._host = urlsplit(base).netloc
         # None means aiohttp's default: verified against the system's trust store.
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._token_exchanges: dict[_TokenKey, asyncio.Future[HttpResponse]] = {}
 
     async def request(
         self,
@@ -99,6 +104,28 @@ class RegistryClient:
                 return cast(T, done.value)
 
     async def _send(self, request: HttpRequest, caller_body: Body) -> HttpResponse:
+        if request.is_token_request:
+            return await self._shared_token_exchange(request)
+        return await self._exchange(request, caller_body)
+
+    async def _shared_token_exchange(self, request: HttpRequest) -> HttpResponse:
+        """Flows that ask the token server the same question at once share one answer: the
+        layers of a push start together and would otherwise each fetch the same token."""
+        key = (request.method, request.url, request.body, tuple(sorted(request.headers.items())))
+        exchange = self._token_exchanges.get(key)
+        if exchange is None:
+            exchange = asyncio.ensure_future(self._exchange(request, None))
+            self._token_exchanges[key] = exchange
+            exchange.add_done_callback(partial(self._exchange_done, key))
+        # One waiter cancelled must not cancel the answer the others wait for.
+        return await asyncio.shield(exchange)
+
+    def _exchange_done(self, key: _TokenKey, exchange: asyncio.Future[HttpResponse]) -> None:
+        del self._token_exchanges[key]
+        if not exchange.cancelled():
+            exchange.exception()  # retrieved here, so an answer nobody awaited any more is quiet
+
+    async def _exchange(self, request: HttpRequest, caller_body: Body) -> HttpResponse:
         own_body = request.body is None and not request.is_token_request
         body = caller_body if own_body else request.body
         await self.gate.wait(self._host)

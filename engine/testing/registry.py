@@ -112,6 +112,7 @@ def _config(
         },
         "storage": {
             "filesystem": {"rootdirectory": str(storage)},
+            "cache": {"blobdescriptor": "inmemory"},
             "delete": {"enabled": True},
             "maintenance": {"uploadpurging": {"enabled": False}},
         },

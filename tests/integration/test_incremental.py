@@ -48,13 +48,24 @@ def _layer_bytes(proxy: Proxy) -> int:
     return total
 
 
-def _load(
-    hoist: Hoist, tmp_path: Path, name: str, layers: list[LayerSpec], tags: list[str]
-) -> None:
+def _config_requests(proxy: Proxy, config: str) -> dict[str, int]:
+    """What the proxy saw of one config blob: its HEADs, the PUTs that sent it, its mounts."""
+    heads = len(proxy.exchanges("HEAD", f"/blobs/{config}"))
+    sent = 0
+    for exchange in proxy.exchanges("PUT", "/blobs/uploads/"):
+        if parse_qs(urlsplit(exchange.path).query).get("digest") == [config]:
+            sent += 1
+    mounts = len(proxy.exchanges("POST", f"mount={config}"))
+    return {"HEAD": heads, "sent": sent, "mounts": mounts}
+
+
+def _load(hoist: Hoist, tmp_path: Path, name: str, layers: list[LayerSpec], tags: list[str]) -> str:
+    """Load an image into the store; its config digest."""
     archive = tmp_path / f"{name}.tar"
     image = write_docker_archive(archive, layers, tags, tmp_path / f"work-{name}")
     CONFIGS.add(str(image.image_id))
     hoist("load", "-i", str(archive))
+    return str(image.image_id)
 
 
 def _manifest_layers(skopeo: Skopeo, ref: str) -> list[dict[str, object]]:
@@ -72,6 +83,35 @@ def test_second_push_sends_no_layer_bytes(hoist: Hoist, wire: Proxy, tmp_path: P
 
     assert _layer_bytes(wire) == 0
     assert again.stdout.count(": Layer already exists") == len(LAYERS)
+
+
+def test_the_config_is_checked_only_when_the_registry_may_hold_it(
+    hoist: Hoist, wire: Proxy, tmp_path: Path
+) -> None:
+    target = f"{wire.host}/inc/config:v1"
+    config = _load(hoist, tmp_path, "app", LAYERS, [target])
+
+    hoist("push", target)
+    # Its layers had to be uploaded: the registry cannot have had this image, so no HEAD.
+    assert _config_requests(wire, config) == {"HEAD": 0, "sent": 1, "mounts": 0}
+    wire.clear()
+
+    hoist("push", target)
+    assert _config_requests(wire, config) == {"HEAD": 1, "sent": 0, "mounts": 0}
+
+
+def test_one_image_under_many_names_sends_its_config_once(
+    hoist: Hoist, wire: Proxy, tmp_path: Path, skopeo: Skopeo
+) -> None:
+    refs = [f"{wire.host}/same/{repo}:{tag}" for repo in ("a", "b") for tag in ("v1", "v2")]
+    config = _load(hoist, tmp_path, "app", LAYERS[:1], refs)
+
+    hoist("push", *refs)
+
+    # One PUT sends it; the other repository mounts it; the second tag of each needs nothing.
+    assert _config_requests(wire, config) == {"HEAD": 0, "sent": 1, "mounts": 1}
+    for ref in refs:
+        assert json.loads(skopeo.raw_manifest(ref))["config"]["digest"] == config
 
 
 def test_push_to_a_second_repository_mounts_every_layer(

@@ -7,6 +7,7 @@ registry in tests/integration.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -123,3 +124,44 @@ async def test_a_429_holds_every_request_to_that_host(anyio_backend: str) -> Non
 
     assert answered == [429, 404]
     assert slept and sum(slept) == pytest.approx(7, abs=0.01)
+
+
+async def test_concurrent_requests_share_one_token_fetch(anyio_backend: str) -> None:
+    """Six requests refused at once ask the token server the same thing: it is asked once."""
+    concurrent = 6
+    refused: list[str] = []
+    all_refused = asyncio.Event()
+    token_fetches: list[str | None] = []
+    app = web.Application()
+
+    async def head_blob(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer T":
+            refused.append(request.path)
+            if len(refused) == concurrent:
+                all_refused.set()
+            challenge = f'Bearer realm="{request.url.origin()}/token",service="reg"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        return web.Response(status=404)
+
+    async def token(request: web.Request) -> web.Response:
+        token_fetches.append(request.query.get("scope"))
+        # Held until every request has been refused: each flow then wants a token at once.
+        await asyncio.wait_for(all_refused.wait(), timeout=30)
+        return web.json_response({"token": "T"})
+
+    app.router.add_route("HEAD", "/v2/{name:.*}/blobs/{digest}", head_blob)
+    app.router.add_get("/token", token)
+    runner, url = await _serve(app)
+    try:
+        async with aiohttp.ClientSession() as session:
+            auth = Authenticator(AuthConfig(username="u", password="p"), origin=url)
+            client = RegistryClient(session, url, auth=auth)
+            sizes = await asyncio.gather(
+                *(client.check_blob("app", DIGEST) for _ in range(concurrent))
+            )
+    finally:
+        await runner.cleanup()
+
+    assert sizes == [None] * concurrent
+    assert len(refused) == concurrent
+    assert token_fetches == ["repository:app:push,pull"]

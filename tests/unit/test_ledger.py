@@ -1,0 +1,60 @@
+"""The run's blob ledger: who places a blob, who waits, who mounts, who needs nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.digest import Digest
+from engine.image.base import Descriptor
+from engine.push.ledger import BlobLedger, Placed, Placement
+
+pytestmark = pytest.mark.anyio
+
+REGISTRY = "http://127.0.0.1:5000"
+BLOB = Descriptor("application/octet-stream", Digest("sha256:" + "ab" * 32), 3)
+CONTENT = str(BLOB.digest)
+
+
+async def _place(
+    ledger: BlobLedger, repository: str, seen: list[tuple[str, Placement]], go: asyncio.Event
+) -> None:
+    async with ledger.placing(REGISTRY, repository, CONTENT) as placement:
+        seen.append((repository, placement))
+        if placement.here is None:
+            await go.wait()
+            placement.record(BLOB)
+
+
+async def test_the_first_places_others_mount_or_find_it_here(anyio_backend: str) -> None:
+    ledger, seen, go = BlobLedger(), [], asyncio.Event()
+    first = asyncio.create_task(_place(ledger, "a", seen, go))
+    await asyncio.sleep(0)  # the first claims before the others look
+    others = [asyncio.create_task(_place(ledger, repo, seen, go)) for repo in ("b", "a", "b")]
+    await asyncio.sleep(0)
+    go.set()
+    await asyncio.gather(first, *others)
+
+    by_order = [(repo, p.here, p.elsewhere) for repo, p in seen]
+    in_a = Placed(BLOB, "a")
+    assert by_order[0] == ("a", None, None)
+    # The second "a" waits for the first and needs nothing; the first "b" mounts from "a";
+    # the second "b" waits for the first "b" and needs nothing either.
+    assert sorted(by_order[1:], key=repr) == sorted(
+        [("a", in_a, None), ("b", None, in_a), ("b", Placed(BLOB, "b"), None)], key=repr
+    )
+
+
+async def test_a_placement_that_gives_up_is_withdrawn(anyio_backend: str) -> None:
+    ledger = BlobLedger()
+    with pytest.raises(RuntimeError):
+        async with ledger.placing(REGISTRY, "a", CONTENT):
+            raise RuntimeError("upload failed")
+
+    async with ledger.placing(REGISTRY, "b", CONTENT) as retry:
+        assert (retry.here, retry.elsewhere) == (None, None)
+        retry.record(BLOB)
+    async with ledger.placing(REGISTRY, "a", CONTENT) as again:
+        assert again.here is None and again.elsewhere is not None
+        assert again.elsewhere.repository == "b"
