@@ -85,7 +85,8 @@ class Layer(Protocol):
         """A fresh stream of the layer's bytes from ``offset``."""
 
     def reader(self, offset: int = 0) -> BinaryIO:
-        """A blocking reader of the layer's bytes from ``offset``, for use off the event loop.
+        """A blocking reader of the layer's bytes from ``offset`` to its end (``size``), for use
+        off the event loop; it raises rather than end early when its file is short.
 
         The pusher reads, hashes and compresses a chunk in one worker-thread call: one hop per
         chunk instead of two.

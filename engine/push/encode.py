@@ -14,13 +14,13 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
-import anyio.to_thread
 from isal import isal_zlib
 
 from engine.digest import Digest
 from engine.errors import DigestMismatchError
 from engine.image import media_types
 from engine.image.base import CHUNK_SIZE, Descriptor, Layer
+from engine.offload import cpu_bound
 
 #: isal level 1 compresses ~20× faster than zlib level 6 and still better than level 1 zlib.
 GZIP_LEVEL = 1
@@ -54,23 +54,25 @@ class LayerStream:
         self._blob_hash = hashlib.sha256()
         self.size = 0
 
-    def _step(self, reader: BinaryIO) -> tuple[int, bytes]:
-        """Read one chunk and turn it into blob bytes: (source bytes read, blob bytes)."""
-        raw = reader.read(CHUNK_SIZE)
+    def _step(self, source: _Source) -> tuple[bytes, bool]:
+        """One worker-thread call: (blob bytes, whether they are the last).
+
+        Reads a chunk, hashes it and compresses it; the first call also opens the source and
+        the last also flushes the compressor and closes the source, so that a layer of one chunk
+        costs one thread hop.
+        """
+        raw = source.read()
         if self._check_diff_id:
             self._diff_hash.update(raw)
         out = raw if self._compressor is None else self._compressor.compress(raw)
+        last = not raw or source.at_end
+        if last:
+            if self._compressor is not None:
+                out += self._compressor.flush()
+            source.close()
         self._blob_hash.update(out)
         self.size += len(out)
-        return len(raw), out
-
-    def _finish(self) -> bytes:
-        if self._compressor is None:
-            return b""
-        out: bytes = self._compressor.flush()
-        self._blob_hash.update(out)
-        self.size += len(out)
-        return out
+        return out, last
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self.from_offset(0)
@@ -91,23 +93,18 @@ class LayerStream:
             skip = 0
 
     async def _blob_pieces(self) -> AsyncIterator[bytes]:
-        position = 0
-        reader = await anyio.to_thread.run_sync(self.layer.reader)
+        source = _Source(self.layer)
+        last = False
         try:
-            while True:
-                read, out = await anyio.to_thread.run_sync(self._step, reader)
-                if not read:
-                    break
-                position += read
+            while not last:
+                out, last = await cpu_bound(self._step, source)
                 if self._on_read is not None:
-                    self._on_read(position)
+                    self._on_read(source.position)
                 if out:
                     yield out
         finally:
-            await anyio.to_thread.run_sync(reader.close)
-        tail = await anyio.to_thread.run_sync(self._finish)
-        if tail:
-            yield tail
+            if not last:  # left early: failed, cancelled, or the consumer stopped
+                await cpu_bound(source.close)
 
     @property
     def digest(self) -> Digest:
@@ -132,3 +129,29 @@ class LayerStream:
                 f"layer {self.layer.diff_id.short}", str(self.layer.diff_id), str(diff_id)
             )
         return Descriptor(media_types.DOCKER_LAYER_GZIP, self.digest, self.size)
+
+
+class _Source:
+    """One pass over a layer's bytes, opened by its first read (in a worker thread, as every
+    read and the close are)."""
+
+    def __init__(self, layer: Layer) -> None:
+        self._layer = layer
+        self._reader: BinaryIO | None = None
+        self.position = 0
+
+    def read(self) -> bytes:
+        if self._reader is None:
+            self._reader = self._layer.reader()
+        raw = self._reader.read(CHUNK_SIZE)
+        self.position += len(raw)
+        return raw
+
+    @property
+    def at_end(self) -> bool:
+        # A layer's reader ends where the layer does, and raises if its file ends sooner.
+        return self.position >= self._layer.size
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()

@@ -23,6 +23,7 @@ from isal import isal_zlib
 from engine.digest import Digest
 from engine.errors import DigestMismatchError, ImageSourceError, StoreError
 from engine.image.base import CHUNK_SIZE, Descriptor, Layer
+from engine.offload import cpu_bound
 from engine.store.atomic import temp_path
 from engine.store.layers import LAYER_TAR, StagedLayer
 from engine.store.layout import Layout
@@ -166,19 +167,19 @@ def _make_staging_dir(layout: Layout) -> Path:
 
 
 async def _write_layer(path: Path, layer: Layer, what: str) -> _Written:
-    writer = await anyio.to_thread.run_sync(_LayerWriter, path, layer.descriptor)
+    writer = await cpu_bound(_LayerWriter, path, layer.descriptor)
     try:
         async with aclosing(_batched(layer.open(), what)) as chunks:
             async for chunk in chunks:
-                await anyio.to_thread.run_sync(writer.write, chunk)
-        return await anyio.to_thread.run_sync(writer.finish)
+                await cpu_bound(writer.write, chunk)
+        return await cpu_bound(writer.finish)
     except _GZIP_ERRORS as e:
         raise ImageSourceError(f"{what}: corrupt gzip stream: {e}") from e
     except OSError as e:
         raise StoreError(f"{path}: cannot write: {e.strerror or e}") from e
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(writer.close)
+            await cpu_bound(writer.close)
 
 
 async def _batched(stream: AsyncIterator[bytes], what: str) -> AsyncGenerator[bytes, None]:

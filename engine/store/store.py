@@ -29,6 +29,7 @@ from engine.errors import (
 )
 from engine.image.base import Descriptor, FileLayer, Image, Layer, SourceImage
 from engine.image.media_types import DOCKER_CONFIG
+from engine.offload import store_bound
 from engine.reference import (
     Reference,
     familiar_name,
@@ -83,7 +84,7 @@ class Store:
         """Remove what interrupted writes left behind (their writers are dead)."""
         if not await anyio.Path(self.root).exists():
             return []
-        return await anyio.to_thread.run_sync(sweep_leftovers, self.root)
+        return await store_bound(sweep_leftovers, self.root)
 
     # -- importing and naming ---------------------------------------------------------------
 
@@ -100,12 +101,12 @@ class Store:
         try:
             for _ in range(COMMIT_ATTEMPTS):
                 await self._import_layers(layers, diff_ids, created)
-                if await anyio.to_thread.run_sync(self._commit_image, config, chain_ids(diff_ids)):
+                if await store_bound(self._commit_image, config, chain_ids(diff_ids)):
                     return Digest.of(config)
             raise StoreError(f"{self.root}: layers kept vanishing while the image was committed")
         except BaseException:
             with anyio.CancelScope(shield=True), contextlib.suppress(HoistError):
-                await anyio.to_thread.run_sync(self._release_layers, created)
+                await store_bound(self._release_layers, created)
             raise
 
     async def _import_layers(
@@ -114,12 +115,12 @@ class Store:
         """Store every layer whose chain ID is missing; record the ones this call created."""
         ids = chain_ids(diff_ids)
         for index, (layer, diff_id, chain_id) in enumerate(zip(layers, diff_ids, ids, strict=True)):
-            if await anyio.to_thread.run_sync(has_layer, self._layout, chain_id):
+            if await store_bound(has_layer, self._layout, chain_id):
                 continue
             what = f"layer {index + 1} of {len(layers)}"
             staged = await stage_layer(self._layout, layer, diff_id, what)
             parent = ids[index - 1] if index else None
-            if await anyio.to_thread.run_sync(commit_layer, self._layout, staged, chain_id, parent):
+            if await store_bound(commit_layer, self._layout, staged, chain_id, parent):
                 created.append(chain_id)
 
     def _commit_image(self, config: bytes, ids: Sequence[Digest]) -> bool:
@@ -150,7 +151,7 @@ class Store:
         """Point ``ref`` (``latest`` when it has no tag) at a stored image."""
         if ref.digest is not None:
             raise InvalidReferenceError("refusing to create a tag with a digest reference")
-        await anyio.to_thread.run_sync(self._tag, ref, image_id)
+        await store_bound(self._tag, ref, image_id)
 
     def _tag(self, ref: Reference, image_id: Digest) -> None:
         with self._lock():
@@ -164,7 +165,7 @@ class Store:
 
     async def resolve(self, text: str) -> Digest:
         """The image ID that ``text`` names: a reference, an image ID, or an unambiguous prefix."""
-        return await anyio.to_thread.run_sync(self._resolve, text)
+        return await store_bound(self._resolve, text)
 
     def _resolve(self, text: str) -> Digest:
         return self._find(text, self._repositories())[0]
@@ -188,7 +189,7 @@ class Store:
 
     async def references_by_name(self, name: Reference) -> list[tuple[Reference, Digest]]:
         """Every tag of ``name``'s repository with its image ID, sorted (``push --all-tags``)."""
-        found = await anyio.to_thread.run_sync(self._references_by_name, name)
+        found = await store_bound(self._references_by_name, name)
         return [(ref, image_id) for ref, image_id in found if _is_tag(ref)]
 
     def _references_by_name(self, name: Reference) -> list[tuple[Reference, Digest]]:
@@ -196,7 +197,7 @@ class Store:
 
     async def image(self, image_id: Digest) -> SourceImage:
         """A stored image as an ``Image``: its config and one ``FileLayer`` per ``layer.tar``."""
-        return await anyio.to_thread.run_sync(self._image, image_id)
+        return await store_bound(self._image, image_id)
 
     def _image(self, image_id: Digest) -> SourceImage:
         config = imagedb.read_config(self._layout, image_id)
@@ -220,7 +221,7 @@ class Store:
 
     async def images(self) -> list[ImageSummary]:
         """One row per tag (``<none>`` for an untagged image), the newest image first."""
-        return await anyio.to_thread.run_sync(self._images)
+        return await store_bound(self._images)
 
     def _images(self) -> list[ImageSummary]:
         repositories = self._repositories()
@@ -240,7 +241,7 @@ class Store:
     async def remove(self, text: str, *, force: bool = False) -> list[str]:
         """``docker rmi``: untag, and once no reference is left delete the image and the layers
         no other image uses. Returns Docker's ``Untagged: …`` / ``Deleted: sha256:…`` lines."""
-        return await anyio.to_thread.run_sync(self._remove, text, force)
+        return await store_bound(self._remove, text, force)
 
     def _remove(self, text: str, force: bool) -> list[str]:
         with self._lock():
@@ -274,15 +275,15 @@ class Store:
 
     async def v2_metadata(self, diff_id: Digest) -> list[V2Metadata]:
         """Where the layer ``diff_id`` was pushed, oldest first."""
-        return await anyio.to_thread.run_sync(metadata.read_v2_metadata, self._layout, diff_id)
+        return await store_bound(metadata.read_v2_metadata, self._layout, diff_id)
 
     async def add_v2_metadata(self, diff_id: Digest, entry: V2Metadata) -> None:
         """Remember ``entry`` as the newest location of ``diff_id``, and its digest's diff ID."""
-        await anyio.to_thread.run_sync(self._add_metadata, diff_id, entry)
+        await store_bound(self._add_metadata, diff_id, entry)
 
     async def remove_v2_metadata(self, entry: V2Metadata) -> None:
         """Forget a location that turned out wrong (a mount from it failed)."""
-        await anyio.to_thread.run_sync(self._remove_metadata, entry)
+        await store_bound(self._remove_metadata, entry)
 
     def _add_metadata(self, diff_id: Digest, entry: V2Metadata) -> None:
         with self._lock():
@@ -302,7 +303,7 @@ class Store:
         One worker-thread call for a whole image. An unreadable record is no record: push
         metadata is a hint, and written without fsync.
         """
-        return await anyio.to_thread.run_sync(self._push_knowledge, diff_ids, compressor)
+        return await store_bound(self._push_knowledge, diff_ids, compressor)
 
     def _push_knowledge(
         self, diff_ids: Sequence[Digest], compressor: str
@@ -318,7 +319,7 @@ class Store:
     async def record_pushes(self, records: Sequence[PushRecord], compressor: str) -> None:
         """Remember where layers now are (and what they compressed to): one call, one lock."""
         if records:
-            await anyio.to_thread.run_sync(self._record_pushes, records, compressor)
+            await store_bound(self._record_pushes, records, compressor)
 
     def _record_pushes(self, records: Sequence[PushRecord], compressor: str) -> None:
         with self._lock():
@@ -331,7 +332,7 @@ class Store:
 
     async def diff_id_by_digest(self, digest: Digest) -> Digest | None:
         """The diff ID a compressed blob ``digest`` decompresses to, if it was ever recorded."""
-        return await anyio.to_thread.run_sync(metadata.read_diff_id_by_digest, self._layout, digest)
+        return await store_bound(metadata.read_diff_id_by_digest, self._layout, digest)
 
 
 @dataclass(frozen=True)
