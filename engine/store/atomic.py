@@ -52,8 +52,12 @@ def write_file(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically, and durably unless told otherwise.
 
     ``durable=False`` is for what is only a cache (push metadata): still atomic — a reader sees
-    the old bytes or the new — but without the fsyncs that a busy disk makes slow.
+    the old bytes or the new — but without the fsyncs that a busy disk makes slow; and a file
+    that already holds ``data`` is left alone (replacing a file costs a filesystem like ext4 far
+    more than reading a small one).
     """
+    if not durable and _holds(path, data):
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(path.parent)
@@ -70,6 +74,13 @@ def write_file(path: Path, data: bytes, *, durable: bool = True) -> None:
             fsync_dir(path.parent)
     except OSError as e:
         raise StoreError(f"{path}: cannot write: {e.strerror or e}") from e
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        return path.read_bytes() == data
+    except OSError:
+        return False  # absent or unreadable: written anew
 
 
 def write_json(path: Path, value: Any, *, durable: bool = True) -> None:

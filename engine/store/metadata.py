@@ -90,13 +90,17 @@ def _write_v2_metadata(layout: Layout, diff_id: Digest, entries: list[V2Metadata
         path.unlink(missing_ok=True)
 
 
-def add_v2_metadata(layout: Layout, diff_id: Digest, entry: V2Metadata) -> None:
-    """Append ``entry`` as the newest, replacing an older one for the same digest and repository,
-    dropping the oldest beyond ``MAX_METADATA``; then map its digest to ``diff_id``."""
-    entries = [e for e in read_v2_metadata(layout, diff_id) if not _same_location(e, entry)]
-    entries.append(entry)
-    _write_v2_metadata(layout, diff_id, entries[-MAX_METADATA:])
-    write_file(layout.diff_id_by_digest(entry.digest), str(diff_id).encode(), durable=False)
+def add_v2_metadata(layout: Layout, diff_id: Digest, *entries: V2Metadata) -> None:
+    """Append ``entries`` in order as the newest, each replacing an older one for the same digest
+    and repository, dropping the oldest beyond ``MAX_METADATA``; then map each digest to
+    ``diff_id``. One read and at most one write of the diff ID's file, however many entries."""
+    kept = read_v2_metadata(layout, diff_id)
+    for entry in entries:
+        kept = [e for e in kept if not _same_location(e, entry)]
+        kept.append(entry)
+    _write_v2_metadata(layout, diff_id, kept[-MAX_METADATA:])
+    for digest in dict.fromkeys(entry.digest for entry in entries):
+        write_file(layout.diff_id_by_digest(digest), str(diff_id).encode(), durable=False)
 
 
 def remove_v2_metadata(layout: Layout, entry: V2Metadata) -> None:

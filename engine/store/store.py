@@ -9,6 +9,7 @@ from under an image being committed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._layout = Layout(root)
+        # Push records waiting for the next write, and the one write at a time.
+        self._unrecorded: list[tuple[PushRecord, str]] = []
+        self._recording = asyncio.Lock()
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -317,18 +321,27 @@ class Store:
         return known
 
     async def record_pushes(self, records: Sequence[PushRecord], compressor: str) -> None:
-        """Remember where layers now are (and what they compressed to): one call, one lock."""
-        if records:
-            await store_bound(self._record_pushes, records, compressor)
+        """Remember where layers now are (and what they compressed to); return once written.
 
-    def _record_pushes(self, records: Sequence[PushRecord], compressor: str) -> None:
+        Calls that come while one is writing are written together by the next: fifty pushes
+        that finish at once rewrite a layer they share once or twice, not fifty times.
+        """
+        self._unrecorded.extend((record, compressor) for record in records)
+        async with self._recording:
+            batch, self._unrecorded = self._unrecorded, []
+            if batch:
+                await store_bound(self._record_pushes, batch)
+
+    def _record_pushes(self, batch: Sequence[tuple[PushRecord, str]]) -> None:
+        by_diff_id: dict[Digest, list[tuple[PushRecord, str]]] = {}
+        for record, compressor in batch:
+            by_diff_id.setdefault(record.diff_id, []).append((record, compressor))
         with self._lock():
-            for record in records:
-                metadata.add_v2_metadata(self._layout, record.diff_id, record.entry)
-                if record.compressed is not None:
-                    compressed.write_compressed_form(
-                        self._layout, record.diff_id, compressor, record.compressed
-                    )
+            for diff_id, group in by_diff_id.items():
+                metadata.add_v2_metadata(self._layout, diff_id, *(r.entry for r, _ in group))
+                forms = {c: r.compressed for r, c in group if r.compressed is not None}
+                for compressor, form in forms.items():
+                    compressed.write_compressed_form(self._layout, diff_id, compressor, form)
 
     async def diff_id_by_digest(self, digest: Digest) -> Digest | None:
         """The diff ID a compressed blob ``digest`` decompresses to, if it was ever recorded."""

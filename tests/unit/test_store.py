@@ -788,3 +788,30 @@ async def test_push_knowledge_round_trip_and_damage_is_no_record(tmp_path: Path)
     await anyio.to_thread.run_sync(path.write_bytes, b"{not json")
     damaged = await store.push_knowledge([diff_id], "gzip-test")
     assert damaged[diff_id].metadata == [] and damaged[diff_id].compressed == blob
+
+
+@pytest.mark.anyio
+async def test_concurrent_push_records_all_land_and_unchanged_files_stay(tmp_path: Path) -> None:
+    """Fifty pushes of one shared layer record at once: every location is kept, in the order
+    the pushes recorded them; recording what a file already says does not replace it."""
+    store = Store(tmp_path / "root")
+    diff_id = Digest.of(b"shared layer")
+    blob = Descriptor(DOCKER_LAYER_GZIP, Digest.of(b"gz"), 12)
+    locations = [V2Metadata(blob.digest, f"127.0.0.1:5000/batch/img{n:02d}") for n in range(50)]
+
+    async with anyio.create_task_group() as group:
+        for location in locations:
+            group.start_soon(store.record_pushes, [PushRecord(diff_id, location, blob)], "gz")
+
+    assert (await store.v2_metadata(diff_id)) == locations
+    layout = tmp_path / "root/distribution"
+    files = [
+        layout / "v2metadata-by-diffid/sha256" / diff_id.hex,
+        layout / "diffid-by-digest/sha256" / blob.digest.hex,
+    ]
+    before = [path.stat().st_ino for path in files]
+    await store.record_pushes([PushRecord(diff_id, locations[-1], blob)], "gz")
+    assert [path.stat().st_ino for path in files] == before, "rewritten though unchanged"
+    await store.record_pushes([PushRecord(diff_id, locations[0], blob)], "gz")
+    assert (await store.v2_metadata(diff_id))[-1] == locations[0]
+    assert files[0].stat().st_ino != before[0]
