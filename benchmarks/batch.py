@@ -26,16 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.process import (
+    REGISTRY_DIR_HELP,
     BenchmarkError,
     StoredBlobs,
     check_exit,
     child_env,
     cold_env,
+    default_registry_dir,
     fresh_registry,
     hoist_argv,
     in_turn,
     interrupt_on_sigterm,
     read_manifest,
+    registry_storage,
     run_checked,
     run_measured,
     settle,
@@ -110,6 +113,8 @@ class BatchWorkspace:
     store: Path
     env: dict[str, str]
     timeout: float
+    #: Where the runs' registries keep their blobs (None: in each run's directory).
+    registry_dir: Path | None = None
 
     @property
     def expected_blobs(self) -> int:
@@ -141,7 +146,9 @@ def _write_image(base: Path, index: int, width: int) -> BatchImage:
     return BatchImage(repository, ref_name, archive, str(sample.image_id))
 
 
-def generate(base: Path, count: int, *, timeout: float) -> BatchWorkspace:
+def generate(
+    base: Path, count: int, *, timeout: float, registry_dir: Path | None
+) -> BatchWorkspace:
     """Write every image's archive and layout entry; load each archive into one store."""
     env = child_env(base)
     width = max(2, len(str(count)))
@@ -151,7 +158,7 @@ def generate(base: Path, count: int, *, timeout: float) -> BatchWorkspace:
     for image in images:
         load = hoist_argv(store, "load", "-q", "-i", str(image.archive))
         run_checked(load, timeout=timeout, env=env)
-    return BatchWorkspace(base, images, base / "layout", store, env, timeout)
+    return BatchWorkspace(base, images, base / "layout", store, env, timeout, registry_dir)
 
 
 # --- contenders -------------------------------------------------------------------------------
@@ -281,7 +288,7 @@ def run_commands(
 
 def run_once(ws: BatchWorkspace, contender: Contender, round_: int) -> tuple[Run, StoredBlobs]:
     """Push the whole batch once to a fresh registry; check every image; the measurements."""
-    with fresh_registry(ws.base) as (run_dir, registry):
+    with fresh_registry(ws.base, ws.registry_dir) as (run_dir, registry):
         with PREPARE[contender.key](ws, run_dir, registry.host) as commands:
             timed = run_commands(
                 commands,
@@ -370,7 +377,7 @@ def batch_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         f"generating {args.images} images × ({SHARED_LAYERS} shared {SHARED_LAYER_MIB} MiB + "
         f"1 unique {UNIQUE_LAYER_MIB} MiB layers): archives, OCI layout, store, in {base}"
     )
-    ws = generate(base, args.images, timeout=args.timeout)
+    ws = generate(base, args.images, timeout=args.timeout, registry_dir=args.registry_dir)
     load_at_start = os.getloadavg()[0]
     docker_skipped = docker_unavailable(ws.env)
     contenders = [HOIST, SKOPEO_ARCHIVE, SKOPEO_OCI, SKOPEO_UNCACHED]
@@ -385,7 +392,8 @@ def batch_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     print(
         f"\nCold batch push of {args.images} images, each {SHARED_LAYERS} shared "
         f"{SHARED_LAYER_MIB} MiB layers + 1 unique {UNIQUE_LAYER_MIB} MiB layer of random bytes, "
-        f"to a local registry (fresh registry per run), median of {args.runs} runs.\n"
+        f"to a local registry (fresh registry per run, its storage in "
+        f"{registry_storage(ws.registry_dir)}), median of {args.runs} runs.\n"
         f"Hoist pushes every ref in one command; the others loop, one command per image, and "
         f"their time is the sum of those commands' wall times. skopeo's blob-info cache starts "
         f"empty in each run and is shared by the loop's commands (4: empty for every command).\n"
@@ -405,6 +413,7 @@ def batch_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     return {
         "mode": "batch",
         "settings": {
+            "registry_dir": registry_storage(ws.registry_dir),
             "runs": args.runs,
             "images": args.images,
             "shared_layers": SHARED_LAYERS,
@@ -437,7 +446,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=600.0, help="seconds allowed to each command (default 600)"
     )
     parser.add_argument("--work-dir", type=Path, help="where temporary files go (default: $TMPDIR)")
+    parser.add_argument("--registry-dir", type=Path, help=REGISTRY_DIR_HELP)
     args = parser.parse_args(argv)
+    args.registry_dir = args.registry_dir or default_registry_dir()
     if min(args.runs, args.images) < 1:
         parser.error("--runs and --images must be at least 1")
     return args

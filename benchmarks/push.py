@@ -20,15 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.process import (
+    REGISTRY_DIR_HELP,
     BenchmarkError,
     check_exit,
     child_env,
     cold_env,
+    default_registry_dir,
     fresh_registry,
     hoist_argv,
     in_turn,
     interrupt_on_sigterm,
     read_manifest,
+    registry_storage,
     run_checked,
     run_measured,
     settle,
@@ -72,13 +75,20 @@ class Workspace:
     layer_count: int
     env: dict[str, str]
     timeout: float
+    #: Where the runs' registries keep their blobs (None: in each run's directory).
+    registry_dir: Path | None = None
 
 
 # --- generation -------------------------------------------------------------------------------
 
 
 def generate(
-    base: Path, specs: Sequence[LayerSpec], *, with_layout: bool, timeout: float
+    base: Path,
+    specs: Sequence[LayerSpec],
+    *,
+    with_layout: bool,
+    timeout: float,
+    registry_dir: Path | None,
 ) -> Workspace:
     """Write the docker-archive (and the OCI layout) of ``specs``; load the archive into a store."""
     env = child_env(base)
@@ -95,7 +105,8 @@ def generate(
             raise BenchmarkError("the OCI layout and the docker-archive hold different images")
     store = base / "store"
     run_checked(hoist_argv(store, "load", "-q", "-i", str(archive)), timeout=timeout, env=env)
-    return Workspace(base, archive, layout, store, str(sample.image_id), len(specs), env, timeout)
+    image_id = str(sample.image_id)
+    return Workspace(base, archive, layout, store, image_id, len(specs), env, timeout, registry_dir)
 
 
 # --- contenders -------------------------------------------------------------------------------
@@ -136,7 +147,7 @@ PREPARE: dict[str, Callable[[Workspace, Path, str], list[str]]] = {
 def run_once(ws: Workspace, contender: Contender, round_: int) -> Run:
     """Push once to a fresh registry and repository; check what arrived; the measurements."""
     repository = f"bench/{contender.key}-r{round_}"
-    with fresh_registry(ws.base) as (run_dir, registry):
+    with fresh_registry(ws.base, ws.registry_dir) as (run_dir, registry):
         target = f"{registry.host}/{repository}:{TAG}"
         argv = PREPARE[contender.key](ws, run_dir, target)
         env = cold_env(ws.env, run_dir)
@@ -181,12 +192,15 @@ def push_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     specs = [LayerSpec(args.layer_mib * MIB, seed=n) for n in range(1, args.layers + 1)]
     payload_mib = args.layers * args.layer_mib
     say(f"generating {args.layers} × {args.layer_mib} MiB (archive, OCI layout, store) in {base}")
-    ws = generate(base, specs, with_layout=True, timeout=args.timeout)
+    ws = generate(
+        base, specs, with_layout=True, timeout=args.timeout, registry_dir=args.registry_dir
+    )
     runs = run_rounds(ws, args.runs)
     summaries = summarise(CONTENDERS, runs, payload_mib)
     print(
         f"\nCold push of {args.layers} × {args.layer_mib} MiB random layers to a local registry "
-        f"(fresh registry and repository per run), median of {args.runs} runs.\n"
+        f"(fresh registry and repository per run, registry storage in "
+        f"{registry_storage(ws.registry_dir)}), median of {args.runs} runs.\n"
         f"MiB/s = {payload_mib} MiB of uncompressed layer payload / median time. "
         f"vs skopeo = skopeo's median time / this median time (>1: Hoist is faster); "
         f"1 is compared with 4, 2 with 3.\n"
@@ -194,7 +208,12 @@ def push_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     print(table(summaries))
     return {
         "mode": "push",
-        "settings": {"runs": args.runs, "layers": args.layers, "layer_mib": args.layer_mib},
+        "settings": {
+            "runs": args.runs,
+            "layers": args.layers,
+            "layer_mib": args.layer_mib,
+            "registry_dir": registry_storage(ws.registry_dir),
+        },
         "payload_mib": payload_mib,
         "layout_blob_bytes": _layout_layer_bytes(ws),
         "image_id": ws.image_id,
@@ -206,7 +225,9 @@ def push_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 def memory_benchmark(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     say(f"generating one {args.memory_mib} MiB layer (archive, store) in {base}")
     specs = [LayerSpec(args.memory_mib * MIB, seed=1)]
-    ws = generate(base, specs, with_layout=False, timeout=args.timeout)
+    ws = generate(
+        base, specs, with_layout=False, timeout=args.timeout, registry_dir=args.registry_dir
+    )
     run = run_once(ws, HOIST_STORE, 1)
     verdict = "within" if run.peak_rss_mib < MEMORY_LIMIT_MIB else "OVER"
     print(
@@ -246,7 +267,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=600.0, help="seconds allowed to each command (default 600)"
     )
     parser.add_argument("--work-dir", type=Path, help="where temporary files go (default: $TMPDIR)")
+    parser.add_argument("--registry-dir", type=Path, help=REGISTRY_DIR_HELP)
     args = parser.parse_args(argv)
+    args.registry_dir = args.registry_dir or default_registry_dir()
     if min(args.runs, args.layers, args.layer_mib, args.memory_mib) < 1:
         parser.error("--runs, --layers, --layer-mib and --memory-mib must be at least 1")
     return args

@@ -225,7 +225,7 @@ class Engine:
         self, ref: Reference, source: Path | str | None, platform: str | None, sink: ProgressSink
     ) -> PushResult:
         if source is None:
-            image: Image = await self.store.image(await self.store.resolve(str(ref)))
+            image: Image = await self.store.resolved_image(str(ref))
             return await self._pusher.push(ref, image, sink)
         from engine.image.detect import open_archive
 

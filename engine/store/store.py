@@ -199,6 +199,10 @@ class Store:
     def _references_by_name(self, name: Reference) -> list[tuple[Reference, Digest]]:
         return references.references_in(self._repositories(), name)
 
+    async def resolved_image(self, text: str) -> SourceImage:
+        """``image(resolve(text))`` in one worker-thread call."""
+        return await store_bound(lambda: self._image(self._resolve(text)))
+
     async def image(self, image_id: Digest) -> SourceImage:
         """A stored image as an ``Image``: its config and one ``FileLayer`` per ``layer.tar``."""
         return await store_bound(self._image, image_id)
