@@ -141,6 +141,7 @@ class RegistryClient:
                 # costs one round trip instead of the whole body.
                 expect100=_worth_a_continue(body),
             ) as response:
+                _quiet_writer(response)
                 answer = HttpResponse(response.status, response.headers, await response.read())
         except NETWORK_ERRORS as exc:
             where = f"{request.method} {_without_query(request.url)}"
@@ -289,6 +290,23 @@ class RegistryClient:
         )
         given = answer.headers.get(protocol.CONTENT_DIGEST_HEADER)
         return Digest.parse(given) if given else Digest.of(data)
+
+
+def _quiet_writer(response: aiohttp.ClientResponse) -> None:
+    """Retrieve the failure of aiohttp's body-writer task, should it fail after the answer came.
+
+    A peer that answers and closes while the last marker of a chunked body is being written
+    fails that task when nobody waits for it any more; asyncio would then print "Task exception
+    was never retrieved" with a traceback. The answer is what counts, and it is in.
+    """
+    writer = response._writer  # aiohttp keeps it public for backwards compatibility
+    if writer is not None:
+        writer.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _worth_a_continue(body: Body) -> bool:
