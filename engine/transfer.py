@@ -194,13 +194,15 @@ class _Transfer:
         await asyncio.wait({self.task})
 
     async def leave(self, watcher: _Watcher) -> None:
-        """Detach a cancelled watcher; the last one cancels the task and waits for it."""
-        if self.broadcast.release(watcher) > 0 or self.task.done():
+        """Detach a cancelled watcher; the last one cancels the task (if it still runs) and
+        waits for it."""
+        if self.broadcast.release(watcher) > 0:
             return
-        self.abandoned = True
-        self.task.cancel()
-        await self._finished_despite_cancellation()
-        self._log_unseen_failure()
+        if not self.task.done():
+            self.abandoned = True
+            self.task.cancel()
+            await self._finished_despite_cancellation()
+        self._note_unseen_failure()
 
     async def _finished_despite_cancellation(self) -> None:
         # The caller is being cancelled: anyio would cancel this wait again at once, and native
@@ -212,13 +214,17 @@ class _Transfer:
                 except asyncio.CancelledError:
                     continue
 
-    def _log_unseen_failure(self) -> None:
-        # No watcher is left to receive an error raised while the task was being cancelled.
+    def _note_unseen_failure(self) -> None:
+        # No watcher is left to receive the task's error: the push they belonged to is ending
+        # for another reason, reported there (often the same error, from a sibling layer). The
+        # error is retrieved here, or asyncio would print it as never retrieved.
         if self.task.cancelled():
             return
         error = self.task.exception()
         if error is not None:
-            log.warning("abandoned transfer failed", key=self.context.key, exc_info=error)
+            log.debug(
+                "transfer failed with no watcher left", key=self.context.key, error=str(error)
+            )
 
 
 class TransferManager:

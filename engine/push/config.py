@@ -18,6 +18,7 @@ from engine.digest import Digest
 from engine.image.base import Descriptor
 from engine.push.ledger import BlobLedger
 from engine.push.result import LayerOutcome, LayerResult
+from engine.push.upload import abandon
 from engine.registry.client import RegistryClient
 from engine.retry import RetryPolicy, retrying
 
@@ -64,12 +65,23 @@ class ConfigUpload:
         await self._retrying(self.client.put_blob, self.repository, blob.digest, self.config)
 
     async def _mount(self, blob: Descriptor, source: str) -> None:
-        """Mount it from the repository this run sent it to; a refusal's session takes the body."""
+        """Mount it from the repository this run sent it to; a refusal's session takes the body.
+
+        That session is tried once: after a failed PUT its state is unknown, so it is deleted
+        and the config sent afresh (a few KiB), with the usual retries.
+        """
         session = await self._retrying(self.client.mount_blob, self.repository, blob.digest, source)
-        if session is not None:
-            await self._retrying(
-                self.client.commit_blob, self.repository, session.location, blob.digest, self.config
-            )
+        if session is None:
+            return
+        location = session.location
+        try:
+            await self.client.commit_blob(self.repository, location, blob.digest, self.config)
+        except Exception:
+            await abandon(self.client, self.repository, location)
+            await self._send(blob)
+        except BaseException:
+            await abandon(self.client, self.repository, location)
+            raise
 
     async def _retrying(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
         return await retrying(lambda _attempt: call(*args), self.retry)

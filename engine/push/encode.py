@@ -11,9 +11,11 @@ again only when the source has not already verified it (the store has, at load).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from typing import BinaryIO
 
+import anyio
 from isal import isal_zlib
 
 from engine.digest import Digest
@@ -32,47 +34,21 @@ _GZIP_WBITS = 31  # a gzip wrapper, not zlib
 class LayerStream:
     """Iterate it to get the blob's bytes; then ``descriptor()`` names what was sent.
 
-    Each iteration starts afresh, so a request that must be sent again (re-authentication)
-    simply iterates again. ``on_read`` is told the position reached in the source (Docker's
-    Pushing counter).
+    Each iteration is a pass of its own, so a request that must be sent again
+    (re-authentication) simply iterates again, and a worker thread still busy with an abandoned
+    pass cannot touch the next one. ``on_read`` is told the position reached in the source
+    (Docker's Pushing counter).
     """
 
     def __init__(self, layer: Layer, on_read: Callable[[int], None] | None = None) -> None:
         self.layer = layer
         self._on_read = on_read
-        self._reset()
+        self._pass = _Pass(layer)
 
-    def _reset(self) -> None:
-        layer = self.layer
-        self._compressor = (
-            isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, _GZIP_WBITS)
-            if layer.descriptor is None
-            else None
-        )
-        self._check_diff_id = self._compressor is not None and not layer.verified
-        self._diff_hash = hashlib.sha256()
-        self._blob_hash = hashlib.sha256()
-        self.size = 0
-
-    def _step(self, source: _Source) -> tuple[bytes, bool]:
-        """One worker-thread call: (blob bytes, whether they are the last).
-
-        Reads a chunk, hashes it and compresses it; the first call also opens the source and
-        the last also flushes the compressor and closes the source, so that a layer of one chunk
-        costs one thread hop.
-        """
-        raw = source.read()
-        if self._check_diff_id:
-            self._diff_hash.update(raw)
-        out = raw if self._compressor is None else self._compressor.compress(raw)
-        last = not raw or source.at_end
-        if last:
-            if self._compressor is not None:
-                out += self._compressor.flush()
-            source.close()
-        self._blob_hash.update(out)
-        self.size += len(out)
-        return out, last
+    @property
+    def size(self) -> int:
+        """Blob bytes made by the latest pass so far."""
+        return self._pass.size
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self.from_offset(0)
@@ -83,74 +59,97 @@ class LayerStream:
         Compression is deterministic, so the skipped part is made again (and hashed: the digest
         covers the whole blob) but not sent: CPU spent instead of bandwidth.
         """
-        self._reset()
+        current = self._pass = _Pass(self.layer)
         skip = start
-        async for out in self._blob_pieces():
-            if skip >= len(out):
-                skip -= len(out)
-                continue
-            yield out[skip:] if skip else out
-            skip = 0
+        async with aclosing(self._pieces(current)) as pieces:
+            async for out in pieces:
+                if skip >= len(out):
+                    skip -= len(out)
+                    continue
+                yield out[skip:] if skip else out
+                skip = 0
 
-    async def _blob_pieces(self) -> AsyncIterator[bytes]:
-        source = _Source(self.layer)
+    async def _pieces(self, current: _Pass) -> AsyncGenerator[bytes, None]:
         last = False
         try:
             while not last:
-                out, last = await cpu_bound(self._step, source)
+                out, last = await cpu_bound(current.step)
                 if self._on_read is not None:
-                    self._on_read(source.position)
+                    self._on_read(current.position)
                 if out:
                     yield out
         finally:
             if not last:  # left early: failed, cancelled, or the consumer stopped
-                await cpu_bound(source.close)
+                with anyio.CancelScope(shield=True):
+                    await cpu_bound(current.close)
 
     @property
     def digest(self) -> Digest:
-        return Digest.from_hash(self._blob_hash)
+        return Digest.from_hash(self._pass.blob_hash)
 
     def descriptor(self) -> Descriptor:
-        """What was sent, checked against what the source says it is.
+        """What the latest (whole) pass sent, checked against what the source says it is.
 
         Raises DigestMismatchError before anything is committed when the layer is not what its
         diff ID or descriptor promises.
         """
+        done = self._pass
         given = self.layer.descriptor
         if given is not None:
-            if self.digest != given.digest or self.size != given.size:
+            if self.digest != given.digest or done.size != given.size:
                 raise DigestMismatchError(
                     f"layer {given.digest.short}", str(given.digest), str(self.digest)
                 )
             return given
-        diff_id = Digest.from_hash(self._diff_hash)
-        if self._check_diff_id and self.layer.diff_id is not None and diff_id != self.layer.diff_id:
+        diff_id = Digest.from_hash(done.diff_hash)
+        if done.check_diff_id and self.layer.diff_id is not None and diff_id != self.layer.diff_id:
             raise DigestMismatchError(
                 f"layer {self.layer.diff_id.short}", str(self.layer.diff_id), str(diff_id)
             )
-        return Descriptor(media_types.DOCKER_LAYER_GZIP, self.digest, self.size)
+        return Descriptor(media_types.DOCKER_LAYER_GZIP, self.digest, done.size)
 
 
-class _Source:
-    """One pass over a layer's bytes, opened by its first read (in a worker thread, as every
-    read and the close are)."""
+class _Pass:
+    """One pass over a layer: its reader, compressor and hashes. Every method but the
+    constructor runs in a worker thread."""
 
     def __init__(self, layer: Layer) -> None:
         self._layer = layer
         self._reader: BinaryIO | None = None
-        self.position = 0
+        self._compressor = (
+            isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, _GZIP_WBITS)
+            if layer.descriptor is None
+            else None
+        )
+        self.check_diff_id = self._compressor is not None and not layer.verified
+        self.diff_hash = hashlib.sha256()
+        self.blob_hash = hashlib.sha256()
+        self.position = 0  # in the source
+        self.size = 0  # of the blob made so far
 
-    def read(self) -> bytes:
+    def step(self) -> tuple[bytes, bool]:
+        """(blob bytes, whether they are the last): one thread hop per chunk.
+
+        Reads a chunk, hashes it and compresses it; the first call also opens the source and
+        the last also flushes the compressor and closes the source, so that a layer of one chunk
+        costs one hop.
+        """
         if self._reader is None:
             self._reader = self._layer.reader()
         raw = self._reader.read(CHUNK_SIZE)
         self.position += len(raw)
-        return raw
-
-    @property
-    def at_end(self) -> bool:
+        if self.check_diff_id:
+            self.diff_hash.update(raw)
+        out = raw if self._compressor is None else self._compressor.compress(raw)
         # A layer's reader ends where the layer does, and raises if its file ends sooner.
-        return self.position >= self._layer.size
+        last = not raw or self.position >= self._layer.size
+        if last:
+            if self._compressor is not None:
+                out += self._compressor.flush()
+            self.close()
+        self.blob_hash.update(out)
+        self.size += len(out)
+        return out, last
 
     def close(self) -> None:
         if self._reader is not None:

@@ -75,16 +75,27 @@ class BlobLedger:
         claim: asyncio.Future[Placed] = asyncio.get_running_loop().create_future()
         self._here[here_key] = claim
         anywhere_key = (registry, content)
-        elsewhere = self._anywhere.get(anywhere_key)
-        if elsewhere is None or _failed(elsewhere):
-            self._anywhere[anywhere_key] = claim
-            elsewhere = None
         try:
-            placed = await _settled(elsewhere, on_wait) if elsewhere is not None else None
+            placed = await self._first_placement(anywhere_key, claim, on_wait)
             yield Placement(repository, elsewhere=placed, _claim=claim)
         finally:
             if not claim.done() or claim.cancelled():
                 self._withdraw(here_key, anywhere_key, claim)
+
+    async def _first_placement(
+        self, key: _Key, claim: asyncio.Future[Placed], on_wait: Callable[[], None] | None
+    ) -> Placed | None:
+        """The first placement of the blob in the registry, once it is done; None when this
+        claim is to be the first. When the first gives up, one of its waiters takes over and the
+        others wait for that one: the blob still crosses the wire once."""
+        while True:
+            first = self._anywhere.get(key)
+            if first is None or _failed(first):
+                self._anywhere[key] = claim
+                return None
+            placed = await _settled(first, on_wait)
+            if placed is not None:
+                return placed
 
     def _withdraw(
         self, here_key: tuple[str, str, str], anywhere_key: _Key, claim: asyncio.Future[Placed]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Mapping, Sequence
 from functools import partial
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
@@ -128,6 +128,8 @@ class RegistryClient:
     async def _exchange(self, request: HttpRequest, caller_body: Body) -> HttpResponse:
         own_body = request.body is None and not request.is_token_request
         body = caller_body if own_body else request.body
+        if body is not None and not isinstance(body, bytes):
+            body = _retrieving_writer_failure(body)
         await self.gate.wait(self._host)
         try:
             async with self.session.request(
@@ -141,7 +143,6 @@ class RegistryClient:
                 # costs one round trip instead of the whole body.
                 expect100=_worth_a_continue(body),
             ) as response:
-                _quiet_writer(response)
                 answer = HttpResponse(response.status, response.headers, await response.read())
         except NETWORK_ERRORS as exc:
             where = f"{request.method} {_without_query(request.url)}"
@@ -292,16 +293,19 @@ class RegistryClient:
         return Digest.parse(given) if given else Digest.of(data)
 
 
-def _quiet_writer(response: aiohttp.ClientResponse) -> None:
-    """Retrieve the failure of aiohttp's body-writer task, should it fail after the answer came.
+async def _retrieving_writer_failure(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """``body``, iterated by aiohttp's body-writer task, which is told to retrieve its own failure.
 
-    A peer that answers and closes while the last marker of a chunked body is being written
-    fails that task when nobody waits for it any more; asyncio would then print "Task exception
-    was never retrieved" with a traceback. The answer is what counts, and it is in.
+    A peer that answers or resets while the last marker of a chunked body is being written fails
+    that task after the request itself has already ended (with the answer, or with an error this
+    client handles); nobody waits for the task then, and asyncio would print "Task exception was
+    never retrieved" with a traceback.
     """
-    writer = response._writer  # aiohttp keeps it public for backwards compatibility
+    writer = asyncio.current_task()
     if writer is not None:
         writer.add_done_callback(_retrieve)
+    async for chunk in body:
+        yield chunk
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -328,7 +328,9 @@ class Store:
         """Remember where layers now are (and what they compressed to); return once written.
 
         Calls that come while one is writing are written together by the next: fifty pushes
-        that finish at once rewrite a layer they share once or twice, not fifty times.
+        that finish at once rewrite a layer they share once or twice, not fifty times. Push
+        metadata is a hint: what cannot be written is logged, never raised (it would fail
+        whichever push happened to write the batch, for a record that was not its own).
         """
         self._unrecorded.extend((record, compressor) for record in records)
         async with self._recording:
@@ -340,12 +342,21 @@ class Store:
         by_diff_id: dict[Digest, list[tuple[PushRecord, str]]] = {}
         for record, compressor in batch:
             by_diff_id.setdefault(record.diff_id, []).append((record, compressor))
-        with self._lock():
-            for diff_id, group in by_diff_id.items():
-                metadata.add_v2_metadata(self._layout, diff_id, *(r.entry for r, _ in group))
-                forms = {c: r.compressed for r, c in group if r.compressed is not None}
-                for compressor, form in forms.items():
-                    compressed.write_compressed_form(self._layout, diff_id, compressor, form)
+        try:
+            with self._lock():
+                for diff_id, group in by_diff_id.items():
+                    self._record_layer(diff_id, group)
+        except StoreError as exc:
+            log.warning("push metadata not recorded", error=str(exc))
+
+    def _record_layer(self, diff_id: Digest, group: Sequence[tuple[PushRecord, str]]) -> None:
+        try:
+            metadata.add_v2_metadata(self._layout, diff_id, *(r.entry for r, _ in group))
+            forms = {c: r.compressed for r, c in group if r.compressed is not None}
+            for compressor, form in forms.items():
+                compressed.write_compressed_form(self._layout, diff_id, compressor, form)
+        except StoreError as exc:
+            log.warning("push metadata not recorded", diff_id=str(diff_id), error=str(exc))
 
     async def diff_id_by_digest(self, digest: Digest) -> Digest | None:
         """The diff ID a compressed blob ``digest`` decompresses to, if it was ever recorded."""

@@ -58,3 +58,35 @@ async def test_a_placement_that_gives_up_is_withdrawn(anyio_backend: str) -> Non
     async with ledger.placing(REGISTRY, "a", CONTENT) as again:
         assert again.here is None and again.elsewhere is not None
         assert again.elsewhere.repository == "b"
+
+
+async def test_when_the_first_gives_up_one_waiter_takes_over(anyio_backend: str) -> None:
+    """The first upload fails while two other repositories wait for it: one of them uploads,
+    the other mounts from it. The blob still crosses the wire once."""
+    ledger, fail = BlobLedger(), asyncio.Event()
+    seen: dict[str, Placement] = {}
+
+    async def first() -> None:
+        with pytest.raises(RuntimeError):
+            async with ledger.placing(REGISTRY, "a", CONTENT) as placement:
+                seen["a"] = placement
+                await fail.wait()
+                raise RuntimeError("upload failed")
+
+    async def waiter(repository: str) -> None:
+        async with ledger.placing(REGISTRY, repository, CONTENT) as placement:
+            seen[repository] = placement
+            if placement.elsewhere is None:
+                placement.record(BLOB)
+
+    tasks = [asyncio.create_task(first())]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(waiter(repo)) for repo in ("b", "c")]
+    await asyncio.sleep(0)
+    fail.set()
+    await asyncio.gather(*tasks)
+
+    uploaders = [repo for repo in ("b", "c") if seen[repo].elsewhere is None]
+    assert len(uploaders) == 1
+    mounter = ({"b", "c"} - set(uploaders)).pop()
+    assert seen[mounter].elsewhere == Placed(BLOB, uploaders[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 
 import anyio
@@ -530,3 +531,33 @@ async def test_native_asyncio_cancellation_of_the_only_watcher_cancels_the_run()
             await watcher
     assert saw_cancel == ["layer"]
     assert manager.active() == 0
+
+
+@pytest.mark.anyio
+async def test_a_failure_its_cancelled_watcher_never_saw_is_retrieved() -> None:
+    """The transfer fails just as its only watcher is cancelled (a sibling layer failed first):
+    the error is retrieved, not printed by asyncio as a task exception never retrieved."""
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        manager = TransferManager(1)
+        go = asyncio.Event()
+
+        async def fails(ctx: TransferContext) -> None:
+            await go.wait()
+            raise RuntimeError("refused")
+
+        watcher = asyncio.create_task(manager.transfer("k", fails, lambda _event: None))
+        await asyncio.sleep(0)  # the transfer runs and waits
+        go.set()
+        await asyncio.sleep(0)  # the transfer fails; its watcher has not resumed yet
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+        del watcher
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert unretrieved == []
