@@ -213,6 +213,16 @@ def _http_date(value: str) -> float | None:
 _JITTER = random.Random()
 
 
+async def retry_call(
+    policy: RetryPolicy,
+    call: Callable[..., Awaitable[T]],
+    *args: object,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> T:
+    """``call(*args)`` under ``policy``: ``retrying`` for a step that ignores which try it is."""
+    return await retrying(lambda _attempt: call(*args), policy, sleep=sleep)
+
+
 async def retrying(
     operation: Callable[[int], Awaitable[T]],
     policy: RetryPolicy,

@@ -10,7 +10,7 @@ and a wrong guess costs a few KiB sent again rather than a request for every col
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -20,7 +20,7 @@ from engine.push.ledger import BlobLedger
 from engine.push.result import LayerOutcome, LayerResult
 from engine.push.upload import abandon
 from engine.registry.client import RegistryClient
-from engine.retry import RetryPolicy, retrying
+from engine.retry import RetryPolicy, retry_call
 
 T = TypeVar("T")
 
@@ -58,11 +58,13 @@ class ConfigUpload:
             placement.record(blob)
 
     async def _found(self, blob: Descriptor) -> bool:
-        size = await self._retrying(self.client.check_blob, self.repository, blob.digest)
+        size = await retry_call(self.retry, self.client.check_blob, self.repository, blob.digest)
         return size is not None
 
     async def _send(self, blob: Descriptor) -> None:
-        await self._retrying(self.client.put_blob, self.repository, blob.digest, self.config)
+        await retry_call(
+            self.retry, self.client.put_blob, self.repository, blob.digest, self.config
+        )
 
     async def _mount(self, blob: Descriptor, source: str) -> None:
         """Mount it from the repository this run sent it to; a refusal's session takes the body.
@@ -70,7 +72,9 @@ class ConfigUpload:
         That session is tried once: after a failed PUT its state is unknown, so it is deleted
         and the config sent afresh (a few KiB), with the usual retries.
         """
-        session = await self._retrying(self.client.mount_blob, self.repository, blob.digest, source)
+        session = await retry_call(
+            self.retry, self.client.mount_blob, self.repository, blob.digest, source
+        )
         if session is None:
             return
         location = session.location
@@ -82,6 +86,3 @@ class ConfigUpload:
         except BaseException:
             await abandon(self.client, self.repository, location)
             raise
-
-    async def _retrying(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
-        return await retrying(lambda _attempt: call(*args), self.retry)

@@ -28,7 +28,7 @@ from engine.push.upload import UploadOptions
 from engine.reference import Reference
 from engine.registry.client import RegistryClient
 from engine.registry.pool import RegistryPool
-from engine.retry import retrying
+from engine.retry import retry_call
 from engine.store import Store
 from engine.transfer import TransferManager
 
@@ -109,7 +109,7 @@ class Pusher:
 
     async def _retrying(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         """A registry request tried again on temporary errors, as the upload policy says."""
-        return await retrying(lambda _attempt: call(*args), self.options.retry)
+        return await retry_call(self.options.retry, call, *args)
 
     async def _upload_layers(
         self, uploads: Sequence[LayerUpload], progress: ProgressSink

@@ -23,7 +23,7 @@ from engine.image.base import Descriptor
 from engine.push.encode import LayerStream
 from engine.registry.client import RegistryClient
 from engine.registry.protocol import UploadSession, UploadStatus
-from engine.retry import RetryPolicy, retrying
+from engine.retry import RetryPolicy, retry_call
 
 log = structlog.get_logger("engine.push")
 
@@ -176,7 +176,7 @@ class BlobSender:
 
     async def _retrying(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         """One request of the upload, tried again on temporary errors."""
-        return await retrying(lambda _attempt: call(*args), self.policy, sleep=self.wait)
+        return await retry_call(self.policy, call, *args, sleep=self.wait)
 
     async def _already_committed(self, stream: LayerStream) -> bool:
         """The ``PUT`` may have gone through even though its answer did not come back."""
