@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from engine.digest import Digest
 from engine.image.base import Descriptor
@@ -21,8 +20,6 @@ from engine.push.result import LayerOutcome, LayerResult
 from engine.push.upload import abandon
 from engine.registry.client import RegistryClient
 from engine.retry import RetryPolicy, retry_call
-
-T = TypeVar("T")
 
 
 def worth_checking(layers: Sequence[LayerResult]) -> bool:
