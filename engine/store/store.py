@@ -75,6 +75,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._layout = Layout(root)
+        self._repositories_file = references.RepositoriesFile(self._layout.repositories)
         # Push records waiting for the next write, and the one write at a time.
         self._unrecorded: list[tuple[PushRecord, str]] = []
         self._recording = asyncio.Lock()
@@ -161,7 +162,7 @@ class Store:
         with self._lock():
             if not imagedb.has_image(self._layout, image_id):
                 raise ImageNotFoundError(f"No such image: {image_id}")
-            repositories = references.load_repositories(self._layout.repositories)
+            repositories = self._repositories()
             references.add_reference(repositories, ref, image_id)
             references.save_repositories(self._layout.repositories, repositories)
 
@@ -176,7 +177,7 @@ class Store:
 
     def _repositories(self) -> Repositories:
         # Atomic replacement makes a lock-free read consistent.
-        return references.load_repositories(self._layout.repositories)
+        return self._repositories_file.load()
 
     def _find(self, text: str, repositories: Repositories) -> tuple[Digest, Reference | None]:
         """Docker's order: a reference first, then an ID (prefix). The reference is returned

@@ -232,6 +232,23 @@ async def test_tag_replaces_and_refuses_what_docker_refuses(store: Store, builde
         await store.tag(ref("sha256:abc"), first)
 
 
+@pytest.mark.anyio
+async def test_a_store_reads_tags_another_writer_changed(store: Store, builder: Builder) -> None:
+    # The store keeps repositories.json parsed between reads; another process's tag or untag
+    # (a second Store on the same root) must still be seen at once.
+    image_id = await store.add_image(builder.image([BASE]))
+    await store.tag(ref("app:1"), image_id)
+    assert await store.resolve("app:1") == image_id
+    other = Store(store.root)
+    await other.tag(ref("app:2"), image_id)
+    assert await store.resolve("app:2") == image_id
+    assert await other.remove("app:1") == ["Untagged: app:1"]
+    with pytest.raises(ImageNotFoundError):
+        await store.resolve("app:1")
+    await store.tag(ref("app:3"), image_id)  # its own writes too
+    assert await other.resolve("app:3") == await store.resolve("app:3") == image_id
+
+
 # -- verification on import -------------------------------------------------------------------
 
 
