@@ -24,7 +24,7 @@ from engine.errors import (
     InvalidReferenceError,
     UnauthorizedError,
 )
-from engine.image.base import Image, SourceIndex
+from engine.image.base import SourceIndex
 from engine.progress.events import (
     Message,
     ProgressEvent,
@@ -32,6 +32,7 @@ from engine.progress.events import (
     PushFailed,
     discard,
 )
+from engine.push.encode import COMPRESSOR
 from engine.push.pusher import Pusher
 from engine.push.result import PushResult
 from engine.push.upload import UploadOptions
@@ -225,8 +226,8 @@ class Engine:
         self, ref: Reference, source: Path | str | None, platform: str | None, sink: ProgressSink
     ) -> PushResult:
         if source is None:
-            image: Image = await self.store.resolved_image(str(ref))
-            return await self._pusher.push(ref, image, sink)
+            image, known = await self.store.image_to_push(str(ref), COMPRESSOR)
+            return await self._pusher.push(ref, image, sink, known)
         from engine.image.detect import open_archive
 
         async with open_archive(Path(source), tmp_dir=await self._tmp_dir()) as archive:

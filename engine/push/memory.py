@@ -9,7 +9,7 @@ the digest is known without compressing again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -46,10 +46,14 @@ class PushMemory:
     _known: dict[Digest, Knowledge] = field(default_factory=dict)
     _pending: list[PushRecord] = field(default_factory=list)
 
-    async def load(self, layers: Sequence[Layer]) -> None:
+    async def load(
+        self, layers: Sequence[Layer], known: Mapping[Digest, Knowledge] | None = None
+    ) -> None:
+        """What the store knows of ``layers``: ``known``, when the caller read it already."""
         diff_ids = [layer.diff_id for layer in layers if layer.diff_id is not None]
-        if self.store is not None and diff_ids:
-            self._known.update(await self.store.push_knowledge(diff_ids, COMPRESSOR))
+        if known is None and self.store is not None and diff_ids:
+            known = await self.store.push_knowledge(diff_ids, COMPRESSOR)
+        self._known.update(known or {})
 
     def prior(self, layer: Layer, target: str) -> Prior:
         knowledge = self._known.get(layer.diff_id) if layer.diff_id else None

@@ -7,12 +7,13 @@ every blob it names is committed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
 from engine.concurrency import gather
+from engine.digest import Digest
 from engine.image import media_types
 from engine.image.base import Descriptor, Image, Layer, SourceIndex
 from engine.progress import events
@@ -29,7 +30,7 @@ from engine.reference import Reference
 from engine.registry.client import RegistryClient
 from engine.registry.pool import RegistryPool
 from engine.retry import retry_call
-from engine.store import Store
+from engine.store import Knowledge, Store
 from engine.transfer import TransferManager
 
 T = TypeVar("T")
@@ -43,12 +44,19 @@ class Pusher:
     ledger: BlobLedger = field(default_factory=BlobLedger)
     options: UploadOptions = field(default_factory=UploadOptions)
 
-    async def push(self, ref: Reference, image: Image, progress: ProgressSink) -> PushResult:
-        """Push ``image`` as ``ref`` (which carries its tag)."""
+    async def push(
+        self,
+        ref: Reference,
+        image: Image,
+        progress: ProgressSink,
+        known: Mapping[Digest, Knowledge] | None = None,
+    ) -> PushResult:
+        """Push ``image`` as ``ref`` (which carries its tag); ``known``: what the store knows of
+        its layers, when the caller read it already."""
         tag = _tag(ref)
         progress(Message(f"The push refers to repository [{ref.name}]"))
         client = await self.pool.client(ref.domain)
-        media_type, manifest, layers = await self._push_image(client, ref, image, progress)
+        media_type, manifest, layers = await self._push_image(client, ref, image, progress, known)
         digest = await self._retrying(client.put_manifest, ref.path, tag, media_type, manifest)
         progress(PushComplete(ref.name, tag, digest, len(manifest)))
         return PushResult(ref.name, tag, digest, len(manifest), media_type, layers)
@@ -77,11 +85,16 @@ class Pusher:
         return PushResult(ref.name, tag, digest, len(index.raw), index.media_type, layers)
 
     async def _push_image(
-        self, client: RegistryClient, ref: Reference, image: Image, progress: ProgressSink
+        self,
+        client: RegistryClient,
+        ref: Reference,
+        image: Image,
+        progress: ProgressSink,
+        known: Mapping[Digest, Knowledge] | None = None,
     ) -> tuple[str, bytes, list[LayerResult]]:
         """Layers and config of one image; the manifest to PUT once they are all committed."""
         memory = PushMemory(self.store, hmac_key(await self.pool.credentials(ref.domain)))
-        await memory.load(image.layers)
+        await memory.load(image.layers, known)
         uploads = [
             LayerUpload(
                 client,

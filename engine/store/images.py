@@ -68,8 +68,13 @@ def read_config(layout: Layout, image_id: Digest) -> bytes:
 
 def load_config(layout: Layout, image_id: Digest) -> ImageConfig:
     """The parsed config of a stored image; a corrupt one is a StoreError naming its file."""
+    return config_of(layout, image_id, read_config(layout, image_id))
+
+
+def config_of(layout: Layout, image_id: Digest, data: bytes) -> ImageConfig:
+    """``load_config`` of the bytes already read from the image's config file."""
     try:
-        return parse_config(read_config(layout, image_id))
+        return parse_config(data)
     except ValueError as e:
         raise StoreError(f"{layout.image_config(image_id)}: {e}") from e
 

@@ -200,9 +200,21 @@ class Store:
     def _references_by_name(self, name: Reference) -> list[tuple[Reference, Digest]]:
         return references.references_in(self._repositories(), name)
 
-    async def resolved_image(self, text: str) -> SourceImage:
-        """``image(resolve(text))`` in one worker-thread call."""
-        return await store_bound(lambda: self._image(self._resolve(text)))
+    async def image_to_push(
+        self, text: str, compressor: str
+    ) -> tuple[SourceImage, dict[Digest, Knowledge]]:
+        """``image(resolve(text))`` and its layers' ``push_knowledge``, in one worker-thread call.
+
+        The store's thread serves calls in turn: in a batch, the first image then starts after
+        one call rather than behind the resolution of every other image.
+        """
+
+        def image_to_push() -> tuple[SourceImage, dict[Digest, Knowledge]]:
+            image = self._image(self._resolve(text))
+            diff_ids = [layer.diff_id for layer in image.layers if layer.diff_id is not None]
+            return image, self._push_knowledge(diff_ids, compressor)
+
+        return await store_bound(image_to_push)
 
     async def image(self, image_id: Digest) -> SourceImage:
         """A stored image as an ``Image``: its config and one ``FileLayer`` per ``layer.tar``."""
@@ -210,7 +222,7 @@ class Store:
 
     def _image(self, image_id: Digest) -> SourceImage:
         config = imagedb.read_config(self._layout, image_id)
-        diff_ids = imagedb.load_config(self._layout, image_id).diff_ids
+        diff_ids = imagedb.config_of(self._layout, image_id, config).diff_ids
         layers: list[Layer] = []
         for diff_id, chain_id in zip(diff_ids, chain_ids(diff_ids), strict=True):
             stored = check_layer(self._layout, chain_id)
