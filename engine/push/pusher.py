@@ -7,6 +7,7 @@ every blob it names is committed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -56,10 +57,11 @@ class Pusher:
         tag = _tag(ref)
         progress(Message(f"The push refers to repository [{ref.name}]"))
         client = await self.pool.client(ref.domain)
-        media_type, manifest, layers = await self._push_image(client, ref, image, progress, known)
-        digest = await self._retrying(client.put_manifest, ref.path, tag, media_type, manifest)
-        progress(PushComplete(ref.name, tag, digest, len(manifest)))
-        return PushResult(ref.name, tag, digest, len(manifest), media_type, layers)
+        pushed = await self._push_image(client, ref, tag, image, progress, known)
+        progress(PushComplete(ref.name, tag, pushed.digest, len(pushed.manifest)))
+        return PushResult(
+            ref.name, tag, pushed.digest, len(pushed.manifest), pushed.media_type, pushed.layers
+        )
 
     async def push_index(
         self, ref: Reference, index: SourceIndex, progress: ProgressSink
@@ -71,10 +73,8 @@ class Pusher:
         client = await self.pool.client(ref.domain)
 
         async def child(descriptor: Descriptor, image: Image) -> list[LayerResult]:
-            media_type, manifest, layers = await self._push_image(client, ref, image, progress)
             reference = str(descriptor.digest)
-            await self._retrying(client.put_manifest, ref.path, reference, media_type, manifest)
-            return layers
+            return (await self._push_image(client, ref, reference, image, progress)).layers
 
         pushed = await gather([partial(child, d, image) for d, image in index.children])
         digest = await self._retrying(
@@ -88,11 +88,13 @@ class Pusher:
         self,
         client: RegistryClient,
         ref: Reference,
+        reference: str,
         image: Image,
         progress: ProgressSink,
         known: Mapping[Digest, Knowledge] | None = None,
-    ) -> tuple[str, bytes, list[LayerResult]]:
-        """Layers and config of one image; the manifest to PUT once they are all committed."""
+    ) -> _PushedImage:
+        """Layers and config of one image, then its manifest as ``reference`` (a tag or its
+        digest), PUT only once every blob it names is committed."""
         memory = PushMemory(self.store, hmac_key(await self.pool.credentials(ref.domain)))
         await memory.load(image.layers, known)
         uploads = [
@@ -110,15 +112,30 @@ class Pusher:
         ]
         try:
             layers = await self._upload_layers(uploads, progress)
-        finally:
+        except BaseException:
             await memory.flush()
-        config = ConfigUpload(
-            client, ref.path, image.config, image.config_media_type, self.ledger, self.options.retry
-        )
-        await config.place(check_first=worth_checking(layers))
-        media_type, manifest = _manifest(image, layers)
-        manifests.check_size(manifest)
-        return media_type, manifest, layers
+            raise
+        # Where the layers went is written to the store while the config and manifest go: the
+        # store's thread is busiest when a batch's pushes finish, and the registry need not wait.
+        recording = asyncio.ensure_future(memory.flush())
+        try:
+            config = ConfigUpload(
+                client,
+                ref.path,
+                image.config,
+                image.config_media_type,
+                self.ledger,
+                self.options.retry,
+            )
+            await config.place(check_first=worth_checking(layers))
+            media_type, manifest = _manifest(image, layers)
+            manifests.check_size(manifest)
+            digest = await self._retrying(
+                client.put_manifest, ref.path, reference, media_type, manifest
+            )
+        finally:
+            await recording
+        return _PushedImage(media_type, manifest, digest, layers)
 
     async def _retrying(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         """A registry request tried again on temporary errors, as the upload policy says."""
@@ -135,6 +152,14 @@ class Pusher:
         calls = [partial(self.transfers.transfer, u.key, u, progress) for u in distinct]
         by_key = dict(zip([u.key for u in distinct], await gather(calls), strict=True))
         return [by_key[upload.key] for upload in uploads]
+
+
+@dataclass(frozen=True)
+class _PushedImage:
+    media_type: str
+    manifest: bytes
+    digest: Digest
+    layers: list[LayerResult]
 
 
 def _tag(ref: Reference) -> str:
