@@ -16,14 +16,17 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from engine.errors import StoreError
 
 TMP_PREFIX = ".tmp-"
+
+
+T = TypeVar("T")
 
 
 def temp_path(directory: Path) -> Path:
@@ -107,6 +110,38 @@ def read_json(path: Path) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StoreError(f"{path}: corrupt JSON: {e}") from e
+
+
+class ParsedOnce(Generic[T]):
+    """A file that is only ever replaced whole, parsed again only when it was replaced.
+
+    Replacement gives the file a new inode, so an unchanged inode, size and modification time
+    mean unchanged content. ``get`` hands out the parsed value itself: callers must not change
+    it. A file that does not exist is parsed too (``parse`` says what that means).
+    """
+
+    def __init__(self, path: Path, parse: Callable[[Path], T]) -> None:
+        self.path = path
+        self._parse = parse
+        self._version: tuple[int, ...] | None = None
+        self._parsed: T | None = None
+
+    def get(self) -> T:
+        version = _version(self.path)
+        if self._parsed is None or version is None or version != self._version:
+            # Stat first, then read: a replacement in between is read now and seen as a new
+            # version next time, so a stale parse is never kept.
+            self._parsed = self._parse(self.path)
+            self._version = version
+        return self._parsed
+
+
+def _version(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # the parser says what is wrong, if anything is
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def rename_into_place(staged: Path, target: Path) -> bool:

@@ -1,35 +1,58 @@
-"""What Hoist's own deterministic compressor made of a layer: its digest and size.
-
-A cache like the push metadata: written atomically but not fsynced.
+"""What Hoist's own deterministic compressor made of each layer: its digest and size.
 
 Apart from the distribution metadata (where a blob was pushed), this is a fact about the layer
 and the compressor alone. Knowing it, a push can ask a registry whether it already has the blob
 without compressing anything — even after the push metadata is lost.
+
+One JSON object per compressor maps diff IDs to descriptors. A cache like the push metadata:
+replaced atomically but not fsynced, and a damaged one is no record. One file replaced per
+batch of pushes, not one file created per layer: on ext4, creating a file costs more than
+everything else a push writes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 from engine.digest import Digest
-from engine.errors import StoreError
+from engine.errors import HoistError, StoreError
 from engine.image.base import Descriptor
-from engine.store.atomic import read_json, write_json
-from engine.store.layout import Layout
+from engine.store.atomic import ParsedOnce, read_json, write_json
+
+#: diff ID → what the compressor made of that layer
+Forms = dict[Digest, Descriptor]
 
 
-def read_compressed_form(layout: Layout, diff_id: Digest, compressor: str) -> Descriptor | None:
-    path = layout.compressed_form(diff_id, compressor)
+def compressed_forms(path: Path) -> ParsedOnce[Forms]:
+    """The map at ``path``, read again only once it was replaced."""
+    return ParsedOnce(path, read_forms)
+
+
+def read_forms(path: Path) -> Forms:
+    """Every recorded form; none when there is no file. A damaged file is a StoreError."""
     document = read_json(path)
     if document is None:
-        return None
+        return {}
+    if not isinstance(document, dict):
+        raise StoreError(f"{path}: not a JSON object")
     try:
-        return Descriptor.from_json(document)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StoreError(f"{path}: not a descriptor: {exc}") from exc
+        return {Digest.parse(key): _descriptor(value) for key, value in document.items()}
+    except (HoistError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"{path}: not a map of descriptors: {exc}") from exc
 
 
-def write_compressed_form(
-    layout: Layout, diff_id: Digest, compressor: str, descriptor: Descriptor
-) -> None:
-    path = layout.compressed_form(diff_id, compressor)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, descriptor.to_json(), durable=False)
+def _descriptor(value: Any) -> Descriptor:
+    if not isinstance(value, dict):
+        raise ValueError(f"not a descriptor: {value!r}")
+    return Descriptor.from_json(value)
+
+
+def add_forms(path: Path, known: Forms, forms: Mapping[Digest, Descriptor]) -> None:
+    """Write ``known`` (what the file holds now) with ``forms`` added, unless nothing is new.
+
+    The caller holds the store's lock, so no other writer comes between read and write."""
+    merged = {**known, **forms}
+    if merged != known:
+        write_json(path, {str(k): v.to_json() for k, v in merged.items()}, durable=False)

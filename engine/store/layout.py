@@ -3,6 +3,7 @@
 <root>/repositories.json
 <root>/imagedb/content/sha256/<image id hex>                  image config bytes
 <root>/layerdb/sha256/<chain id hex>/{diff,size,parent,layer.tar}
+<root>/layerdb/compressed/<compressor>.json                    diff ID → Hoist's compressed form
 <root>/distribution/diffid-by-digest/sha256/<digest hex>       diff ID text
 <root>/distribution/v2metadata-by-diffid/sha256/<diff id hex>  JSON list of V2Metadata
 <root>/.lock                                                   flock for read-modify-write
@@ -60,9 +61,8 @@ class Layout:
     def layer_dir(self, chain_id: Digest) -> Path:
         return self.layerdb / _checked(chain_id).hex
 
-    def compressed_form(self, diff_id: Digest, compressor: str) -> Path:
-        diff_id = _checked(diff_id)
-        return self.root / "layerdb" / "compressed" / compressor / diff_id.algorithm / diff_id.hex
+    def compressed_forms(self, compressor: str) -> Path:
+        return self.root / "layerdb" / "compressed" / f"{compressor}.json"
 
     def diff_id_by_digest(self, digest: Digest) -> Path:
         digest = _checked(digest)

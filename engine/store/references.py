@@ -9,7 +9,6 @@ change it only under the store's lock. Docker also keeps digest references here
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from engine.reference import (
     parse_normalized_named,
     with_default_tag,
 )
-from engine.store.atomic import read_json, write_json
+from engine.store.atomic import ParsedOnce, read_json, write_json
 
 #: familiar name → familiar string → image ID
 Repositories = dict[str, dict[str, str]]
@@ -48,32 +47,15 @@ class RepositoriesFile:
     """``repositories.json``, checked and parsed once per version of the file.
 
     A batch push resolves every image through it, and checking each entry of a file with a
-    hundred tags, twice per image, cost more than the rest of resolving. The file is only ever
-    replaced whole (a new inode), so an unchanged inode, size and modification time mean
-    unchanged content. ``load`` hands out a copy: callers may change it and save it.
+    hundred tags, twice per image, cost more than the rest of resolving. ``load`` hands out a
+    copy: callers may change it and save it.
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._version: tuple[int, ...] | None = None
-        self._parsed: Repositories = {}
+        self._file = ParsedOnce(path, load_repositories)
 
     def load(self) -> Repositories:
-        version = _version(self.path)
-        if version is None or version != self._version:
-            # Stat first, then read: a replacement in between is read now and seen as a new
-            # version next time, so a stale parse is never kept.
-            self._parsed = load_repositories(self.path)
-            self._version = version
-        return {name: dict(refs) for name, refs in self._parsed.items()}
-
-
-def _version(path: Path) -> tuple[int, ...] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None  # load_repositories says what is wrong, if anything is
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return {name: dict(refs) for name, refs in self._file.get().items()}
 
 
 def _well_formed(repositories: object) -> bool:

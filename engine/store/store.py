@@ -40,7 +40,7 @@ from engine.reference import (
 )
 from engine.store import compressed, metadata, references
 from engine.store import images as imagedb
-from engine.store.atomic import exclusive_lock
+from engine.store.atomic import ParsedOnce, exclusive_lock
 from engine.store.ingest import stage_layer
 from engine.store.layers import chain_ids, check_layer, commit_layer, delete_layer, has_layer
 from engine.store.layout import Layout
@@ -76,6 +76,7 @@ class Store:
         self.root = root
         self._layout = Layout(root)
         self._repositories_file = references.RepositoriesFile(self._layout.repositories)
+        self._forms: dict[str, ParsedOnce[compressed.Forms]] = {}
         # Push records waiting for the next write, and the one write at a time.
         self._unrecorded: list[tuple[PushRecord, str]] = []
         self._recording = asyncio.Lock()
@@ -329,13 +330,21 @@ class Store:
     def _push_knowledge(
         self, diff_ids: Sequence[Digest], compressor: str
     ) -> dict[Digest, Knowledge]:
-        known: dict[Digest, Knowledge] = {}
-        for diff_id in diff_ids:
-            known[diff_id] = Knowledge(
+        forms = _or_nothing(self._compressed_forms(compressor).get) or {}
+        return {
+            diff_id: Knowledge(
                 _or_nothing(metadata.read_v2_metadata, self._layout, diff_id) or [],
-                _or_nothing(compressed.read_compressed_form, self._layout, diff_id, compressor),
+                forms.get(diff_id),
             )
-        return known
+            for diff_id in diff_ids
+        }
+
+    def _compressed_forms(self, compressor: str) -> ParsedOnce[compressed.Forms]:
+        forms = self._forms.get(compressor)
+        if forms is None:
+            forms = compressed.compressed_forms(self._layout.compressed_forms(compressor))
+            self._forms[compressor] = forms
+        return forms
 
     async def record_pushes(self, records: Sequence[PushRecord], compressor: str) -> None:
         """Remember where layers now are (and what they compressed to); return once written.
@@ -355,21 +364,31 @@ class Store:
         by_diff_id: dict[Digest, list[tuple[PushRecord, str]]] = {}
         for record, compressor in batch:
             by_diff_id.setdefault(record.diff_id, []).append((record, compressor))
+        forms: dict[str, compressed.Forms] = {}
+        for record, compressor in batch:
+            if record.compressed is not None:
+                forms.setdefault(compressor, {})[record.diff_id] = record.compressed
         try:
             with self._lock():
                 for diff_id, group in by_diff_id.items():
                     self._record_layer(diff_id, group)
+                for compressor, made in forms.items():
+                    self._record_forms(compressor, made)
         except StoreError as exc:
             log.warning("push metadata not recorded", error=str(exc))
 
     def _record_layer(self, diff_id: Digest, group: Sequence[tuple[PushRecord, str]]) -> None:
         try:
             metadata.add_v2_metadata(self._layout, diff_id, *(r.entry for r, _ in group))
-            forms = {c: r.compressed for r, c in group if r.compressed is not None}
-            for compressor, form in forms.items():
-                compressed.write_compressed_form(self._layout, diff_id, compressor, form)
         except StoreError as exc:
             log.warning("push metadata not recorded", diff_id=str(diff_id), error=str(exc))
+
+    def _record_forms(self, compressor: str, made: compressed.Forms) -> None:
+        known = self._compressed_forms(compressor)
+        try:
+            compressed.add_forms(known.path, _or_nothing(known.get) or {}, made)
+        except StoreError as exc:
+            log.warning("compressed forms not recorded", compressor=compressor, error=str(exc))
 
     async def diff_id_by_digest(self, digest: Digest) -> Digest | None:
         """The diff ID a compressed blob ``digest`` decompresses to, if it was ever recorded."""

@@ -808,6 +808,37 @@ async def test_push_knowledge_round_trip_and_damage_is_no_record(tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_compressed_forms_share_one_file_and_a_damaged_one_is_no_record(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "root")
+    diff_ids = [Digest.of(f"layer {n}".encode()) for n in range(5)]
+    blobs = [Descriptor(DOCKER_LAYER_GZIP, Digest.of(f"gz {n}".encode()), n + 1) for n in range(5)]
+    records = [
+        PushRecord(d, V2Metadata(b.digest, "127.0.0.1:5000/a/b"), b)
+        for d, b in zip(diff_ids, blobs, strict=True)
+    ]
+    await store.record_pushes(records, "gzip-test")
+
+    forms = tmp_path / "root/layerdb/compressed"
+    assert [p.name for p in forms.iterdir()] == ["gzip-test.json"]
+    known = await store.push_knowledge(diff_ids, "gzip-test")
+    assert [known[d].compressed for d in diff_ids] == blobs
+    # Another Store on the root (another process) reads what this one wrote.
+    assert (await Store(tmp_path / "root").push_knowledge(diff_ids[:1], "gzip-test"))[
+        diff_ids[0]
+    ].compressed == blobs[0]
+
+    await anyio.to_thread.run_sync((forms / "gzip-test.json").write_bytes, b"[1, 2")
+    damaged = await store.push_knowledge(diff_ids, "gzip-test")
+    assert [damaged[d].compressed for d in diff_ids] == [None] * 5
+    assert [damaged[d].metadata for d in diff_ids] == [[r.entry] for r in records]
+    await store.record_pushes(records[:1], "gzip-test")  # written anew, whole
+    healed = await store.push_knowledge(diff_ids, "gzip-test")
+    assert [healed[d].compressed for d in diff_ids] == [blobs[0], None, None, None, None]
+
+
+@pytest.mark.anyio
 async def test_concurrent_push_records_all_land_and_unchanged_files_stay(tmp_path: Path) -> None:
     """Fifty pushes of one shared layer record at once: every location is kept, in the order
     the pushes recorded them; recording what a file already says does not replace it."""
