@@ -17,11 +17,12 @@ from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiohttp
+import anyio.to_thread
 import structlog
 
 from engine.digest import Digest
 from engine.errors import TransportError
-from engine.registry import protocol
+from engine.registry import protocol, tls
 from engine.registry.auth import Authenticator, HttpRequest, HttpResponse, repository_scope
 from engine.registry.protocol import UploadSession, UploadStatus
 from engine.registry.throttle import HostGate
@@ -66,8 +67,8 @@ class RegistryClient:
         # Shared by every client of the process: one 429 slows every request to that host.
         self.gate = gate or HostGate()
         self._host = urlsplit(base).netloc
-        # None means aiohttp's default: verified against the system's trust store.
-        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        # None: an http endpoint, whose https URLs (a token service) use the system's trust.
+        self._ssl = ssl_context
         self._token_exchanges: dict[_TokenKey, asyncio.Future[HttpResponse]] = {}
 
     async def request(
@@ -125,6 +126,14 @@ class RegistryClient:
         if not exchange.cancelled():
             exchange.exception()  # retrieved here, so an answer nobody awaited any more is quiet
 
+    async def _ssl_for(self, url: str) -> ssl.SSLContext | bool:
+        """The context for ``url``: always one of Hoist's own for https (``tls.system_trust``)."""
+        if self._ssl is not None:
+            return self._ssl
+        if url.startswith("https:"):
+            return await anyio.to_thread.run_sync(tls.system_trust)
+        return True  # plain http: aiohttp makes no TLS connection
+
     async def _exchange(self, request: HttpRequest, caller_body: Body) -> HttpResponse:
         own_body = request.body is None and not request.is_token_request
         body = caller_body if own_body else request.body
@@ -138,7 +147,7 @@ class RegistryClient:
                 data=body,
                 headers=request.headers,
                 allow_redirects=False,
-                ssl=self._ssl,
+                ssl=await self._ssl_for(request.url),
                 # A layer's body waits for "100 Continue": a refusal (401, 429, 5xx) then
                 # costs one round trip instead of the whole body.
                 expect100=_worth_a_continue(body),

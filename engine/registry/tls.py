@@ -8,6 +8,7 @@ an insecure registry, which Docker lets use https without verification.
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from collections.abc import Sequence
@@ -80,3 +81,14 @@ def ssl_context(host_tls: HostTLS, *, verify: bool) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise TLSConfigError(f"{host_tls.directory}: {exc}") from exc
     return context
+
+
+@functools.cache
+def system_trust() -> ssl.SSLContext:
+    """A verifying context with the system's CAs, for https URLs of a registry reached over
+    http (a token service, say): made once, on first need, as loading the CAs takes ~15 ms.
+
+    Every https request gets a context of Hoist's own, never aiohttp's default one, so that the
+    command line can skip building that one at start-up (see ``cli.py``).
+    """
+    return ssl.create_default_context(ssl.Purpose.SERVER_AUTH)

@@ -8,6 +8,7 @@ registry in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -165,3 +166,15 @@ async def test_concurrent_requests_share_one_token_fetch(anyio_backend: str) -> 
     assert sizes == [None] * concurrent
     assert len(refused) == concurrent
     assert token_fetches == ["repository:app:push,pull"]
+
+
+@pytest.mark.anyio
+async def test_https_urls_always_get_a_verifying_context_of_hoists_own(anyio_backend: str) -> None:
+    # The command line imports aiohttp with default contexts that trust no CA (cli.py): so an
+    # https URL must never be left to aiohttp's default, even from a client of an http endpoint.
+    async with aiohttp.ClientSession() as session:
+        client = RegistryClient(session, "http://127.0.0.1:5000", auth=Authenticator(AuthConfig()))
+        assert await client._ssl_for("http://127.0.0.1:5000/v2/") is True  # no TLS at all
+        context = await client._ssl_for("https://auth.example/token")
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname

@@ -1,0 +1,32 @@
+"""The command line's start-up: what it changes of the process, and that it undoes it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_PROBE = """
+import json, ssl, sys
+import cli
+cli._import_aiohttp_without_default_trust()
+from aiohttp import connector
+print(json.dumps({
+    "patch_undone": "set_default_verify_paths" not in vars(ssl.SSLContext),
+    "aiohttp_default_cas": connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"],
+    "aiohttp_default_verifies": connector._SSL_CONTEXT_VERIFIED.verify_mode == ssl.CERT_REQUIRED,
+}))
+"""
+
+
+def test_aiohttp_defaults_trust_nothing_and_ssl_is_left_as_it_was() -> None:
+    # A fresh interpreter: the change is process-wide, and this one imported aiohttp long ago.
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    probe = json.loads(out.stdout)
+    expected = {"patch_undone": True, "aiohttp_default_cas": 0, "aiohttp_default_verifies": True}
+    assert probe == expected
