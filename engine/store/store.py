@@ -88,9 +88,7 @@ class Store:
 
     async def sweep(self) -> list[Path]:
         """Remove what interrupted writes left behind (their writers are dead)."""
-        if not await anyio.Path(self.root).exists():
-            return []
-        return await store_bound(sweep_leftovers, self.root)
+        return await store_bound(sweep_leftovers, self.root)  # none when there is no root yet
 
     # -- importing and naming ---------------------------------------------------------------
 

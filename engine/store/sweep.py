@@ -31,7 +31,8 @@ def alive(pid: int) -> bool:
 
 
 def sweep_leftovers(root: Path) -> list[Path]:
-    """Remove abandoned temp files and directories under ``root``; what was removed."""
+    """Remove abandoned temp files and directories under ``root`` (which need not exist); what
+    was removed."""
     removed: list[Path] = []
     for directory, subdirectories, files in os.walk(root):
         for name in [*subdirectories, *files]:
