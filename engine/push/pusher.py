@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+import anyio
+
 from engine.concurrency import gather
 from engine.digest import Digest
 from engine.image import media_types
@@ -134,7 +136,10 @@ class Pusher:
                 client.put_manifest, ref.path, reference, media_type, manifest
             )
         finally:
-            await recording
+            # Shielded: a push cancelled now (a sibling failed, Ctrl-C) still records its layers.
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({recording})
+        recording.result()  # a failure to record, once the push's own has not come first
         return _PushedImage(media_type, manifest, digest, layers)
 
     async def _retrying(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:

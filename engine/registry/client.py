@@ -69,6 +69,7 @@ class RegistryClient:
         self._host = urlsplit(base).netloc
         # None: an http endpoint, whose https URLs (a token service) use the system's trust.
         self._ssl = ssl_context
+        self._system_trust: ssl.SSLContext | None = None
         self._token_exchanges: dict[_TokenKey, asyncio.Future[HttpResponse]] = {}
 
     async def request(
@@ -127,12 +128,14 @@ class RegistryClient:
             exchange.exception()  # retrieved here, so an answer nobody awaited any more is quiet
 
     async def _ssl_for(self, url: str) -> ssl.SSLContext | bool:
-        """The context for ``url``: always one of Hoist's own for https (``tls.system_trust``)."""
+        """The context for ``url``: for anything but plain http, always one of Hoist's own."""
         if self._ssl is not None:
             return self._ssl
-        if url.startswith("https:"):
-            return await anyio.to_thread.run_sync(tls.system_trust)
-        return True  # plain http: aiohttp makes no TLS connection
+        if urlsplit(url).scheme == "http":
+            return True  # aiohttp makes no TLS connection
+        if self._system_trust is None:
+            self._system_trust = await anyio.to_thread.run_sync(tls.system_trust)
+        return self._system_trust
 
     async def _exchange(self, request: HttpRequest, caller_body: Body) -> HttpResponse:
         own_body = request.body is None and not request.is_token_request

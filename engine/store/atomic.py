@@ -115,9 +115,13 @@ def read_json(path: Path) -> Any:
 class ParsedOnce(Generic[T]):
     """A file that is only ever replaced whole, parsed again only when it was replaced.
 
-    Replacement gives the file a new inode, so an unchanged inode, size and modification time
-    mean unchanged content. ``get`` hands out the parsed value itself: callers must not change
-    it. A file that does not exist is parsed too (``parse`` says what that means).
+    Replacement gives the file a new inode, so an unchanged inode, size and times mean
+    unchanged content, except in one race: another process replacing the file twice within one
+    tick of the filesystem clock, the second time reusing the first inode number with the same
+    size. A reader then sees the older content, as if it had read a moment earlier; a
+    read-modify-write under the store's lock must read the file itself. ``get`` hands out the
+    parsed value itself: callers must not change it. A file that does not exist is parsed too
+    (``parse`` says what that means).
     """
 
     def __init__(self, path: Path, parse: Callable[[Path], T]) -> None:

@@ -5,9 +5,10 @@ and the compressor alone. Knowing it, a push can ask a registry whether it alrea
 without compressing anything — even after the push metadata is lost.
 
 One JSON object per compressor maps diff IDs to descriptors. A cache like the push metadata:
-replaced atomically but not fsynced, and a damaged one is no record. One file replaced per
-batch of pushes, not one file created per layer: on ext4, creating a file costs more than
-everything else a push writes.
+replaced atomically but not fsynced, and a damaged one is no record (of any layer, then: the
+next push compresses again and writes it anew). One file replaced per batch of pushes, not one
+file created per layer: on ext4, creating a file costs more than everything else a push writes.
+Entries outlive ``rmi``: the map grows by one line per layer ever pushed.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ class Store:
         with self._lock():
             if not imagedb.has_image(self._layout, image_id):
                 raise ImageNotFoundError(f"No such image: {image_id}")
-            repositories = self._repositories()
+            repositories = references.load_repositories(self._layout.repositories)
             references.add_reference(repositories, ref, image_id)
             references.save_repositories(self._layout.repositories, repositories)
 
@@ -175,7 +175,8 @@ class Store:
         return self._find(text, self._repositories())[0]
 
     def _repositories(self) -> Repositories:
-        # Atomic replacement makes a lock-free read consistent.
+        # For reading only: a read-modify-write under the lock loads the file itself, as a
+        # cached version could be stale (see ParsedOnce) and the write would then lose a change.
         return self._repositories_file.load()
 
     def _find(self, text: str, repositories: Repositories) -> tuple[Digest, Reference | None]:
@@ -265,7 +266,7 @@ class Store:
 
     def _remove(self, text: str, force: bool) -> list[str]:
         with self._lock():
-            repositories = self._repositories()
+            repositories = references.load_repositories(self._layout.repositories)
             image_id, ref = self._find(text, repositories)
             if ref is not None:
                 records = _untag_reference(repositories, ref, image_id)
@@ -382,9 +383,11 @@ class Store:
             log.warning("push metadata not recorded", diff_id=str(diff_id), error=str(exc))
 
     def _record_forms(self, compressor: str, made: compressed.Forms) -> None:
-        known = self._compressed_forms(compressor)
+        path = self._layout.compressed_forms(compressor)
         try:
-            compressed.add_forms(known.path, _or_nothing(known.get) or {}, made)
+            # Under the lock: the file itself, not the cached parse, or another writer's forms
+            # could be lost.
+            compressed.add_forms(path, _or_nothing(compressed.read_forms, path) or {}, made)
         except StoreError as exc:
             log.warning("compressed forms not recorded", compressor=compressor, error=str(exc))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 
 from engine.digest import Digest
-from engine.registry.auth import Authenticator
+from engine.errors import TransportError
+from engine.registry.auth import Authenticator, HttpRequest, HttpResponse
 from engine.registry.client import RegistryClient
 from engine.registry.credentials import AuthConfig
 from engine.registry.throttle import HostGate
@@ -168,13 +169,41 @@ async def test_concurrent_requests_share_one_token_fetch(anyio_backend: str) -> 
     assert token_fetches == ["repository:app:push,pull"]
 
 
+class _SpySession:
+    """Records the ``ssl`` each request would be sent with, and sends nothing."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, object]] = []
+
+    def request(self, method: str, url: str, **kwargs: object) -> None:
+        self.seen.append((url, kwargs["ssl"]))
+        raise aiohttp.ClientConnectionError("not sent")
+
+
+def _one_request(url: str, *, token: bool) -> Generator[HttpRequest, HttpResponse, HttpResponse]:
+    return (yield HttpRequest("GET", url, {}, is_token_request=token))
+
+
 @pytest.mark.anyio
-async def test_https_urls_always_get_a_verifying_context_of_hoists_own(anyio_backend: str) -> None:
-    # The command line imports aiohttp with default contexts that trust no CA (cli.py): so an
-    # https URL must never be left to aiohttp's default, even from a client of an http endpoint.
-    async with aiohttp.ClientSession() as session:
-        client = RegistryClient(session, "http://127.0.0.1:5000", auth=Authenticator(AuthConfig()))
-        assert await client._ssl_for("http://127.0.0.1:5000/v2/") is True  # no TLS at all
-        context = await client._ssl_for("https://auth.example/token")
-    assert isinstance(context, ssl.SSLContext)
-    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+async def test_https_requests_never_reach_aiohttps_default_context(anyio_backend: str) -> None:
+    # The command line imports aiohttp with default contexts that trust no CA (cli.py): every
+    # https request, even from a client of an http endpoint (a token service, a redirect), must
+    # carry a verifying context of Hoist's own, never ``ssl=True``.
+    session = _SpySession()
+    client = RegistryClient(
+        session,  # type: ignore[arg-type]
+        "http://127.0.0.1:5000",
+        auth=Authenticator(AuthConfig()),
+    )
+    urls = [
+        "HTTPS://auth.invalid/token",
+        "https://storage.invalid/blob",
+        "http://127.0.0.1:5000/v2/",
+    ]
+    for url, token in zip(urls, [True, False, False], strict=True):
+        with pytest.raises(TransportError):
+            await client.run(_one_request(url, token=token))
+    contexts = [ssl_ for _, ssl_ in session.seen]
+    assert [type(c) for c in contexts] == [ssl.SSLContext, ssl.SSLContext, bool]
+    assert all(c.verify_mode is ssl.CERT_REQUIRED and c.check_hostname for c in contexts[:2])
+    assert contexts[2] is True  # plain http: no TLS connection at all

@@ -247,6 +247,10 @@ async def test_a_store_reads_tags_another_writer_changed(store: Store, builder: 
         await store.resolve("app:1")
     await store.tag(ref("app:3"), image_id)  # its own writes too
     assert await other.resolve("app:3") == await store.resolve("app:3") == image_id
+    # A retag to another image leaves the file as long as it was: still read anew.
+    second = await store.add_image(builder.image([APP]))
+    await other.tag(ref("app:3"), second)
+    assert await store.resolve("app:3") == second
 
 
 # -- verification on import -------------------------------------------------------------------
@@ -829,7 +833,9 @@ async def test_compressed_forms_share_one_file_and_a_damaged_one_is_no_record(
         diff_ids[0]
     ].compressed == blobs[0]
 
-    await anyio.to_thread.run_sync((forms / "gzip-test.json").write_bytes, b"[1, 2")
+    damage = forms / "damage.tmp"
+    await anyio.to_thread.run_sync(damage.write_bytes, b"[1, 2")
+    await anyio.to_thread.run_sync(damage.replace, forms / "gzip-test.json")  # as writers do
     damaged = await store.push_knowledge(diff_ids, "gzip-test")
     assert [damaged[d].compressed for d in diff_ids] == [None] * 5
     assert [damaged[d].metadata for d in diff_ids] == [[r.entry] for r in records]
