@@ -90,18 +90,23 @@ def kill_delays(duration: float, rng: random.Random) -> list[float]:
     return [duration * (n + rng.random()) / KILLS for n in range(KILLS)]
 
 
-def run_and_kill(hoist: Hoist, args: list[str], delay: float) -> int:
-    """Start ``hoist ARGS``, SIGKILL it after ``delay`` seconds; its exit status.
-
-    -9 when the kill landed; 0 when the command had already finished (a moment after its end).
-    """
-    process = subprocess.Popen(
+def start(hoist: Hoist, args: list[str]) -> subprocess.Popen[str]:
+    """``hoist ARGS`` running in the background, its stderr kept for the failure message."""
+    return subprocess.Popen(
         command_line(hoist, *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **hoist.env},
     )
+
+
+def run_and_kill(hoist: Hoist, args: list[str], delay: float) -> int:
+    """Start ``hoist ARGS``, SIGKILL it after ``delay`` seconds; its exit status.
+
+    -9 when the kill landed; 0 when the command had already finished (a moment after its end).
+    """
+    process = start(hoist, args)
     time.sleep(delay)
     process.kill()  # a no-op if it has already exited
     _, stderr = process.communicate(timeout=PATIENCE)
@@ -257,13 +262,7 @@ CATCH_ATTEMPTS = 3
 def stop_mid_write(hoist: Hoist, args: list[str], moment: Callable[[Path], bool]) -> list[Path]:
     """Run ``hoist ARGS`` until ``moment`` holds for its root, freeze it (SIGSTOP), note the
     leftovers a crash would leave, then SIGKILL it. The leftovers, or [] if the moment passed."""
-    process = subprocess.Popen(
-        command_line(hoist, *args),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **hoist.env},
-    )
+    process = start(hoist, args)
     while process.poll() is None and not moment(hoist.root):
         time.sleep(0.001)
     if process.poll() is None:
