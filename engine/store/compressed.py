@@ -20,15 +20,10 @@ from typing import Any
 from engine.digest import Digest
 from engine.errors import HoistError, StoreError
 from engine.image.base import Descriptor
-from engine.store.atomic import ParsedOnce, read_json, write_json
+from engine.store.atomic import read_json, write_json
 
 #: diff ID → what the compressor made of that layer
 Forms = dict[Digest, Descriptor]
-
-
-def compressed_forms(path: Path) -> ParsedOnce[Forms]:
-    """The map at ``path``, read again only once it was replaced."""
-    return ParsedOnce(path, read_forms)
 
 
 def read_forms(path: Path) -> Forms:

@@ -21,7 +21,7 @@ from engine.reference import (
     parse_normalized_named,
     with_default_tag,
 )
-from engine.store.atomic import ParsedOnce, read_json, write_json
+from engine.store.atomic import read_json, write_json
 
 #: familiar name → familiar string → image ID
 Repositories = dict[str, dict[str, str]]
@@ -41,21 +41,6 @@ def load_repositories(path: Path) -> Repositories:
     for refs in repositories.values():
         _check_entries(path, refs)
     return repositories
-
-
-class RepositoriesFile:
-    """``repositories.json``, checked and parsed once per version of the file.
-
-    A batch push resolves every image through it, and checking each entry of a file with a
-    hundred tags, twice per image, cost more than the rest of resolving. ``load`` hands out a
-    copy: callers may change it and save it.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._file = ParsedOnce(path, load_repositories)
-
-    def load(self) -> Repositories:
-        return {name: dict(refs) for name, refs in self._file.get().items()}
 
 
 def _well_formed(repositories: object) -> bool:

@@ -75,7 +75,11 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._layout = Layout(root)
-        self._repositories_file = references.RepositoriesFile(self._layout.repositories)
+        # A batch push resolves every image: checking each tag of the file anew, twice per
+        # image, cost more than the rest of resolving.
+        self._repositories_file = ParsedOnce(
+            self._layout.repositories, references.load_repositories
+        )
         self._forms: dict[str, ParsedOnce[compressed.Forms]] = {}
         # Push records waiting for the next write, and the one write at a time.
         self._unrecorded: list[tuple[PushRecord, str]] = []
@@ -175,9 +179,9 @@ class Store:
         return self._find(text, self._repositories())[0]
 
     def _repositories(self) -> Repositories:
-        # For reading only: a read-modify-write under the lock loads the file itself, as a
-        # cached version could be stale (see ParsedOnce) and the write would then lose a change.
-        return self._repositories_file.load()
+        # For reading only, never to change: a read-modify-write under the lock loads the file
+        # itself, as a cached version could be stale (see ParsedOnce) and lose a change.
+        return self._repositories_file.get()
 
     def _find(self, text: str, repositories: Repositories) -> tuple[Digest, Reference | None]:
         """Docker's order: a reference first, then an ID (prefix). The reference is returned
@@ -341,7 +345,7 @@ class Store:
     def _compressed_forms(self, compressor: str) -> ParsedOnce[compressed.Forms]:
         forms = self._forms.get(compressor)
         if forms is None:
-            forms = compressed.compressed_forms(self._layout.compressed_forms(compressor))
+            forms = ParsedOnce(self._layout.compressed_forms(compressor), compressed.read_forms)
             self._forms[compressor] = forms
         return forms
 
