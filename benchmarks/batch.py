@@ -29,6 +29,7 @@ from benchmarks.process import (
     REGISTRY_DIR_HELP,
     BenchmarkError,
     StoredBlobs,
+    byte_compile_hoist,
     check_exit,
     child_env,
     cold_env,
@@ -151,6 +152,7 @@ def generate(
 ) -> BatchWorkspace:
     """Write every image's archive and layout entry; load each archive into one store."""
     env = child_env(base)
+    byte_compile_hoist()
     width = max(2, len(str(count)))
     images = [_write_image(base, n, width) for n in range(1, count + 1)]
     shutil.rmtree(base / "layer-tars")  # the archives hold them now; keep the disk footprint down

@@ -22,6 +22,7 @@ from typing import Any
 from benchmarks.process import (
     REGISTRY_DIR_HELP,
     BenchmarkError,
+    byte_compile_hoist,
     check_exit,
     child_env,
     cold_env,
@@ -92,6 +93,7 @@ def generate(
 ) -> Workspace:
     """Write the docker-archive (and the OCI layout) of ``specs``; load the archive into a store."""
     env = child_env(base)
+    byte_compile_hoist()
     archive = base / "image.tar"
     tars = base / "layer-tars"
     tars.mkdir()

@@ -9,6 +9,9 @@ from engine.errors import ImageSourceError
 
 _DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_LOWER_HEX = re.compile(r"[a-f0-9]+")
+#: Nearly every digest is one of these: one match settles it (the store parses thousands).
+_SHA256 = re.compile(r"sha256:[a-f0-9]{64}")
 
 
 class Digest(str):
@@ -19,13 +22,13 @@ class Digest(str):
     @classmethod
     def parse(cls, text: str) -> Digest:
         """Validate ``text`` as the OCI digest grammar (with known lengths for sha2)."""
+        if _SHA256.fullmatch(text):
+            return cls(text)
         if not _DIGEST.fullmatch(text):
             raise ImageSourceError(f"invalid digest {text!r}")
         algorithm, _, encoded = text.partition(":")
         expected = _HEX_LENGTHS.get(algorithm)
-        if expected is not None and (
-            len(encoded) != expected or not re.fullmatch(r"[a-f0-9]+", encoded)
-        ):
+        if expected is not None and (len(encoded) != expected or not _LOWER_HEX.fullmatch(encoded)):
             raise ImageSourceError(f"invalid digest {text!r}")
         return cls(text)
 

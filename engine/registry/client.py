@@ -131,7 +131,7 @@ class RegistryClient:
         """The context for ``url``: for anything but plain http, always one of Hoist's own."""
         if self._ssl is not None:
             return self._ssl
-        if urlsplit(url).scheme == "http":
+        if url.startswith("http://") or urlsplit(url).scheme == "http":
             return True  # aiohttp makes no TLS connection
         if self._system_trust is None:
             self._system_trust = await anyio.to_thread.run_sync(tls.system_trust)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from engine.digest import Digest
 from engine.errors import (
@@ -45,15 +45,17 @@ def resolve_location(request_url: str, location: str | None) -> str:
         raise RegistryResponseError(
             "registry answered without a Location header", status=0, url=request_url
         )
+    if location.startswith(("http://", "https://")):
+        return location  # what Distribution sends; urljoin would only take it apart and back
     return urljoin(request_url, location)
 
 
 def with_query(url: str, **params: str) -> str:
-    """Add query parameters to ``url`` keeping those it has (Distribution's signed ``_state``)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    query += list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    """Add query parameters to ``url``, keeping its own as they are (Distribution's signed
+    ``_state``): they are the registry's, so they are not decoded and encoded again."""
+    address, hash_mark, fragment = url.partition("#")
+    joint = "" if address.endswith(("?", "&")) else "&" if "?" in address else "?"
+    return f"{address}{joint}{urlencode(params)}{hash_mark}{fragment}"
 
 
 def commit_url(location: str, digest: Digest) -> str:
@@ -118,6 +120,13 @@ def same_origin(a: str, b: str) -> bool:
     """Same scheme, host and port: credentials only go where they came from."""
     pa, pb = urlsplit(a), urlsplit(b)
     return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+def origin_prefix(url: str) -> str:
+    """``scheme://netloc/``: any URL that starts with it has ``url``'s origin (the netloc ends
+    at the first slash), so a plain prefix test settles the common case of ``same_origin``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from engine.digest import Digest
@@ -66,8 +67,17 @@ class Layout:
 
     def diff_id_by_digest(self, digest: Digest) -> Path:
         digest = _checked(digest)
-        return self.root / "distribution" / "diffid-by-digest" / digest.algorithm / digest.hex
+        return self._diff_ids_by_digest / digest.algorithm / digest.hex
 
     def v2_metadata_by_diff_id(self, diff_id: Digest) -> Path:
         diff_id = _checked(diff_id)
-        return self.root / "distribution" / "v2metadata-by-diffid" / diff_id.algorithm / diff_id.hex
+        return self._v2_metadata_by_diff_id / diff_id.algorithm / diff_id.hex
+
+    # Joined once: a push records hundreds of these paths, and each join costs a path parse.
+    @cached_property
+    def _diff_ids_by_digest(self) -> Path:
+        return self.root / "distribution" / "diffid-by-digest"
+
+    @cached_property
+    def _v2_metadata_by_diff_id(self) -> Path:
+        return self.root / "distribution" / "v2metadata-by-diffid"

@@ -568,6 +568,8 @@ def test_token_endpoint_failures(
         "https://storage.test/upload/abc?sig=1",
         "http://registry.test/v2/team/app/blobs/uploads/1",  # same host, another scheme
         "https://registry.test:8443/v2/team/app/blobs/uploads/1",  # same host, another port
+        "https://registry.test.evil.test/v2/team/app/blobs/uploads/1",  # a longer host name
+        "https://registry.test@evil.test/v2/team/app/blobs/uploads/1",  # the host after "@"
     ],
 )
 def test_authorization_never_goes_to_another_origin(elsewhere: str) -> None:

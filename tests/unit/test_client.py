@@ -170,14 +170,22 @@ async def test_concurrent_requests_share_one_token_fetch(anyio_backend: str) -> 
 
 
 class _SpySession:
-    """Records the ``ssl`` each request would be sent with, and sends nothing."""
+    """Records how each request would be sent (its URL and keyword arguments), and sends nothing."""
 
     def __init__(self) -> None:
-        self.seen: list[tuple[str, object]] = []
+        self.seen: list[tuple[str, dict[str, object]]] = []
 
     def request(self, method: str, url: str, **kwargs: object) -> None:
-        self.seen.append((url, kwargs["ssl"]))
+        self.seen.append((url, kwargs))
         raise aiohttp.ClientConnectionError("not sent")
+
+
+def _spied_client(session: _SpySession) -> RegistryClient:
+    return RegistryClient(
+        session,  # type: ignore[arg-type]
+        "http://127.0.0.1:5000",
+        auth=Authenticator(AuthConfig()),
+    )
 
 
 def _one_request(url: str, *, token: bool) -> Generator[HttpRequest, HttpResponse, HttpResponse]:
@@ -190,11 +198,7 @@ async def test_https_requests_never_reach_aiohttps_default_context(anyio_backend
     # https request, even from a client of an http endpoint (a token service, a redirect), must
     # carry a verifying context of Hoist's own, never ``ssl=True``.
     session = _SpySession()
-    client = RegistryClient(
-        session,  # type: ignore[arg-type]
-        "http://127.0.0.1:5000",
-        auth=Authenticator(AuthConfig()),
-    )
+    client = _spied_client(session)
     urls = [
         "HTTPS://auth.invalid/token",
         "https://storage.invalid/blob",
@@ -203,7 +207,24 @@ async def test_https_requests_never_reach_aiohttps_default_context(anyio_backend
     for url, token in zip(urls, [True, False, False], strict=True):
         with pytest.raises(TransportError):
             await client.run(_one_request(url, token=token))
-    contexts = [ssl_ for _, ssl_ in session.seen]
+    contexts = [kwargs["ssl"] for _, kwargs in session.seen]
     assert [type(c) for c in contexts] == [ssl.SSLContext, ssl.SSLContext, bool]
     assert all(c.verify_mode is ssl.CERT_REQUIRED and c.check_hostname for c in contexts[:2])
     assert contexts[2] is True  # plain http: no TLS connection at all
+
+
+async def _stream() -> AsyncIterator[bytes]:
+    yield b"layer"
+
+
+@pytest.mark.anyio
+async def test_a_layer_body_waits_for_100_continue(anyio_backend: str) -> None:
+    # A refused layer body (a 401, a 429, a fault) must cost a round trip, not the body: the
+    # reliability tests bound the bytes a push may send twice.
+    session = _SpySession()
+    client = _spied_client(session)
+    url = "http://127.0.0.1:5000/v2/app/blobs/uploads/1"
+    for body in (None, b"{}", b"x" * (2 << 20), _stream()):
+        with pytest.raises(TransportError):
+            await client.request("PUT", url, ok=(201,), data=body)
+    assert [kwargs["expect100"] for _, kwargs in session.seen] == [False, False, True, True]

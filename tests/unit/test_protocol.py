@@ -52,6 +52,21 @@ def test_commit_url_keeps_the_signed_state() -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://r/u", "http://r/u?mount=a%2Fb&from=c"),
+        ("http://r/u?", "http://r/u?mount=a%2Fb&from=c"),
+        ("http://r/u?k=v&", "http://r/u?k=v&mount=a%2Fb&from=c"),
+        # The registry's own parameters stay exactly as sent, however they were encoded.
+        ("http://r/u?_state=a+b%2Fc&x=%7E", "http://r/u?_state=a+b%2Fc&x=%7E&mount=a%2Fb&from=c"),
+        ("http://r/u?k=v#frag", "http://r/u?k=v&mount=a%2Fb&from=c#frag"),
+    ],
+)
+def test_with_query_appends(url: str, expected: str) -> None:
+    assert protocol.with_query(url, mount="a/b", **{"from": "c"}) == expected
+
+
+@pytest.mark.parametrize(
     ("status", "body", "cls", "message"),
     [
         (
@@ -90,6 +105,21 @@ def test_error_answers_become_one_typed_error(
     assert type(error) is cls
     assert message in str(error)
     assert error.status == status
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://r:5000/v2/",
+        "https://r:5000/x#y",
+        "https://r:5000/v2/?x=1",
+    ],
+)
+def test_a_url_under_the_origin_prefix_has_that_origin(url: str) -> None:
+    prefix = protocol.origin_prefix("https://r:5000/v2/a")
+    assert prefix == "https://r:5000/"
+    assert url.startswith(prefix)
+    assert protocol.same_origin("https://r:5000/v2/a", url)
 
 
 def test_same_origin() -> None:

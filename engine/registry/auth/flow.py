@@ -39,7 +39,7 @@ from engine.registry.auth.token import (
     token_request,
 )
 from engine.registry.credentials import AuthConfig
-from engine.registry.protocol import same_origin
+from engine.registry.protocol import origin_prefix, same_origin
 
 #: What a flow is: yields requests, is sent responses, returns the caller's final response.
 Flow = Generator[HttpRequest, HttpResponse, HttpResponse]
@@ -74,6 +74,7 @@ class Authenticator:
         self._clock = clock
         self._client_id = client_id
         self._origin = origin
+        self._origin_prefix: str | None = None
         self._force_oauth = force_oauth
         self._challenge: Challenge | None = None
         self._tokens = TokenCache()
@@ -118,7 +119,9 @@ class Authenticator:
     def _owns(self, url: str) -> bool:
         if self._origin is None:
             self._origin = url
-        return same_origin(self._origin, url)
+        if self._origin_prefix is None:
+            self._origin_prefix = origin_prefix(self._origin)
+        return url.startswith(self._origin_prefix) or same_origin(self._origin, url)
 
     def _drop_refused(self, attempt: HttpRequest) -> None:
         sent = authorization_of(attempt) or ""

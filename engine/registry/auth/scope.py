@@ -61,5 +61,7 @@ def scope_key(scopes: Iterable[str]) -> tuple[str, ...]:
 
 def mount_source_scopes(url: str) -> tuple[str, ...]:
     """``repository:SRC:pull`` for each mount source (``?mount=…&from=SRC``), as Docker adds."""
+    if "from=" not in url:
+        return ()  # most requests: no query to take apart
     sources = parse_qs(urlsplit(url).query).get("from", [])
     return tuple(repository_scope(source, PULL) for source in sources if source)
