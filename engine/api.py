@@ -265,7 +265,8 @@ class Engine:
         """Push every ref at once under the shared upload limit; one failure stops no other.
 
         A blob shared by several of them crosses the wire once per registry: the first push
-        uploads it, the others mount it from there.
+        uploads it, the others mount it from there. Their push records are written in groups,
+        all of them before this returns.
         """
 
         async def one(ref: str) -> BatchItem:
@@ -275,7 +276,8 @@ class Engine:
             except HoistError as exc:
                 return BatchItem(ref, error=exc)
 
-        return list(await asyncio.gather(*(one(ref) for ref in refs)))
+        async with self.store.batched_records():
+            return list(await asyncio.gather(*(one(ref) for ref in refs)))
 
     async def tags_of(self, name: str) -> list[str]:
         """``--all-tags``: every tagged reference of the repository ``name`` in the store."""

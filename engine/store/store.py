@@ -9,9 +9,9 @@ from under an image being committed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ from engine.store.ingest import stage_layer
 from engine.store.layers import chain_ids, check_layer, commit_layer, delete_layer, has_layer
 from engine.store.layout import Layout
 from engine.store.metadata import V2Metadata
+from engine.store.recorder import Recorder
 from engine.store.references import Repositories
 from engine.store.sweep import sweep_leftovers
 
@@ -81,9 +82,7 @@ class Store:
             self._layout.repositories, references.load_repositories
         )
         self._forms: dict[str, ParsedOnce[compressed.Forms]] = {}
-        # Push records waiting for the next write, and the one write at a time.
-        self._unrecorded: list[tuple[PushRecord, str]] = []
-        self._recording = asyncio.Lock()
+        self._recorder: Recorder[tuple[PushRecord, str]] = Recorder(self._write_records)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -350,18 +349,20 @@ class Store:
         return forms
 
     async def record_pushes(self, records: Sequence[PushRecord], compressor: str) -> None:
-        """Remember where layers now are (and what they compressed to); return once written.
+        """Remember where layers now are (and what they compressed to); return once written, or,
+        inside ``batched_records``, once left to the batch's next write (see ``Recorder``).
 
-        Calls that come while one is writing are written together by the next: fifty pushes
-        that finish at once rewrite a layer they share once or twice, not fifty times. Push
-        metadata is a hint: what cannot be written is logged, never raised (it would fail
-        whichever push happened to write the batch, for a record that was not its own).
+        Push metadata is a hint: what cannot be written is logged, never raised (it would fail
+        whichever push happened to write the group, for a record that was not its own).
         """
-        self._unrecorded.extend((record, compressor) for record in records)
-        async with self._recording:
-            batch, self._unrecorded = self._unrecorded, []
-            if batch:
-                await store_bound(self._record_pushes, batch)
+        await self._recorder.record((record, compressor) for record in records)
+
+    def batched_records(self) -> AbstractAsyncContextManager[None]:
+        """A batch push: its records are written a few times a second and when it ends."""
+        return self._recorder.batched()
+
+    async def _write_records(self, group: list[tuple[PushRecord, str]]) -> None:
+        await store_bound(self._record_pushes, group)
 
     def _record_pushes(self, batch: Sequence[tuple[PushRecord, str]]) -> None:
         by_diff_id: dict[Digest, list[tuple[PushRecord, str]]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -12,7 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from conftest import Hoist, Skopeo
+from engine.digest import Digest
 from engine.image.sample import LayerSpec, write_docker_archive, write_oci_index_layout
+from engine.store import Store
 from engine.testing.proxy import Proxy, running_proxy
 from engine.testing.registry import LocalRegistry, running_registry
 
@@ -163,6 +166,19 @@ def test_a_batch_sends_each_shared_layer_once(
             distinct[str(layer["digest"])] = int(str(layer["size"]))
     assert len(distinct) == 5 + 20
     assert _layer_bytes(wire) == sum(distinct.values())
+    # The batch wrote its push records in groups, and every one of them before it returned.
+    for ref in refs:
+        repository = ref.rpartition(":")[0]
+        for layer in _manifest_layers(skopeo, ref):
+            where = asyncio.run(_recorded_repositories(hoist.root, str(layer["digest"])))
+            assert repository in where, f"{ref}: {layer['digest']} not recorded"
+
+
+async def _recorded_repositories(root: Path, digest: str) -> set[str]:
+    store = Store(root)
+    diff_id = await store.diff_id_by_digest(Digest.parse(digest))
+    assert diff_id is not None
+    return {entry.source_repository for entry in await store.v2_metadata(diff_id)}
 
 
 def test_one_failing_image_does_not_stop_the_batch(
