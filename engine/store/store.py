@@ -91,7 +91,8 @@ class Store:
 
     async def sweep(self) -> list[Path]:
         """Remove what interrupted writes left behind (their writers are dead)."""
-        return await store_bound(sweep_leftovers, self.root)  # none when there is no root yet
+        # None when there is no root yet. Committed layers hold no temp names (see sweep).
+        return await store_bound(sweep_leftovers, self.root, [self._layout.layerdb])
 
     # -- importing and naming ---------------------------------------------------------------
 

@@ -2,12 +2,18 @@
 
 Every temp name carries its writer's pid (``.tmp-PID-RANDOM``); one whose writer is no longer
 alive can never be finished, so it goes. A live writer's temp files are left alone.
+
+This runs before every command, so it does not walk what cannot hold a temp name: the
+subdirectories of a ``settled`` directory (a committed layer is renamed into place whole and never
+written into again) are looked at by name, not entered. Otherwise each command would read one
+directory per layer ever loaded.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from engine.store.atomic import TMP_PREFIX
@@ -30,10 +36,11 @@ def alive(pid: int) -> bool:
     return True
 
 
-def sweep_leftovers(root: Path) -> list[Path]:
-    """Remove abandoned temp files and directories under ``root`` (which need not exist); what
-    was removed."""
+def sweep_leftovers(root: Path, settled: Collection[Path] = ()) -> list[Path]:
+    """Remove abandoned temp files and directories under ``root`` (which need not exist), without
+    entering the subdirectories of ``settled`` directories; what was removed."""
     removed: list[Path] = []
+    not_entered = {str(path) for path in settled}
     for directory, subdirectories, files in os.walk(root):
         for name in [*subdirectories, *files]:
             pid = writer_pid(name)
@@ -45,5 +52,8 @@ def sweep_leftovers(root: Path) -> list[Path]:
             else:
                 path.unlink(missing_ok=True)
             removed.append(path)
-        subdirectories[:] = [d for d in subdirectories if writer_pid(d) is None]
+        if directory in not_entered:
+            subdirectories.clear()
+        else:
+            subdirectories[:] = [d for d in subdirectories if writer_pid(d) is None]
     return removed

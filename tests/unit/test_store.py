@@ -713,6 +713,43 @@ async def test_leftover_temp_files_are_ignored(store: Store, builder: Builder) -
         await store.resolve("0123")
 
 
+#: Above Linux's highest pid_max: no process has it, so its temp files are a dead writer's.
+DEAD_PID = 4194305
+
+
+@pytest.mark.anyio
+async def test_the_sweep_removes_dead_writers_leftovers_but_does_not_enter_layers(
+    store: Store, builder: Builder
+) -> None:
+    await store.add_image(builder.image([BASE]))
+    layerdb = store.root / "layerdb" / "sha256"
+    (layer,) = [path for path in layerdb.iterdir() if path.is_dir()]
+    metadata = store.root / "distribution" / "v2metadata-by-diffid" / "sha256"
+    metadata.mkdir(parents=True)
+    dead = [
+        store.root / f".tmp-{DEAD_PID}-repositories",
+        layerdb / f".tmp-{DEAD_PID}-staged",
+        metadata / f".tmp-{DEAD_PID}-entries",
+    ]
+    dead[0].write_text("{")
+    dead[1].mkdir()
+    (dead[1] / "layer.tar").write_bytes(BASE[:10])
+    dead[2].write_text("[")
+    live = store.root / f".tmp-{os.getpid()}-writing"
+    live.write_text("{")
+    # A committed layer is renamed into place whole: no writer leaves a temp name inside it, so
+    # the sweep (before every command) does not read one directory per layer to look.
+    inside_a_layer = layer / f".tmp-{DEAD_PID}-never-written-here"
+    inside_a_layer.write_text("x")
+
+    removed = await store.sweep()
+
+    assert sorted(removed) == sorted(dead)
+    assert not any(path.exists() for path in dead)
+    assert live.exists()
+    assert inside_a_layer.exists()
+
+
 def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOIST_ROOT", str(tmp_path / "elsewhere"))
     assert default_root() == tmp_path / "elsewhere"
