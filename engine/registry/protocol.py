@@ -119,7 +119,10 @@ def session_is_gone(status: int, body: bytes) -> bool:
 def same_origin(a: str, b: str) -> bool:
     """Same scheme, host and port: credentials only go where they came from."""
     pa, pb = urlsplit(a), urlsplit(b)
-    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+    try:
+        return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+    except ValueError:  # a port that is no number: not an origin credentials may go to
+        return False
 
 
 def origin_prefix(url: str) -> str:

@@ -40,7 +40,7 @@ def sweep_leftovers(root: Path, settled: Collection[Path] = ()) -> list[Path]:
     """Remove abandoned temp files and directories under ``root`` (which need not exist), without
     entering the subdirectories of ``settled`` directories; what was removed."""
     removed: list[Path] = []
-    not_entered = {str(path) for path in settled}
+    not_entered = {os.path.normpath(path) for path in settled}
     for directory, subdirectories, files in os.walk(root):
         for name in [*subdirectories, *files]:
             pid = writer_pid(name)
@@ -52,7 +52,7 @@ def sweep_leftovers(root: Path, settled: Collection[Path] = ()) -> list[Path]:
             else:
                 path.unlink(missing_ok=True)
             removed.append(path)
-        if directory in not_entered:
+        if os.path.normpath(directory) in not_entered:
             subdirectories.clear()
         else:
             subdirectories[:] = [d for d in subdirectories if writer_pid(d) is None]

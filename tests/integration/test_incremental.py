@@ -166,7 +166,7 @@ def test_a_batch_sends_each_shared_layer_once(
             distinct[str(layer["digest"])] = int(str(layer["size"]))
     assert len(distinct) == 5 + 20
     assert _layer_bytes(wire) == sum(distinct.values())
-    # The batch wrote its push records in groups, and every one of them before it returned.
+    # Every push record of the batch was written before the command returned.
     for ref in refs:
         repository = ref.rpartition(":")[0]
         for layer in _manifest_layers(skopeo, ref):

@@ -570,6 +570,7 @@ def test_token_endpoint_failures(
         "https://registry.test:8443/v2/team/app/blobs/uploads/1",  # same host, another port
         "https://registry.test.evil.test/v2/team/app/blobs/uploads/1",  # a longer host name
         "https://registry.test@evil.test/v2/team/app/blobs/uploads/1",  # the host after "@"
+        "https://registry.test:443.evil.test/v2/team/app/blobs/uploads/1",  # no port at all
     ],
 )
 def test_authorization_never_goes_to_another_origin(elsewhere: str) -> None:

@@ -122,6 +122,21 @@ def test_a_url_under_the_origin_prefix_has_that_origin(url: str) -> None:
     assert protocol.same_origin("https://r:5000/v2/a", url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://r:5000.evil/v2/",  # a longer host
+        "https://r:50000/v2/",  # another port
+        "https://r:5000@evil/v2/",  # the host after "@"
+        "http://r:5000/v2/",  # another scheme
+        "https://evil/r:5000/",  # the origin further along
+    ],
+)
+def test_another_origin_never_starts_with_the_prefix(url: str) -> None:
+    assert not url.startswith(protocol.origin_prefix("https://r:5000/v2/a"))
+    assert not protocol.same_origin("https://r:5000/v2/a", url)
+
+
 def test_same_origin() -> None:
     assert protocol.same_origin("https://r:5000/v2/", "https://r:5000/v2/a/blobs/uploads/x")
     assert not protocol.same_origin("https://r:5000/v2/", "https://cdn.r:5000/x")

@@ -29,12 +29,20 @@ class Writer:
         self.groups: list[list[str]] = []
         self.gate: asyncio.Event | None = None
         self.started = asyncio.Event()
+        self._changed = asyncio.Condition()
 
     async def __call__(self, group: list[str]) -> None:
         self.started.set()
         if self.gate is not None:
             await self.gate.wait()
         self.groups.append(group)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, count: int) -> None:
+        """Wait until ``count`` groups were written."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.groups) >= count)
 
 
 def _recorder() -> tuple[Recorder[str], Writer, Clock]:
@@ -90,16 +98,83 @@ async def test_a_cancelled_batch_still_writes_its_records(anyio_backend: str) ->
     assert writer.groups == [["a"], ["b"]]
 
 
-async def test_overlapping_batches_defer_until_the_last_one_ends(anyio_backend: str) -> None:
+async def test_a_push_beside_a_batch_returns_once_written(anyio_backend: str) -> None:
     recorder, writer, _ = _recorder()
-    first, second = recorder.batched(), recorder.batched()
-    await first.__aenter__()
-    await second.__aenter__()
-    await recorder.record(["a"])
-    await first.__aexit__(None, None, None)  # writes what is pending: "a" was written already
-    await recorder.record(["b"])  # the second batch still runs, and "a" was just written
-    assert writer.groups == [["a"]]
-    await second.__aexit__(None, None, None)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def batch() -> None:
+        async with recorder.batched():
+            await recorder.record(["batch-1"])
+            await recorder.record(["batch-2"])  # left for later
+            inside.set()
+            await release.wait()
+
+    running = asyncio.create_task(batch())
+    await inside.wait()
+    await recorder.record(["alone"])  # another task, outside the batch: written before returning
+    assert "alone" in [record for group in writer.groups for record in group]
+    release.set()
+    await running
+    assert sorted(r for group in writer.groups for r in group) == ["alone", "batch-1", "batch-2"]
+
+
+async def test_a_record_left_for_later_is_written_without_another_call(anyio_backend: str) -> None:
+    writer = Writer()
+    recorder: Recorder[str] = Recorder(writer, every=0.01)  # the real clock: a write falls due
+
+    async def batch() -> None:
+        async with recorder.batched():
+            await recorder.record(["a"])
+            await recorder.record(["b"])  # just written: scheduled, not written now
+            assert writer.groups == [["a"]]
+            await writer.until(2)  # inside the batch: no later call, no end of the batch
+            assert writer.groups == [["a"], ["b"]]
+
+    await asyncio.wait_for(batch(), timeout=10)
+    assert writer.groups == [["a"], ["b"]], "written once, by the scheduled write"
+
+
+async def test_a_batch_cancelled_by_its_task_still_writes(anyio_backend: str) -> None:
+    recorder, writer, _ = _recorder()
+    started = asyncio.Event()
+
+    async def batch() -> None:
+        async with recorder.batched():
+            await recorder.record(["a"])
+            await recorder.record(["b"])
+            started.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(batch())
+    await started.wait()
+    task.cancel()  # as the command line's signal handler and asyncio.gather cancel
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert writer.groups == [["a"], ["b"]]
-    await recorder.record(["c"])
-    assert writer.groups == [["a"], ["b"], ["c"]]
+
+
+async def test_concurrent_batches_each_write_their_records_before_they_end(
+    anyio_backend: str,
+) -> None:
+    recorder, writer, _ = _recorder()
+    first_done, second_may_end = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with recorder.batched():
+            await recorder.record(["1a"])
+            await recorder.record(["1b"])
+        first_done.set()
+
+    async def second() -> None:
+        async with recorder.batched():
+            await recorder.record(["2a"])
+            await second_may_end.wait()
+
+    running = asyncio.create_task(second())
+    await asyncio.sleep(0)
+    await first()
+    assert first_done.is_set()
+    assert {r for group in writer.groups for r in group} >= {"1a", "1b"}
+    second_may_end.set()
+    await running
+    assert sorted(r for group in writer.groups for r in group) == ["1a", "1b", "2a"]
