@@ -287,6 +287,7 @@ def _ask_credentials(username: str | None) -> tuple[str, str]:
             username = input("Username: ").strip()
         return username, getpass.getpass("Password: ")
     except EOFError:
+        print(flush=True)  # the prompt's line ends here, not in the middle of what comes next
         return "", ""
 
 

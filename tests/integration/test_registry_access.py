@@ -347,29 +347,59 @@ def test_on_a_terminal_push_asks_for_a_login_and_retries(
     target = f"{secured.host}/basic/prompt:v1"
     _load(hoist, tmp_path, target)
 
-    transcript = _run_on_terminal(
-        [
-            sys.executable,
-            "cli.py",
-            "--root",
-            str(hoist.root),
-            "push",
-            "--progress",
-            "plain",
-            target,
-        ],
+    transcript, code = _run_on_terminal(
+        _push_plain(hoist, target),
         env={**os.environ, **hoist.env},
-        answers=[("Username: ", secured.username), ("Password: ", secured.password)],
+        answers=[
+            ("Username: ", secured.username.encode() + b"\n"),
+            ("Password: ", secured.password.encode() + b"\n"),
+        ],
     )
 
+    assert code == 0, transcript
     assert "Please login prior to push:" in transcript
     assert "v1: digest: sha256:" in transcript
     assert secured.password not in transcript
     assert _skopeo_has(secured, target)
 
 
-def _run_on_terminal(argv: list[str], env: dict[str, str], answers: list[tuple[str, str]]) -> str:
-    """Run ``argv`` with a pseudo-terminal as its controlling tty; answer prompts as they come."""
+@pytest.mark.parametrize(
+    ("keys", "code"),
+    [(b"\x04", 1), (b"\x03", 130)],
+    ids=["ctrl-d", "ctrl-c"],
+)
+def test_giving_up_at_the_login_prompt_ends_the_push_cleanly(
+    hoist: Hoist, basic_auth_registry: SecuredRegistry, tmp_path: Path, keys: bytes, code: int
+) -> None:
+    """Ctrl-D at the prompt: no credentials, so the refusal stands (one error line, exit 1).
+    Ctrl-C: interrupted (exit 130). Neither prints a traceback or pushes anything."""
+    secured = basic_auth_registry
+    target = f"{secured.host}/basic/giveup:v1"
+    _load(hoist, tmp_path, target)
+
+    transcript, exit_code = _run_on_terminal(
+        _push_plain(hoist, target), env={**os.environ, **hoist.env}, answers=[("Username: ", keys)]
+    )
+
+    assert exit_code == code, transcript
+    assert "Please login prior to push:" in transcript
+    assert "Traceback" not in transcript
+    if code == 1:
+        errors = [line for line in transcript.splitlines() if line.startswith("Error")]
+        assert len(errors) == 1, transcript
+    assert not _skopeo_has(secured, target)
+
+
+def _push_plain(hoist: Hoist, target: str) -> list[str]:
+    root = str(hoist.root)
+    return [sys.executable, "cli.py", "--root", root, "push", "--progress", "plain", target]
+
+
+def _run_on_terminal(
+    argv: list[str], env: dict[str, str], answers: list[tuple[str, bytes]]
+) -> tuple[str, int]:
+    """Run ``argv`` with a pseudo-terminal as its controlling tty; type each answer (its bytes:
+    text and Enter, or a control key) when its prompt shows. The transcript and the exit code."""
     import pty
     import select
 
@@ -394,7 +424,6 @@ def _run_on_terminal(argv: list[str], env: dict[str, str], answers: list[tuple[s
             break
         output += chunk
         if pending and output.rstrip().endswith(pending[0][0].strip().encode()):
-            os.write(fd, pending.pop(0)[1].encode() + b"\n")
+            os.write(fd, pending.pop(0)[1])
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, output.decode(errors="replace")
-    return output.decode(errors="replace")
+    return output.decode(errors="replace"), os.waitstatus_to_exitcode(status)
