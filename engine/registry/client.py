@@ -12,6 +12,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
@@ -45,6 +46,15 @@ EXPECT_CONTINUE_ABOVE = 64 * 1024
 #: What identifies a token request: method, URL, body and headers (credentials included).
 _TokenKey = tuple[str, str, bytes | None, tuple[tuple[str, str], ...]]
 
+
+@dataclass
+class _SharedExchange:
+    """One token request in flight, and how many flows wait for its answer."""
+
+    answer: asyncio.Future[HttpResponse]
+    waiters: int = 0
+
+
 #: A request body: bytes, or a stream that can be iterated again when the flow resends it.
 Body = bytes | AsyncIterable[bytes] | None
 
@@ -70,7 +80,7 @@ class RegistryClient:
         # None: an http endpoint, whose https URLs (a token service) use the system's trust.
         self._ssl = ssl_context
         self._system_trust: ssl.SSLContext | None = None
-        self._token_exchanges: dict[_TokenKey, asyncio.Future[HttpResponse]] = {}
+        self._token_exchanges: dict[_TokenKey, _SharedExchange] = {}
 
     async def request(
         self,
@@ -114,18 +124,32 @@ class RegistryClient:
         """Flows that ask the token server the same question at once share one answer: the
         layers of a push start together and would otherwise each fetch the same token."""
         key = (request.method, request.url, request.body, tuple(sorted(request.headers.items())))
-        exchange = self._token_exchanges.get(key)
-        if exchange is None:
-            exchange = asyncio.ensure_future(self._exchange(request, None))
-            self._token_exchanges[key] = exchange
-            exchange.add_done_callback(partial(self._exchange_done, key))
-        # One waiter cancelled must not cancel the answer the others wait for.
-        return await asyncio.shield(exchange)
+        shared = self._token_exchanges.get(key)
+        if shared is None:
+            shared = _SharedExchange(asyncio.ensure_future(self._exchange(request, None)))
+            self._token_exchanges[key] = shared
+            shared.answer.add_done_callback(partial(self._exchange_done, key, shared))
+        shared.waiters += 1
+        try:
+            # One waiter cancelled must not cancel the answer the others wait for...
+            return await asyncio.shield(shared.answer)
+        finally:
+            shared.waiters -= 1
+            if not shared.waiters and not shared.answer.done():
+                # ...but once nobody waits, nobody needs it: a later flow asks anew.
+                self._forget_exchange(key, shared)
+                shared.answer.cancel()
 
-    def _exchange_done(self, key: _TokenKey, exchange: asyncio.Future[HttpResponse]) -> None:
-        del self._token_exchanges[key]
-        if not exchange.cancelled():
-            exchange.exception()  # retrieved here, so an answer nobody awaited any more is quiet
+    def _exchange_done(
+        self, key: _TokenKey, shared: _SharedExchange, answer: asyncio.Future[HttpResponse]
+    ) -> None:
+        self._forget_exchange(key, shared)
+        if not answer.cancelled():
+            answer.exception()  # retrieved here, so an answer nobody awaited any more is quiet
+
+    def _forget_exchange(self, key: _TokenKey, shared: _SharedExchange) -> None:
+        if self._token_exchanges.get(key) is shared:
+            del self._token_exchanges[key]
 
     async def _ssl_for(self, url: str) -> ssl.SSLContext | bool:
         """The context for ``url``: for anything but plain http, always one of Hoist's own."""

@@ -169,6 +169,47 @@ async def test_concurrent_requests_share_one_token_fetch(anyio_backend: str) -> 
     assert token_fetches == ["repository:app:push,pull"]
 
 
+async def test_a_token_fetch_nobody_waits_for_is_dropped(anyio_backend: str) -> None:
+    """Every request waiting on a shared token fetch is cancelled: the fetch goes too, and the
+    next request asks the token server anew instead of joining an answer that never comes."""
+    token_fetches: list[int] = []
+    first_fetch_arrived, server_stops = asyncio.Event(), asyncio.Event()
+    app = web.Application()
+
+    async def head_blob(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer T":
+            challenge = f'Bearer realm="{request.url.origin()}/token",service="reg"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        return web.Response(status=404)
+
+    async def token(request: web.Request) -> web.Response:
+        token_fetches.append(len(token_fetches) + 1)
+        if len(token_fetches) == 1:
+            first_fetch_arrived.set()
+            await server_stops.wait()  # the first fetch is not answered while the client waits
+        return web.json_response({"token": "T"})
+
+    app.router.add_route("HEAD", "/v2/{name:.*}/blobs/{digest}", head_blob)
+    app.router.add_get("/token", token)
+    runner, url = await _serve(app)
+    try:
+        async with aiohttp.ClientSession() as session:
+            auth = Authenticator(AuthConfig(username="u", password="p"), origin=url)
+            client = RegistryClient(session, url, auth=auth)
+            waiting = [asyncio.ensure_future(client.check_blob("app", DIGEST)) for _ in range(3)]
+            await asyncio.wait_for(first_fetch_arrived.wait(), timeout=30)
+            for request in waiting:
+                request.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+
+            assert await asyncio.wait_for(client.check_blob("app", DIGEST), timeout=30) is None
+    finally:
+        server_stops.set()
+        await runner.cleanup()
+
+    assert token_fetches == [1, 2]
+
+
 class _SpySession:
     """Records how each request would be sent (its URL and keyword arguments), and sends nothing."""
 
