@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -128,22 +128,42 @@ async def test_a_429_holds_every_request_to_that_host(anyio_backend: str) -> Non
     assert slept and sum(slept) == pytest.approx(7, abs=0.01)
 
 
+def _bearer_registry(
+    token: Callable[[web.Request], Awaitable[web.Response]],
+    on_refusal: Callable[[web.Request], None] = lambda request: None,
+) -> web.Application:
+    """Blob HEADs refused (401, a Bearer challenge) without the token "T", 404 with it; ``token``
+    answers at ``/token``."""
+
+    async def head_blob(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer T":
+            on_refusal(request)
+            challenge = f'Bearer realm="{request.url.origin()}/token",service="reg"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_route("HEAD", "/v2/{name:.*}/blobs/{digest}", head_blob)
+    app.router.add_get("/token", token)
+    return app
+
+
+def _bearer_client(session: aiohttp.ClientSession, url: str) -> RegistryClient:
+    auth = Authenticator(AuthConfig(username="u", password="p"), origin=url)
+    return RegistryClient(session, url, auth=auth)
+
+
 async def test_concurrent_requests_share_one_token_fetch(anyio_backend: str) -> None:
     """Six requests refused at once ask the token server the same thing: it is asked once."""
     concurrent = 6
     refused: list[str] = []
     all_refused = asyncio.Event()
     token_fetches: list[str | None] = []
-    app = web.Application()
 
-    async def head_blob(request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != "Bearer T":
-            refused.append(request.path)
-            if len(refused) == concurrent:
-                all_refused.set()
-            challenge = f'Bearer realm="{request.url.origin()}/token",service="reg"'
-            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
-        return web.Response(status=404)
+    def refusal(request: web.Request) -> None:
+        refused.append(request.path)
+        if len(refused) == concurrent:
+            all_refused.set()
 
     async def token(request: web.Request) -> web.Response:
         token_fetches.append(request.query.get("scope"))
@@ -151,13 +171,10 @@ async def test_concurrent_requests_share_one_token_fetch(anyio_backend: str) -> 
         await asyncio.wait_for(all_refused.wait(), timeout=30)
         return web.json_response({"token": "T"})
 
-    app.router.add_route("HEAD", "/v2/{name:.*}/blobs/{digest}", head_blob)
-    app.router.add_get("/token", token)
-    runner, url = await _serve(app)
+    runner, url = await _serve(_bearer_registry(token, refusal))
     try:
         async with aiohttp.ClientSession() as session:
-            auth = Authenticator(AuthConfig(username="u", password="p"), origin=url)
-            client = RegistryClient(session, url, auth=auth)
+            client = _bearer_client(session, url)
             sizes = await asyncio.gather(
                 *(client.check_blob("app", DIGEST) for _ in range(concurrent))
             )
@@ -174,13 +191,6 @@ async def test_a_token_fetch_nobody_waits_for_is_dropped(anyio_backend: str) -> 
     next request asks the token server anew instead of joining an answer that never comes."""
     token_fetches: list[int] = []
     first_fetch_arrived, server_stops = asyncio.Event(), asyncio.Event()
-    app = web.Application()
-
-    async def head_blob(request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != "Bearer T":
-            challenge = f'Bearer realm="{request.url.origin()}/token",service="reg"'
-            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
-        return web.Response(status=404)
 
     async def token(request: web.Request) -> web.Response:
         token_fetches.append(len(token_fetches) + 1)
@@ -189,13 +199,10 @@ async def test_a_token_fetch_nobody_waits_for_is_dropped(anyio_backend: str) -> 
             await server_stops.wait()  # the first fetch is not answered while the client waits
         return web.json_response({"token": "T"})
 
-    app.router.add_route("HEAD", "/v2/{name:.*}/blobs/{digest}", head_blob)
-    app.router.add_get("/token", token)
-    runner, url = await _serve(app)
+    runner, url = await _serve(_bearer_registry(token))
     try:
         async with aiohttp.ClientSession() as session:
-            auth = Authenticator(AuthConfig(username="u", password="p"), origin=url)
-            client = RegistryClient(session, url, auth=auth)
+            client = _bearer_client(session, url)
             waiting = [asyncio.ensure_future(client.check_blob("app", DIGEST)) for _ in range(3)]
             await asyncio.wait_for(first_fetch_arrived.wait(), timeout=30)
             for request in waiting:
