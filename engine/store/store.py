@@ -366,25 +366,24 @@ class Store:
         await store_bound(self._record_pushes, group)
 
     def _record_pushes(self, batch: Sequence[tuple[PushRecord, str]]) -> None:
-        by_diff_id: dict[Digest, list[tuple[PushRecord, str]]] = {}
-        for record, compressor in batch:
-            by_diff_id.setdefault(record.diff_id, []).append((record, compressor))
+        entries: dict[Digest, list[V2Metadata]] = {}
         forms: dict[str, compressed.Forms] = {}
         for record, compressor in batch:
+            entries.setdefault(record.diff_id, []).append(record.entry)
             if record.compressed is not None:
                 forms.setdefault(compressor, {})[record.diff_id] = record.compressed
         try:
             with self._lock():
-                for diff_id, group in by_diff_id.items():
-                    self._record_layer(diff_id, group)
+                for diff_id, layer_entries in entries.items():
+                    self._record_layer(diff_id, layer_entries)
                 for compressor, made in forms.items():
                     self._record_forms(compressor, made)
         except StoreError as exc:
             log.warning("push metadata not recorded", error=str(exc))
 
-    def _record_layer(self, diff_id: Digest, group: Sequence[tuple[PushRecord, str]]) -> None:
+    def _record_layer(self, diff_id: Digest, entries: Sequence[V2Metadata]) -> None:
         try:
-            metadata.add_v2_metadata(self._layout, diff_id, *(r.entry for r, _ in group))
+            metadata.add_v2_metadata(self._layout, diff_id, *entries)
         except StoreError as exc:
             log.warning("push metadata not recorded", diff_id=str(diff_id), error=str(exc))
 
