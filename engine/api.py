@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import platform as platform_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -33,6 +34,7 @@ from engine.progress.events import (
     discard,
 )
 from engine.push.encode import COMPRESSOR
+from engine.push.ledger import BlobLedger
 from engine.push.pusher import Pusher
 from engine.push.result import PushResult
 from engine.push.upload import UploadOptions
@@ -54,6 +56,11 @@ from engine.transfer import TransferManager
 log = structlog.get_logger("engine")
 
 ProgressTarget = asyncio.Queue[ProgressEvent | None] | ProgressSink | None
+
+#: The blobs placed by the current ``push`` or ``push_many`` call. A run's knowledge, never an
+#: Engine's: a blob an earlier call placed may have been deleted since (garbage collection, a
+#: repository removed), so a long-lived Engine finds out again with a HEAD or a mount.
+_run_ledger: ContextVar[BlobLedger | None] = ContextVar("hoist_run_ledger", default=None)
 
 
 @dataclass(frozen=True)
@@ -225,19 +232,20 @@ class Engine:
     async def _push(
         self, ref: Reference, source: Path | str | None, platform: str | None, sink: ProgressSink
     ) -> PushResult:
+        pusher = replace(self._pusher, ledger=_run_ledger.get() or BlobLedger())
         if source is None:
             image, known = await self.store.image_to_push(str(ref), COMPRESSOR)
-            return await self._pusher.push(ref, image, sink, known)
+            return await pusher.push(ref, image, sink, known)
         from engine.image.detect import open_archive
 
         async with open_archive(Path(source), tmp_dir=await self._tmp_dir()) as archive:
             assert ref.tag is not None
             found = archive.select(ref.tag)
             if not isinstance(found, SourceIndex):
-                return await self._pusher.push(ref, found, sink)
+                return await pusher.push(ref, found, sink)
             if platform is not None:
-                return await self._pusher.push(ref, found.select_platform(platform), sink)
-            return await self._pusher.push_index(ref, found, sink)
+                return await pusher.push(ref, found.select_platform(platform), sink)
+            return await pusher.push_index(ref, found, sink)
 
     async def _relogin(self, domain: str) -> bool:
         """Ask the relogin callback, once per registry, for other credentials; whether it gave any.
@@ -276,8 +284,13 @@ class Engine:
             except HoistError as exc:
                 return BatchItem(ref, error=exc)
 
-        async with self.store.batched_records():
-            return list(await asyncio.gather(*(one(ref) for ref in refs)))
+        # The batch's pushes share one ledger: each task copies this context when it starts.
+        run = _run_ledger.set(BlobLedger())
+        try:
+            async with self.store.batched_records():
+                return list(await asyncio.gather(*(one(ref) for ref in refs)))
+        finally:
+            _run_ledger.reset(run)
 
     async def tags_of(self, name: str) -> list[str]:
         """``--all-tags``: every tagged reference of the repository ``name`` in the store."""

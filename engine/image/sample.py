@@ -16,6 +16,7 @@ import io
 import json
 import random
 import tarfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,6 +55,26 @@ DockerArchiveStyle = Literal["legacy", "blobs"]
 IndexStyle = Literal["oci", "docker"]
 #: A child's platform: (os, architecture, variant or None).
 PlatformSpec = tuple[str, str, str | None]
+
+
+@dataclass(frozen=True)
+class Gzip:
+    """How a sample's gzip layer blobs are made. Hoist compresses with isal at its own level; a
+    layout made with another compressor holds blobs of other digests for the same diff IDs, as
+    one written by another tool does."""
+
+    library: Literal["isal", "zlib"] = "isal"
+    level: int = isal_zlib.ISAL_DEFAULT_COMPRESSION
+
+    def compressobj(self) -> Any:
+        # wbits 31: a gzip wrapper whose header has mtime 0: the blob depends on the bytes alone.
+        module = isal_zlib if self.library == "isal" else zlib
+        return module.compressobj(self.level, module.DEFLATED, 31)
+
+
+ISAL_GZIP = Gzip()
+#: Another tool's gzip: Python's zlib at its best compression.
+ZLIB_9_GZIP = Gzip("zlib", 9)
 
 
 @dataclass(frozen=True)
@@ -231,22 +252,36 @@ def write_docker_archive(
     *,
     style: DockerArchiveStyle = "legacy",
     architecture: str = "amd64",
+    gzip: Gzip | None = None,
 ) -> SampleImage:
     """Write a ``docker save`` archive of one image; the layer tars are kept in ``work_dir``.
 
-    ``legacy``: ``<id>.json`` config and ``<layer id>/layer.tar`` files. ``blobs``: Docker ≥ 25's
-    shape — an OCI layout (``oci-layout``, ``index.json``, ``blobs/sha256/``) beside
-    ``manifest.json``, whose layers are ``<layer id>/layer.tar`` symlinks into ``blobs/``.
+    ``legacy``: ``<id>.json`` config and ``<layer id>/layer.tar`` files (gzip-compressed with
+    ``gzip``, as ``docker load`` accepts them). ``blobs``: Docker ≥ 25's shape — an OCI layout
+    (``oci-layout``, ``index.json``, ``blobs/sha256/``) beside ``manifest.json``, whose layers are
+    ``<layer id>/layer.tar`` symlinks into ``blobs/``.
     """
     diff_ids, layer_paths = _write_layer_tars(work_dir, layers)
     config = make_config(diff_ids, architecture=architecture)
     sample = SampleImage(Digest.of(config), config, diff_ids, layer_paths)
     with _open_tar_for_writing(path) as tar:
         if style == "legacy":
-            _add_legacy_image(tar, sample, repo_tags)
+            members = [_gzipped(p, gzip) for p in layer_paths] if gzip else layer_paths
+            _add_legacy_image(tar, replace(sample, layer_paths=members), repo_tags)
         else:
             _add_blobs_image(tar, sample, repo_tags)
     return sample
+
+
+def _gzipped(tar_path: Path, gzip: Gzip) -> Path:
+    """A gzip copy of a layer tar beside it."""
+    compressor = gzip.compressobj()
+    out = tar_path.with_name(f"{tar_path.name}.{gzip.library}-{gzip.level}.gz")
+    with tar_path.open("rb") as src, out.open("wb") as dst:
+        while piece := src.read(PIECE_SIZE):
+            dst.write(compressor.compress(piece))
+        dst.write(compressor.flush())
+    return out
 
 
 def _add_legacy_image(tar: tarfile.TarFile, sample: SampleImage, repo_tags: Sequence[str]) -> None:
@@ -351,11 +386,11 @@ def _write_blob(blob_dir: Path, data: bytes, media_type: str) -> Descriptor:
 
 
 def _write_gzip_layer(
-    blob_dir: Path, spec: LayerSpec, tar_path: Path | None, level: int
+    blob_dir: Path, spec: LayerSpec, tar_path: Path | None, gzip: Gzip | None
 ) -> tuple[Digest, Descriptor]:
-    """Stream the layer through gzip into a blob; keep the uncompressed tar at ``tar_path``."""
-    # wbits 31: a gzip wrapper whose header has mtime 0, so the blob depends on the bytes alone.
-    compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)
+    """Stream the layer through gzip (None: as it is) into a blob; keep the uncompressed tar at
+    ``tar_path``."""
+    compressor = gzip.compressobj() if gzip is not None else None
     diff_hasher = hashlib.sha256()
     partial = blob_dir / f".partial-{spec.size}-{spec.seed}"
     with contextlib.ExitStack() as stack:
@@ -365,10 +400,12 @@ def _write_gzip_layer(
             diff_hasher.update(piece)
             if raw is not None:
                 raw.write(piece)
-            blob.write(compressor.compress(piece))
-        blob.write(compressor.flush())
+            blob.write(compressor.compress(piece) if compressor else piece)
+        if compressor is not None:
+            blob.write(compressor.flush())
     partial.replace(blob_dir / blob.digest.hex)
-    return Digest.from_hash(diff_hasher), Descriptor(OCI_LAYER_GZIP, blob.digest, blob.size)
+    media_type = OCI_LAYER_GZIP if gzip is not None else OCI_LAYER
+    return Digest.from_hash(diff_hasher), Descriptor(media_type, blob.digest, blob.size)
 
 
 def _add_to_index(layout_dir: Path, descriptor: Descriptor, ref_name: str) -> None:
@@ -397,17 +434,18 @@ def write_oci_layout(
     ref_name: str = "latest",
     *,
     work_dir: Path | None = None,
-    level: int = isal_zlib.ISAL_DEFAULT_COMPRESSION,
+    gzip: Gzip | None = ISAL_GZIP,
     architecture: str = "amd64",
 ) -> OciSampleImage:
-    """Add one image with gzip layers to the OCI layout at ``layout_dir`` (created if need be).
+    """Add one image with gzip layers (``gzip=None``: uncompressed tars) to the OCI layout at
+    ``layout_dir`` (created if need be).
 
     With ``work_dir``, the uncompressed layer tars are kept there too (``layer_paths``).
     """
     blob_dir = _prepare_layout(layout_dir)
     tar_paths = [work_dir / f"layer-{s.size}-{s.seed}.tar" if work_dir else None for s in layers]
     written = [
-        _write_gzip_layer(blob_dir, spec, tar_path, level)
+        _write_gzip_layer(blob_dir, spec, tar_path, gzip)
         for spec, tar_path in zip(layers, tar_paths, strict=True)
     ]
     diff_ids = [diff_id for diff_id, _ in written]
@@ -473,10 +511,17 @@ def _platform_json(platform: PlatformSpec) -> dict[str, str]:
     return out
 
 
-def _layer_blob(blob_dir: Path, spec: LayerSpec, written: _LayerBlobs, level: int) -> Descriptor:
+def _layer_blob(
+    blob_dir: Path, spec: LayerSpec, written: _LayerBlobs, gzip: Gzip | None
+) -> Descriptor:
     if spec not in written:
-        written[spec] = _write_gzip_layer(blob_dir, spec, None, level)
+        written[spec] = _write_gzip_layer(blob_dir, spec, None, gzip)
     return written[spec][1]
+
+
+def _styled(blob: Descriptor, gzip_media_type: str) -> Descriptor:
+    """A gzip layer under the index style's media type; an uncompressed one stays OCI's."""
+    return replace(blob, media_type=gzip_media_type) if blob.media_type == OCI_LAYER_GZIP else blob
 
 
 def _write_child(
@@ -485,11 +530,9 @@ def _write_child(
     layers: Sequence[LayerSpec],
     media: _IndexMediaTypes,
     written: _LayerBlobs,
-    level: int,
+    gzip: Gzip | None,
 ) -> OciSampleImage:
-    blobs = [
-        replace(_layer_blob(blob_dir, s, written, level), media_type=media.layer) for s in layers
-    ]
+    blobs = [_styled(_layer_blob(blob_dir, s, written, gzip), media.layer) for s in layers]
     diff_ids = [written[spec][0] for spec in layers]
     os, architecture, variant = platform
     config = make_config(diff_ids, os=os, architecture=architecture, variant=variant)
@@ -514,7 +557,7 @@ def write_oci_index_layout(
     ref_name: str = "latest",
     *,
     style: IndexStyle = "oci",
-    level: int = isal_zlib.ISAL_DEFAULT_COMPRESSION,
+    gzip: Gzip | None = ISAL_GZIP,
 ) -> OciSampleIndex:
     """Add a multi-platform image to the OCI layout at ``layout_dir``: one child per platform.
 
@@ -527,7 +570,7 @@ def write_oci_index_layout(
     written: _LayerBlobs = {}
     per_platform = _per_platform(layers_per_platform, len(platforms))
     children = [
-        _write_child(blob_dir, platform, layers, media, written, level)
+        _write_child(blob_dir, platform, layers, media, written, gzip)
         for platform, layers in zip(platforms, per_platform, strict=True)
     ]
     descriptors = [

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from engine.digest import Digest
 from engine.image.base import Descriptor
+from engine.push.layer_blob import blob_key
 from engine.push.ledger import BlobLedger
 from engine.push.result import LayerOutcome, LayerResult
 from engine.push.upload import abandon
@@ -44,7 +45,7 @@ class ConfigUpload:
         """Make the repository hold the config: found, mounted or sent."""
         blob = self.blob
         async with self.ledger.placing(
-            self.client.base, self.repository, str(blob.digest)
+            self.client.base, self.repository, blob_key(blob.digest)
         ) as placement:
             if placement.here is not None:
                 return

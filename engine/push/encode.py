@@ -11,8 +11,7 @@ again only when the source has not already verified it (the store has, at load).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 import anyio
@@ -53,35 +52,14 @@ class LayerStream:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self.from_offset(0)
 
-    async def from_offset(self, start: int) -> AsyncIterator[bytes]:
+    def from_offset(self, start: int) -> Reading:
         """The blob's bytes from ``start`` on, to resume an upload the registry kept part of.
 
         Compression is deterministic, so the skipped part is made again (and hashed: the digest
         covers the whole blob) but not sent: CPU spent instead of bandwidth.
         """
-        current = self._pass = _Pass(self.layer)
-        skip = start
-        async with aclosing(self._pieces(current)) as pieces:
-            async for out in pieces:
-                if skip >= len(out):
-                    skip -= len(out)
-                    continue
-                yield out[skip:] if skip else out
-                skip = 0
-
-    async def _pieces(self, current: _Pass) -> AsyncGenerator[bytes, None]:
-        last = False
-        try:
-            while not last:
-                out, last = await cpu_bound(current.step)
-                if self._on_read is not None:
-                    self._on_read(current.position)
-                if out:
-                    yield out
-        finally:
-            if not last:  # left early: failed, cancelled, or the consumer stopped
-                with anyio.CancelScope(shield=True):
-                    await cpu_bound(current.close)
+        self._pass = _Pass(self.layer)
+        return Reading(self._pass, start, self._on_read)
 
     @property
     def digest(self) -> Digest:
@@ -107,6 +85,53 @@ class LayerStream:
                 f"layer {self.layer.diff_id.short}", str(self.layer.diff_id), str(diff_id)
             )
         return Descriptor(media_types.DOCKER_LAYER_GZIP, self.digest, done.size)
+
+
+class Reading:
+    """One pass's blob bytes from an offset: an async iterator, deliberately not a generator.
+
+    aiohttp's writer task iterates a request body; when the connection dies mid-body that task
+    can be dropped while suspended inside it, and asyncio then closes abandoned async generators
+    from finalizer tasks of their own, in no set order. A chain of generators whose clean-up
+    awaits (closing the source in a thread) then fails with "aclose(): asynchronous generator is
+    already running". An object has no finalizer task: ``aclose`` is explicit and idempotent, and
+    an abandoned pass's file is closed when the pass is collected.
+    """
+
+    def __init__(
+        self, current: _Pass, skip: int, on_read: Callable[[int], None] | None = None
+    ) -> None:
+        self._pass = current
+        self._skip = skip
+        self._on_read = on_read
+        self._done = False
+
+    def __aiter__(self) -> Reading:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._done:
+            try:
+                out, self._done = await cpu_bound(self._pass.step)
+            except BaseException:
+                await self.aclose()
+                raise
+            if self._on_read is not None:
+                self._on_read(self._pass.position)
+            if self._skip >= len(out):
+                self._skip -= len(out)
+                continue
+            out, self._skip = out[self._skip :], 0
+            return out
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Close the source if the pass was left before its end (failed, or the consumer
+        stopped); shielded, so a cancelled consumer still closes it."""
+        if not self._done:
+            self._done = True
+            with anyio.CancelScope(shield=True):
+                await cpu_bound(self._pass.close)
 
 
 class _Pass:

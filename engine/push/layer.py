@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import TypeVar
 
 import structlog
 
 from engine.digest import Digest
 from engine.errors import RegistryResponseError
-from engine.image import media_types
 from engine.image.base import Descriptor, Layer
 from engine.progress import events
 from engine.progress.events import LayerProgress
 from engine.push.encode import LayerStream
+from engine.push.layer_blob import LayerBlob, layer_blob
 from engine.push.ledger import BlobLedger, Placed
 from engine.push.memory import Prior, PushMemory
 from engine.push.result import LayerOutcome, LayerResult
@@ -61,33 +61,33 @@ class LayerUpload:
     ledger: BlobLedger
     options: UploadOptions = field(default_factory=UploadOptions)
 
-    @property
-    def content(self) -> str:
-        layer = self.layer
-        return str(layer.descriptor.digest if layer.descriptor else layer.diff_id or id(layer))
+    @cached_property
+    def blob(self) -> LayerBlob:
+        return layer_blob(self.layer)
 
     @property
     def key(self) -> str:
         """Dedup key: one upload per layer per target repository (as Docker's ``Key()``)."""
-        return f"{self.client.base}/{self.repository}@{self.content}"
+        return f"{self.client.base}/{self.repository}@{self.blob.key}"
 
     async def __call__(self, ctx: TransferContext) -> LayerResult:
         # An upload slot is for moving a layer's bytes: the HEADs and mounts before go without.
         ctx.set_inactive()
         waiting = partial(ctx.progress, LayerProgress(self.layer_id, events.WAITING))
         async with self.ledger.placing(
-            self.client.base, self.repository, self.content, on_wait=waiting
+            self.client.base, self.repository, self.blob.key, on_wait=waiting
         ) as placement:
             if placement.here is not None:
-                result = self._exists(ctx, placement.here.blob)
+                here = placement.here.blob
+                result = self._exists(ctx, self.blob.found(here.digest, here.size))
             else:
                 result = await self._place(ctx, placement.elsewhere)
                 placement.record(_blob(result))
-        self.memory.remember(self.layer, self.target, _blob(result))
+        self.memory.remember(self.blob, self.target, _blob(result))
         return result
 
     async def _place(self, ctx: TransferContext, elsewhere: Placed | None) -> LayerResult:
-        prior = self.memory.prior(self.layer, self.target)
+        prior = self.memory.prior(self.blob, self.target)
         # Placed elsewhere in this run: a mount says "already here" too, in one request.
         if elsewhere is None:
             existing = await self._retrying(ctx, partial(self._find_existing, prior))
@@ -115,10 +115,12 @@ class LayerUpload:
         return result
 
     async def _find_existing(self, prior: Prior) -> Descriptor | None:
-        for digest in prior.existence:
-            size = await self.client.check_blob(self.repository, digest)
+        for check in prior.existence:
+            size = await self.client.check_blob(self.repository, check.digest)
             if size is not None:
-                return Descriptor(self._media_type(), digest, size)
+                return self.blob.found(check.digest, size)
+            if check.record is not None:
+                await self.memory.forget(check.record)
         return None
 
     def _exists(self, ctx: TransferContext, blob: Descriptor) -> LayerResult:
@@ -144,7 +146,7 @@ class LayerUpload:
                     await abandon(self.client, self.repository, session.location)
                 session = answer
                 if source.entry is not None:
-                    await self.memory.forget(self.layer, source.entry)
+                    await self.memory.forget(source.entry)
         except BaseException:
             if session is not None:
                 await abandon(self.client, self.repository, session.location)
@@ -166,7 +168,7 @@ class LayerUpload:
             raise RegistryResponseError(
                 f"blob {digest} was mounted but the registry does not show it", status=404
             )
-        return Descriptor(self._media_type(), digest, size)
+        return self.blob.found(digest, size)
 
     async def _upload(self, ctx: TransferContext, session: UploadSession | None) -> LayerResult:
         total = self.layer.size
@@ -204,10 +206,6 @@ class LayerUpload:
             self.options.retry,
             sleep=partial(self._wait_to_retry, ctx),
         )
-
-    def _media_type(self) -> str:
-        descriptor = self.layer.descriptor
-        return descriptor.media_type if descriptor else media_types.DOCKER_LAYER_GZIP
 
     def _result(
         self, blob: Descriptor, outcome: LayerOutcome, source: str | None = None, sent: int = 0

@@ -18,7 +18,18 @@ from engine.digest import Digest
 from engine.image.base import Descriptor, Layer
 from engine.push import candidates
 from engine.push.encode import COMPRESSOR
+from engine.push.layer_blob import FixedBlob, LayerBlob, ToCompress
 from engine.store import Knowledge, PushRecord, Store, V2Metadata, compute_hmac
+
+
+@dataclass(frozen=True)
+class Check:
+    """A digest to ``HEAD`` in the target repository."""
+
+    digest: Digest
+    #: The record that placed it in the target itself: wrong, and forgotten, if the target lacks
+    #: it. (A record of another repository says nothing when the target lacks the blob.)
+    record: V2Metadata | None = None
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,7 @@ class Prior:
     """Everything known of one layer before its upload."""
 
     #: Digests to HEAD in the target repository, most promising first.
-    existence: tuple[Digest, ...]
+    existence: tuple[Check, ...]
     #: Where else in this registry the blob may be mounted from, in Docker's order.
     mounts: tuple[V2Metadata, ...]
     #: The blob's digest when it is known but no repository is (for an anonymous mount).
@@ -38,13 +49,15 @@ class PushMemory:
     """The store's knowledge, for pushes made with one set of credentials.
 
     Read once per image before its layers go (``load``), written once after (``flush``): two
-    worker-thread calls per image instead of several per layer.
+    worker-thread calls per image instead of several per layer. What it offers a layer is what
+    its kind lets count (``LayerBlob.locations``): a fixed blob hears only of its own digest.
     """
 
     store: Store | None
     hmac_key: bytes
     _known: dict[Digest, Knowledge] = field(default_factory=dict)
     _pending: list[PushRecord] = field(default_factory=list)
+    _forgotten: set[V2Metadata] = field(default_factory=set)
 
     async def load(
         self, layers: Sequence[Layer], known: Mapping[Digest, Knowledge] | None = None
@@ -55,14 +68,13 @@ class PushMemory:
             known = await self.store.push_knowledge(diff_ids, COMPRESSOR)
         self._known.update(known or {})
 
-    def prior(self, layer: Layer, target: str) -> Prior:
-        knowledge = self._known.get(layer.diff_id) if layer.diff_id else None
-        metadata = knowledge.metadata if knowledge else []
-        compressed = knowledge.compressed if knowledge else None
-        known = _own_digest(layer) or (compressed.digest if compressed else None)
-        attempts = candidates.attempts_for(layer.size)
+    def prior(self, blob: LayerBlob, target: str) -> Prior:
+        knowledge = self._known.get(blob.diff_id) if blob.diff_id else None
+        metadata = blob.locations(self._metadata(knowledge))
+        known = blob.known_digest(knowledge)
+        attempts = candidates.attempts_for(blob.size)
         existence = [
-            entry.digest
+            Check(entry.digest, entry if entry.source_repository == target else None)
             for entry in candidates.existence_candidates(
                 target,
                 metadata,
@@ -71,22 +83,29 @@ class PushMemory:
                 key=self.hmac_key,
             )
         ]
-        if known is not None:
-            existence.insert(0, known)
+        if known is not None:  # the most promising digest: first, with any record naming it
+            record = next((check.record for check in existence if check.digest == known), None)
+            existence = [Check(known, record), *(c for c in existence if c.digest != known)]
         mounts = candidates.mount_candidates(target, self.hmac_key, metadata, attempts.mounts)
-        return Prior(tuple(dict.fromkeys(existence)), tuple(mounts), known)
+        return Prior(tuple(existence), tuple(mounts), known)
 
-    def remember(self, layer: Layer, target: str, blob: Descriptor) -> None:
-        """The layer is now in ``target`` as ``blob`` (Docker's ``TagAndAdd``); kept to flush."""
-        if self.store is None or layer.diff_id is None:
+    def remember(self, blob: LayerBlob, target: str, placed: Descriptor) -> None:
+        """The layer is now in ``target`` as ``placed`` (Docker's ``TagAndAdd``); kept to flush.
+
+        A fixed blob that is not gzip is not recorded by its diff ID: a layer Hoist compresses
+        could otherwise name it in a gzip manifest.
+        """
+        if self.store is None or blob.diff_id is None:
+            return
+        if isinstance(blob, FixedBlob) and not blob.reusable_by_diff_id():
             return
         entry = V2Metadata(
-            digest=blob.digest,
+            digest=placed.digest,
             source_repository=target,
-            hmac=compute_hmac(self.hmac_key, blob.digest, target) if self.hmac_key else "",
+            hmac=compute_hmac(self.hmac_key, placed.digest, target) if self.hmac_key else "",
         )
-        compressed = blob if layer.descriptor is None else None
-        self._pending.append(PushRecord(layer.diff_id, entry, compressed))
+        compressed = placed if isinstance(blob, ToCompress) else None
+        self._pending.append(PushRecord(blob.diff_id, entry, compressed))
 
     async def flush(self) -> None:
         """Write what ``remember`` kept; shielded, so a cancelled push still records its layers."""
@@ -95,11 +114,14 @@ class PushMemory:
             with anyio.CancelScope(shield=True):
                 await self.store.record_pushes(pending, COMPRESSOR)
 
-    async def forget(self, layer: Layer, entry: V2Metadata) -> None:
-        """A mount from ``entry`` failed: the blob is not there (any more)."""
+    async def forget(self, entry: V2Metadata) -> None:
+        """``entry`` turned out wrong (a mount from it failed, its own repository lacks the
+        blob): the blob is not there any more."""
+        self._forgotten.add(entry)  # later layers of this push must not try it again either
         if self.store is not None:
             await self.store.remove_v2_metadata(entry)
 
-
-def _own_digest(layer: Layer) -> Digest | None:
-    return layer.descriptor.digest if layer.descriptor is not None else None
+    def _metadata(self, knowledge: Knowledge | None) -> list[V2Metadata]:
+        if knowledge is None:
+            return []
+        return [entry for entry in knowledge.metadata if entry not in self._forgotten]

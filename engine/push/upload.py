@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -141,12 +142,13 @@ class BlobSender:
         size = max(self.chunk_size, session.min_chunk)
         buffer = bytearray()
         position = offset
-        async for piece in stream.from_offset(offset):
-            buffer += piece
-            while len(buffer) >= size:
-                await self._send_chunk(bytes(buffer[:size]), position)
-                position += size
-                del buffer[:size]
+        async with aclosing(stream.from_offset(offset)) as pieces:
+            async for piece in pieces:
+                buffer += piece
+                while len(buffer) >= size:
+                    await self._send_chunk(bytes(buffer[:size]), position)
+                    position += size
+                    del buffer[:size]
         if buffer:
             await self._send_chunk(bytes(buffer), position)
 

@@ -182,7 +182,7 @@ class RegistryClient:
                 answer = HttpResponse(response.status, response.headers, await response.read())
         except NETWORK_ERRORS as exc:
             where = f"{request.method} {_without_query(request.url)}"
-            raise TransportError(f"{where}: {exc or type(exc).__name__}") from exc
+            raise TransportError(f"{where}: {_network_failure(exc)}") from exc
         url = _without_query(request.url)
         log.debug("http", method=request.method, url=url, status=answer.status)
         delay = _retry_after(answer)
@@ -354,6 +354,16 @@ def _worth_a_continue(body: Body) -> bool:
     if body is None:
         return False
     return not isinstance(body, bytes) or len(body) > EXPECT_CONTINUE_ABOVE
+
+
+def _network_failure(exc: BaseException) -> str:
+    """What went wrong on the wire, in words: aiohttp's own text of a refused connection
+    carries its TLS setting (``ssl:default``, or a context's repr), which says nothing here."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
 
 
 def _retry_after(answer: HttpResponse) -> float | None:

@@ -198,3 +198,33 @@ def test_cancelling_a_push_leaves_nothing_behind(
 def _uuid(path: str) -> str:
     """The session's UUID in an upload URL (or the new one a POST answered with)."""
     return path.partition("/blobs/uploads/")[2].partition("?")[0]
+
+
+def test_a_registry_that_vanishes_mid_push_is_one_error_line(
+    backend: LocalRegistry, tmp_path: Path
+) -> None:
+    """The registry dies while layers stream and compress: exit 1, one ``Error:`` line, nothing
+    else on stderr (no never-retrieved task, no generator closed while it runs)."""
+    archive = tmp_path / "image.tar"
+    target = f"{backend.host}/vanish/app:v1"
+    big = [LayerSpec(32 * MiB, 81 + n) for n in range(4)]
+    write_docker_archive(archive, big, [target], tmp_path / "work")
+    hoist = [sys.executable, str(ROOT / "cli.py"), "--root", str(tmp_path / "root")]
+    subprocess.run([*hoist, "load", "-i", str(archive)], check=True, capture_output=True)
+    process = subprocess.Popen(
+        [*hoist, "push", "--max-upload-attempts", "2", "--progress", "plain", target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.rstrip().endswith(": Pushing"):
+            break
+    time.sleep(0.2)  # bodies in flight; not an assertion
+    backend.stop()
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr

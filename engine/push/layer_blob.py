@@ -1,0 +1,106 @@
+"""Which blob a layer is pushed as: this decides which evidence may say it is already there.
+
+A layer comes in one of two kinds, and they are two types so that no code can mistake one for
+the other:
+
+- ``FixedBlob``: the source fixes the blob (an OCI layout's or archive's descriptor, the
+  compressed blob of a docker-archive, a child of an index). The manifest pushed byte for byte
+  names that digest, so only evidence about *that digest* counts: a ``HEAD`` of it, a mount of
+  it, the run's record of it. Another compressed form of the same diff ID is another blob.
+- ``ToCompress``: a tar that Hoist compresses. The manifest is built from what the push finds, so
+  any gzip blob of the same diff ID will do: what the push metadata knows by diff ID chooses
+  which compressed form to reuse, or Hoist makes its own.
+
+Each kind has its own key for the run's ledger and the transfer manager (``blob …`` against
+``diff_id …``), so a record about one never answers for the other, even when a digest and a diff
+ID are equal (an uncompressed layer's blob is its tar).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.digest import Digest
+from engine.image import media_types
+from engine.image.base import Descriptor, Layer
+from engine.store import Knowledge, V2Metadata
+
+#: Blob media types that a ToCompress layer of the same diff ID may name in its place.
+_GZIP_LAYERS = frozenset({media_types.DOCKER_LAYER_GZIP, media_types.OCI_LAYER_GZIP})
+
+
+def blob_key(digest: Digest) -> str:
+    """The ledger's key for one exact blob (a fixed layer, a config)."""
+    return f"blob {digest}"
+
+
+@dataclass(frozen=True)
+class FixedBlob:
+    """A layer its source hands over as this exact registry blob."""
+
+    blob: Descriptor
+    diff_id: Digest | None
+
+    @property
+    def key(self) -> str:
+        return blob_key(self.blob.digest)
+
+    @property
+    def size(self) -> int:
+        return self.blob.size
+
+    def locations(self, metadata: Sequence[V2Metadata]) -> list[V2Metadata]:
+        """The records of this very digest; records of other compressed forms say nothing."""
+        return [entry for entry in metadata if entry.digest == self.blob.digest]
+
+    def known_digest(self, knowledge: Knowledge | None) -> Digest:
+        return self.blob.digest
+
+    def found(self, digest: Digest, size: int) -> Descriptor:
+        """The blob the manifest names, once evidence about ``digest`` said it is there."""
+        if digest != self.blob.digest:
+            raise AssertionError(f"evidence about {digest} taken for the fixed blob {self.blob}")
+        return self.blob
+
+    def reusable_by_diff_id(self) -> bool:
+        """Whether a layer that Hoist compresses may name this blob instead of its own gzip:
+        only a gzip blob is interchangeable in a schema 2 manifest."""
+        return self.blob.media_type in _GZIP_LAYERS
+
+
+@dataclass(frozen=True)
+class ToCompress:
+    """A tar that Hoist compresses; any gzip blob of its diff ID stands for it."""
+
+    diff_id: Digest | None
+    #: The tar's size (Docker sizes its search for a layer by it).
+    size: int
+    #: Tells layers without a diff ID apart (a source that knows none): each is its own.
+    token: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"diff_id {self.diff_id}" if self.diff_id is not None else f"layer {self.token}"
+
+    def locations(self, metadata: Sequence[V2Metadata]) -> list[V2Metadata]:
+        """Every record of the diff ID: each names a gzip blob of the same tar."""
+        return list(metadata)
+
+    def known_digest(self, knowledge: Knowledge | None) -> Digest | None:
+        """What Hoist's deterministic compressor made of the tar before, if it ever did."""
+        compressed = knowledge.compressed if knowledge is not None else None
+        return compressed.digest if compressed is not None else None
+
+    def found(self, digest: Digest, size: int) -> Descriptor:
+        return Descriptor(media_types.DOCKER_LAYER_GZIP, digest, size)
+
+
+LayerBlob = FixedBlob | ToCompress
+
+
+def layer_blob(layer: Layer) -> LayerBlob:
+    """The kind of ``layer``, decided once, where the pusher first meets it."""
+    if layer.descriptor is not None:
+        return FixedBlob(layer.descriptor, layer.diff_id)
+    return ToCompress(layer.diff_id, layer.size, 0 if layer.diff_id is not None else id(layer))

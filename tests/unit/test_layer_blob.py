@@ -1,0 +1,137 @@
+"""The two kinds of layer, and what the push metadata may say of each (pure logic).
+
+The audit of issue 11, one case each: every place a layer is identified (transfer and ledger
+keys, existence checks, mount sources, the anonymous mount, what is recorded) must keep a blob
+its source fixes apart from a tar Hoist compresses, even when a digest equals a diff ID.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.digest import Digest
+from engine.image import media_types
+from engine.image.base import Descriptor, FileLayer
+from engine.push.layer_blob import FixedBlob, ToCompress, blob_key, layer_blob
+from engine.push.memory import Check, PushMemory
+from engine.store import Knowledge, PushRecord, V2Metadata
+
+DIFF_ID = Digest.of(b"the tar")
+HOIST_GZIP = Descriptor(media_types.DOCKER_LAYER_GZIP, Digest.of(b"isal gzip"), 90)
+OTHER_GZIP = Descriptor(media_types.OCI_LAYER_GZIP, Digest.of(b"zlib gzip"), 80)
+TARGET = "127.0.0.1:5000/b"
+
+
+def _layer(descriptor: Descriptor | None = None, diff_id: Digest | None = DIFF_ID) -> FileLayer:
+    return FileLayer(Path("/nonexistent"), size=100, diff_id=diff_id, descriptor=descriptor)
+
+
+async def _memory(*metadata: V2Metadata, compressed: Descriptor | None = HOIST_GZIP) -> PushMemory:
+    memory = PushMemory(store=None, hmac_key=b"")
+    await memory.load([_layer()], {DIFF_ID: Knowledge(list(metadata), compressed)})
+    return memory
+
+
+def _recording_memory() -> PushMemory:
+    """A memory that keeps records (as with a store) without ever flushing them."""
+    return PushMemory(store=object(), hmac_key=b"")  # type: ignore[arg-type]
+
+
+def _in(repository: str, blob: Descriptor = HOIST_GZIP) -> V2Metadata:
+    return V2Metadata(blob.digest, f"127.0.0.1:5000/{repository}")
+
+
+def test_a_layer_with_a_descriptor_is_its_fixed_blob() -> None:
+    assert layer_blob(_layer(OTHER_GZIP)) == FixedBlob(OTHER_GZIP, DIFF_ID)
+    assert layer_blob(_layer()) == ToCompress(DIFF_ID, 100)
+
+
+def test_an_uncompressed_blob_and_the_tar_of_its_diff_id_have_different_keys() -> None:
+    """An uncompressed layer's digest is its diff ID; the keys still differ."""
+    uncompressed = Descriptor(media_types.OCI_LAYER, DIFF_ID, 100)
+    fixed, tar = layer_blob(_layer(uncompressed)), layer_blob(_layer())
+    assert fixed.key != tar.key
+    assert fixed.key == blob_key(DIFF_ID)  # a config of those bytes would be the same blob
+
+
+def test_layers_without_a_diff_id_are_each_their_own() -> None:
+    layers = [_layer(diff_id=None), _layer(diff_id=None)]  # alive together, as in one image
+    assert layer_blob(layers[0]).key != layer_blob(layers[1]).key
+
+
+@pytest.mark.anyio
+async def test_a_fixed_blob_hears_only_of_its_own_digest() -> None:
+    """Hoist's blob in ``a`` is another blob than the layout's: neither checked nor mounted."""
+    memory = await _memory(_in("a"), _in("c", OTHER_GZIP), _in("b"))
+    prior = memory.prior(FixedBlob(OTHER_GZIP, DIFF_ID), TARGET)
+
+    assert [check.digest for check in prior.existence] == [OTHER_GZIP.digest]
+    assert [entry.source_repository for entry in prior.mounts] == ["127.0.0.1:5000/c"]
+    assert {entry.digest for entry in prior.mounts} == {OTHER_GZIP.digest}
+    assert prior.digest == OTHER_GZIP.digest
+
+
+@pytest.mark.anyio
+async def test_a_tar_may_use_any_gzip_blob_of_its_diff_id() -> None:
+    memory = await _memory(_in("a"), _in("c", OTHER_GZIP))
+    prior = memory.prior(ToCompress(DIFF_ID, 20 << 20), TARGET)  # big: several mounts tried
+
+    assert prior.existence[0] == Check(HOIST_GZIP.digest)  # Hoist's own form, first
+    assert {entry.digest for entry in prior.mounts} == {HOIST_GZIP.digest, OTHER_GZIP.digest}
+    assert prior.digest == HOIST_GZIP.digest
+
+
+@pytest.mark.anyio
+async def test_a_record_of_the_target_itself_is_the_one_a_missing_blob_disproves() -> None:
+    here = _in("b", OTHER_GZIP)
+    memory = await _memory(here, compressed=None)
+    prior = memory.prior(ToCompress(DIFF_ID, 100), TARGET)
+    assert prior.existence == (Check(OTHER_GZIP.digest, here),)
+
+
+@pytest.mark.anyio
+async def test_a_forgotten_record_is_offered_no_more() -> None:
+    stale = _in("a")
+    memory = await _memory(stale, _in("c"))
+    await memory.forget(stale)
+    prior = memory.prior(ToCompress(DIFF_ID, 100), TARGET)
+    assert stale not in prior.mounts and len(prior.mounts) == 1
+
+
+def test_found_evidence_names_the_blob_of_the_layers_kind() -> None:
+    fixed = FixedBlob(OTHER_GZIP, DIFF_ID)
+    assert fixed.found(OTHER_GZIP.digest, 80) == OTHER_GZIP
+    with pytest.raises(AssertionError):
+        fixed.found(HOIST_GZIP.digest, 90)
+    found = ToCompress(DIFF_ID, 100).found(OTHER_GZIP.digest, 80)
+    assert found == Descriptor(media_types.DOCKER_LAYER_GZIP, OTHER_GZIP.digest, 80)
+
+
+@pytest.mark.parametrize(
+    ("media_type", "recorded"),
+    [
+        (media_types.OCI_LAYER_GZIP, True),
+        (media_types.DOCKER_LAYER_GZIP, True),
+        (media_types.OCI_LAYER, False),
+        (media_types.OCI_LAYER_ZSTD, False),
+    ],
+)
+def test_only_a_gzip_fixed_blob_is_recorded_for_its_diff_id(
+    media_type: str, recorded: bool
+) -> None:
+    """A tar Hoist compresses may later name a recorded blob in a gzip manifest."""
+    blob = Descriptor(media_type, OTHER_GZIP.digest, 80)
+    memory = _recording_memory()
+    memory.remember(FixedBlob(blob, DIFF_ID), TARGET, blob)
+    expected = [PushRecord(DIFF_ID, V2Metadata(blob.digest, TARGET), None)] if recorded else []
+    assert memory._pending == expected
+
+
+def test_a_compressed_tar_records_its_compressed_form() -> None:
+    memory = _recording_memory()
+    memory.remember(ToCompress(DIFF_ID, 100), TARGET, HOIST_GZIP)
+    assert memory._pending == [
+        PushRecord(DIFF_ID, V2Metadata(HOIST_GZIP.digest, TARGET), HOIST_GZIP)
+    ]
