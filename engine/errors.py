@@ -96,6 +96,7 @@ class RegistryResponseError(RegistryError):
         *,
         status: int,
         code: str | None = None,
+        codes: tuple[str, ...] = (),
         detail: object = None,
         method: str = "",
         url: str = "",
@@ -105,9 +106,24 @@ class RegistryResponseError(RegistryError):
         self.status = status
         self.retry_after = retry_after
         self.code = code or self.default_code
+        #: Every code the answer listed, in its order (``code`` is the first).
+        self.codes = codes or ((self.code,) if self.code else ())
         self.detail = detail
         self.method = method
         self.url = url
+
+    def reworded(self, message: str) -> RegistryResponseError:
+        """The same answer, told in other words (its class and attributes kept)."""
+        return type(self)(
+            message,
+            status=self.status,
+            code=self.code,
+            codes=self.codes,
+            detail=self.detail,
+            method=self.method,
+            url=self.url,
+            retry_after=self.retry_after,
+        )
 
 
 class UnauthorizedError(RegistryResponseError):

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from engine.digest import Digest
-from engine.errors import PushError
+from engine.errors import PushError, RegistryResponseError
 from engine.image import media_types
 from engine.image.base import Descriptor
 
@@ -31,3 +31,18 @@ def check_size(manifest: bytes) -> None:
         raise PushError(
             f"manifest is {len(manifest)} bytes, over the {MAX_MANIFEST_SIZE}-byte limit"
         )
+
+
+#: What a registry answers a manifest naming a blob it cannot find in the repository. Distribution
+#: also says ``DIGEST_INVALID`` when it reads a blob's link while another client writes it.
+_UNKNOWN_BLOB_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})
+
+
+def names_unknown_blob(refusal: RegistryResponseError) -> bool:
+    """Whether the registry refused a manifest for a blob it names: worth checking them again."""
+    return not _UNKNOWN_BLOB_CODES.isdisjoint(refusal.codes)
+
+
+def refused(refusal: RegistryResponseError) -> RegistryResponseError:
+    """The refusal, saying that it was the manifest that the registry refused."""
+    return refusal.reworded(f"manifest refused: {refusal}")

@@ -14,9 +14,11 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+import structlog
 
 from engine.concurrency import gather
 from engine.digest import Digest
+from engine.errors import RegistryResponseError
 from engine.image import media_types
 from engine.image.base import Descriptor, Image, Layer, SourceIndex
 from engine.progress import events
@@ -37,6 +39,8 @@ from engine.store import Knowledge, Store
 from engine.transfer import TransferManager
 
 T = TypeVar("T")
+
+log = structlog.get_logger("engine.push")
 
 
 @dataclass
@@ -79,9 +83,12 @@ class Pusher:
             return (await self._push_image(client, ref, reference, image, progress)).layers
 
         pushed = await gather([partial(child, d, image) for d, image in index.children])
-        digest = await self._retrying(
-            client.put_manifest, ref.path, tag, index.media_type, index.raw
-        )
+        try:
+            digest = await self._retrying(
+                client.put_manifest, ref.path, tag, index.media_type, index.raw
+            )
+        except RegistryResponseError as refusal:
+            raise manifests.refused(refusal) from refusal
         progress(PushComplete(ref.name, tag, digest, len(index.raw)))
         layers = [layer for child_layers in pushed for layer in child_layers]
         return PushResult(ref.name, tag, digest, len(index.raw), index.media_type, layers)
@@ -99,21 +106,9 @@ class Pusher:
         digest), PUT only once every blob it names is committed."""
         memory = PushMemory(self.store, hmac_key(await self.pool.credentials(ref.domain)))
         await memory.load(image.layers, known)
-        uploads = [
-            LayerUpload(
-                client,
-                ref.path,
-                ref.name,
-                layer,
-                layer_id(layer),
-                memory,
-                self.ledger,
-                self.options,
-            )
-            for layer in image.layers
-        ]
+        placing = _Placing(client, ref, image, memory, progress)
         try:
-            layers = await self._upload_layers(uploads, progress)
+            layers = await self._place_layers(placing, self.ledger)
         except BaseException:
             await memory.flush()
             raise
@@ -121,26 +116,88 @@ class Pusher:
         # store's thread is busiest when a batch's pushes finish, and the registry need not wait.
         recording = asyncio.ensure_future(memory.flush())
         try:
-            config = ConfigUpload(
-                client,
-                ref.path,
-                image.config,
-                image.config_media_type,
-                self.ledger,
-                self.options.retry,
-            )
-            await config.place(check_first=worth_checking(layers))
-            media_type, manifest = _manifest(image, layers)
-            manifests.check_size(manifest)
-            digest = await self._retrying(
-                client.put_manifest, ref.path, reference, media_type, manifest
-            )
+            pushed = await self._complete(placing, reference, layers)
         finally:
             # Shielded: a push cancelled now (a sibling failed, Ctrl-C) still records its layers.
             with anyio.CancelScope(shield=True):
                 await asyncio.wait({recording})
         recording.result()  # a failure to record, once the push's own has not come first
+        return pushed
+
+    async def _complete(
+        self, placing: _Placing, reference: str, layers: list[LayerResult]
+    ) -> _PushedImage:
+        """The config, then the manifest. A manifest refused for a blob it names (deleted since
+        it was found, or another process committing it at that moment) has every blob checked
+        again with none of this run's knowledge, what is missing placed, and is PUT once more."""
+        await self._place_config(placing, layers, self.ledger)
+        media_type, manifest = _manifest(placing.image, layers)
+        try:
+            digest = await self._put_manifest(placing, reference, media_type, manifest)
+        except RegistryResponseError as refusal:
+            if not manifests.names_unknown_blob(refusal):
+                raise manifests.refused(refusal) from refusal
+            log.info("manifest refused for a blob it names; checking again", error=str(refusal))
+            layers, media_type, manifest = await self._place_again(placing)
+            try:
+                digest = await self._put_manifest(placing, reference, media_type, manifest)
+            except RegistryResponseError as again:
+                raise manifests.refused(again) from again
         return _PushedImage(media_type, manifest, digest, layers)
+
+    async def _place_again(self, placing: _Placing) -> tuple[list[LayerResult], str, bytes]:
+        """Every blob of the image placed anew, by a ledger that knows nothing yet: each is
+        found (HEAD), mounted or sent again. The manifest is built anew from what was placed."""
+        fresh = BlobLedger()
+        try:
+            layers = await self._place_layers(placing, fresh)
+        finally:
+            await placing.memory.flush()
+        await self._place_config(placing, layers, fresh, check_first=True)
+        return layers, *_manifest(placing.image, layers)
+
+    async def _place_layers(self, placing: _Placing, ledger: BlobLedger) -> list[LayerResult]:
+        uploads = [
+            LayerUpload(
+                placing.client,
+                placing.ref.path,
+                placing.ref.name,
+                layer,
+                layer_id(layer),
+                placing.memory,
+                ledger,
+                self.options,
+            )
+            for layer in placing.image.layers
+        ]
+        return await self._upload_layers(uploads, placing.progress)
+
+    async def _place_config(
+        self,
+        placing: _Placing,
+        layers: list[LayerResult],
+        ledger: BlobLedger,
+        *,
+        check_first: bool = False,
+    ) -> None:
+        image = placing.image
+        config = ConfigUpload(
+            placing.client,
+            placing.ref.path,
+            image.config,
+            image.config_media_type,
+            ledger,
+            self.options.retry,
+        )
+        await config.place(check_first=check_first or worth_checking(layers))
+
+    async def _put_manifest(
+        self, placing: _Placing, reference: str, media_type: str, manifest: bytes
+    ) -> Digest:
+        manifests.check_size(manifest)
+        return await self._retrying(
+            placing.client.put_manifest, placing.ref.path, reference, media_type, manifest
+        )
 
     async def _retrying(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         """A registry request tried again on temporary errors, as the upload policy says."""
@@ -157,6 +214,17 @@ class Pusher:
         calls = [partial(self.transfers.transfer, u.key, u, progress) for u in distinct]
         by_key = dict(zip([u.key for u in distinct], await gather(calls), strict=True))
         return [by_key[upload.key] for upload in uploads]
+
+
+@dataclass(frozen=True)
+class _Placing:
+    """What placing one image's blobs needs, whichever ledger it goes by."""
+
+    client: RegistryClient
+    ref: Reference
+    image: Image
+    memory: PushMemory
+    progress: ProgressSink
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,14 @@ class RegistryClient:
             answer = await self.request("HEAD", target, ok=(200, 404), scopes=scopes)
         if answer.status == 404:
             return None
-        return int(answer.headers.get("Content-Length", "0"))
+        size = protocol.present_size(answer.headers, digest)
+        if size is None:
+            log.info(
+                "a HEAD answer that is not the blob",
+                url=url,
+                type=answer.headers.get("Content-Type"),
+            )
+        return size
 
     async def initiate_upload(self, repository: str) -> UploadSession:
         """``POST`` an upload session."""

@@ -79,6 +79,22 @@ class UploadStatus:
     offset: int
 
 
+def present_size(headers: Mapping[str, str], digest: Digest) -> int | None:
+    """The blob's size from a ``200`` to its ``HEAD``; None when the answer proves nothing.
+
+    A registry states the size, and names the digest (Distribution always does; object storage
+    behind a redirect may not). An answer naming another digest, without a size, or that is a
+    web page (a proxy's error or sign-in page answering 200) is not the blob.
+    """
+    given = headers.get(CONTENT_DIGEST_HEADER)
+    if given is not None and given.strip() != str(digest):
+        return None
+    if given is None and headers.get("Content-Type", "").lower().startswith("text/html"):
+        return None
+    length = headers.get("Content-Length", "").strip()
+    return int(length) if length.isdigit() else None
+
+
 def chunk_min_length(headers: Mapping[str, str]) -> int:
     try:
         return max(0, int(headers.get("OCI-Chunk-Min-Length", "0")))
@@ -185,6 +201,15 @@ def _describe(details: list[ErrorDetail], status: int, reason: str) -> str:
     return f"received unexpected HTTP status: {status} {reason or _phrase(status)}".strip()
 
 
+def _described(details: list[ErrorDetail], status: int, reason: str, request: str) -> str:
+    """Every error the answer lists; a bare status also names the request it answered."""
+    if not details:
+        described = _describe(details, status, reason)
+        return f"{request}: {described}" if request and status not in STATUS_MESSAGES else described
+    messages = [_describe([detail], status, reason) for detail in details]
+    return "; ".join(dict.fromkeys(messages))
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -205,11 +230,12 @@ def decode_error(
     details = parse_errors(body)
     code = details[0].code if details else None
     cls = ERROR_CODES.get(code or "") or STATUS_CLASSES.get(status) or RegistryResponseError
-    message = _describe(details, status, reason)
+    message = _described(details, status, reason, f"{method} {url}".strip())
     return cls(
         message,
         status=status,
         code=code,
+        codes=tuple(detail.code for detail in details if detail.code),
         detail=details[0].detail if details else None,
         method=method,
         url=url,

@@ -77,6 +77,8 @@ _HEAD_STARTS = frozenset(
 #: SO_LINGER on, timeout 0: closing the socket sends RST instead of FIN.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _REASONS = {
+    200: "OK",
+    400: "Bad Request",
     429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",
@@ -109,7 +111,9 @@ class Fault:
     """One fault, as applied to one request. Unset parameters are filled from the ``FaultPlan``.
 
     ``status`` and ``retry_after`` (seconds, sent as such or, with ``retry_after_date``, as an
-    HTTP-date that many seconds ahead) are for ``status``; ``seconds`` for ``stall``; ``rate``
+    HTTP-date that many seconds ahead) are for ``status``, whose body is a registry error with
+    ``code`` (by default one the status implies) or, with ``html``, a web page as a proxy's own
+    error or login page is; ``seconds`` for ``stall``; ``rate``
     (bytes/s) for ``throttle``. For ``reset_mid_body``, ``offset`` is the number of body bytes
     forwarded before the reset; without it, ``fraction`` places the reset inside the body.
     """
@@ -122,6 +126,8 @@ class Fault:
     rate: int | None = None
     fraction: float | None = None
     offset: int | None = None
+    code: str | None = None
+    html: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -487,14 +493,20 @@ def _body_pieces(
     return _sized_pieces(reader, 0, piece_size, ends=True)
 
 
+_HTML_PAGE = "<!DOCTYPE html><html><body><h1>Please sign in</h1></body></html>\n"
+
+
 def _status_answer(fault: Fault, *, close: bool) -> tuple[bytes, bytes]:
     """The head and body of a ``status`` fault's answer: a registry-style error, Retry-After
     if asked."""
     status = fault.status or 503
-    code = "TOOMANYREQUESTS" if status == 429 else "UNKNOWN"
+    code = fault.code or ("TOOMANYREQUESTS" if status == 429 else "UNKNOWN")
     body = f'{{"errors":[{{"code":"{code}","message":"injected by the hoist test proxy"}}]}}\n'
+    content_type = "application/json"
+    if fault.html:
+        body, content_type = _HTML_PAGE, "text/html; charset=utf-8"
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
-    lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
     if fault.retry_after is not None:
         lines.append(f"Retry-After: {_retry_after_value(fault)}")
     if close:

@@ -18,12 +18,14 @@ import pytest
 
 from conftest import ROOT, Skopeo
 from engine import Engine
+from engine.errors import RegistryResponseError
 from engine.image.sample import LayerSpec, write_docker_archive
-from engine.push.result import PushResult
+from engine.push.result import LayerOutcome, PushResult
 from engine.registry.pool import Timeouts
 from engine.retry import FAST, Backoff, RetryPolicy
-from engine.testing.proxy import FaultPlan, Proxy, running_proxy
+from engine.testing.proxy import Fault, FaultPlan, Proxy, running_proxy
 from engine.testing.registry import LocalRegistry, running_registry
+from tests.integration.registry_api import assert_pushed_whole
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -228,3 +230,86 @@ def test_a_registry_that_vanishes_mid_push_is_one_error_line(
     assert process.returncode == 1, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+
+
+@pytest.fixture
+def sign_in_page(backend: LocalRegistry) -> Iterator[Proxy]:
+    """A proxy that answers every ``HEAD`` itself, 200 with a web page."""
+    page = Fault("status", 200, html=True)
+    plan = FaultPlan(schedule=dict.fromkeys(range(100), page), methods={"HEAD"}, max_faults=100)
+    with running_proxy(backend.host, faults=plan) as running:
+        yield running
+        assert running.errors == []
+
+
+async def test_a_web_page_answering_a_head_is_not_the_blob(
+    backend: LocalRegistry, sign_in_page: Proxy, tmp_path: Path
+) -> None:
+    """Every blob ``HEAD`` gets a sign-in page with 200: no layer and no config is taken as
+    present on its word, so the manifest names only blobs the repository got."""
+    direct = f"{backend.host}/direct/app:v1"
+    target = f"{sign_in_page.host}/behind-a-page/app:v1"
+    archive = tmp_path / "image.tar"
+    await anyio.to_thread.run_sync(
+        lambda: write_docker_archive(archive, LAYERS, [direct], tmp_path / "work")
+    )
+    async with Engine(tmp_path / "root", config_dir=tmp_path / "config") as engine:
+        await engine.load(archive)
+        await engine.push(direct)  # the store now knows each layer's compressed digest
+        await engine.tag(direct, target)
+        result = await engine.push(target)
+
+    heads = [e for e in sign_in_page.log if e.method == "HEAD"]
+    assert heads and all(e.status == 200 for e in heads)
+    assert {layer.outcome for layer in result.layers} == {LayerOutcome.PUSHED}
+    assert_pushed_whole(backend, "behind-a-page/app", "v1", str(result.digest))
+
+
+@pytest.fixture
+def refusing(backend: LocalRegistry, request: pytest.FixtureRequest) -> Iterator[Proxy]:
+    """A proxy that answers the first manifest PUTs itself, 400 with a registry error code:
+    ``request.param`` is (code, how many)."""
+    code, times = request.param
+    refusal = Fault("status", 400, code=code)
+    schedule = dict.fromkeys(range(times), refusal)
+    plan = FaultPlan(schedule=schedule, methods={"PUT"}, path="/manifests/", max_faults=times)
+    with running_proxy(backend.host, faults=plan) as running:
+        yield running
+        assert running.errors == []
+
+
+@pytest.mark.parametrize(
+    "refusing", [("MANIFEST_BLOB_UNKNOWN", 1), ("DIGEST_INVALID", 1)], indirect=True
+)
+async def test_a_manifest_refused_for_a_blob_has_its_blobs_checked_and_goes_again(
+    backend: LocalRegistry, refusing: Proxy, tmp_path: Path
+) -> None:
+    """As when another process commits a shared layer at that moment: HEAD every blob, place
+    what is missing, PUT once more; the push succeeds."""
+    result, _ = await _engine_push(tmp_path, f"{refusing.host}/refused-once/app:v1")
+
+    log = list(refusing.log)
+    puts = [e for e in log if e.method == "PUT" and "/manifests/" in e.path]
+    assert [e.status for e in puts] == [400, 201]
+    after_refusal = log[log.index(puts[0]) + 1 : log.index(puts[1])]
+    assert any(e.method == "HEAD" for e in after_refusal), "no blob was checked again"
+    assert_pushed_whole(backend, "refused-once/app", "v1", str(result.digest))
+
+
+@pytest.mark.parametrize(
+    ("refusing", "puts", "message"),
+    [
+        (("MANIFEST_BLOB_UNKNOWN", 2), 2, "manifest refused: manifest blob unknown: injected"),
+        (("MANIFEST_INVALID", 2), 1, "manifest refused: manifest invalid: injected"),
+    ],
+    indirect=["refusing"],
+)
+async def test_a_manifest_refused_for_good_says_so(
+    refusing: Proxy, tmp_path: Path, puts: int, message: str
+) -> None:
+    with pytest.raises(RegistryResponseError) as refused:
+        await _engine_push(tmp_path, f"{refusing.host}/refused/app:v1")
+
+    sent = [e for e in refusing.log if e.method == "PUT" and "/manifests/" in e.path]
+    assert str(refused.value).startswith(message)
+    assert len(sent) == puts

@@ -107,6 +107,48 @@ def test_error_answers_become_one_typed_error(
     assert error.status == status
 
 
+@pytest.mark.parametrize("status", [200, 500, 400])
+def test_a_bare_unexpected_status_names_the_request(status: int) -> None:
+    error = protocol.decode_error(status, b"", method="PUT", url="http://r/v2/a/manifests/v1")
+    assert str(error).startswith("PUT http://r/v2/a/manifests/v1: received unexpected HTTP status")
+    assert str(status) in str(error)
+
+
+def test_every_error_an_answer_lists_is_told() -> None:
+    """Distribution lists the digest it could not check and the blob it does not know."""
+    body = (
+        b'{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded'
+        b' content"},{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry",'
+        b'"detail":"sha256:ab"}]}'
+    )
+    error = protocol.decode_error(400, body, method="PUT", url="http://r/v2/a/manifests/v1")
+    assert str(error) == (
+        "digest invalid: provided digest did not match uploaded content; "
+        "manifest blob unknown: blob unknown to registry"
+    )
+    assert error.codes == ("DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN")
+
+
+BLOB = Digest.of(b"blob")
+
+
+@pytest.mark.parametrize(
+    ("headers", "size"),
+    [
+        ({"Content-Length": "4", "Docker-Content-Digest": str(BLOB)}, 4),
+        # Object storage behind a redirect names no digest; its size still counts.
+        ({"Content-Length": "4", "Content-Type": "application/octet-stream"}, 4),
+        # A proxy's page answering 200: not the blob.
+        ({"Content-Length": "1234", "Content-Type": "text/html; charset=utf-8"}, None),
+        ({"Content-Length": "4", "Docker-Content-Digest": str(Digest.of(b"other"))}, None),
+        ({"Docker-Content-Digest": str(BLOB)}, None),
+        ({"Content-Length": "four", "Docker-Content-Digest": str(BLOB)}, None),
+    ],
+)
+def test_what_a_head_answer_proves(headers: dict[str, str], size: int | None) -> None:
+    assert protocol.present_size(headers, BLOB) == size
+
+
 @pytest.mark.parametrize(
     "url",
     [
