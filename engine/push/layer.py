@@ -83,7 +83,8 @@ class LayerUpload:
             else:
                 result = await self._place(ctx, placement.elsewhere)
                 placement.record(_blob(result))
-        self.memory.remember(self.blob, self.target, _blob(result))
+        made = result.outcome is LayerOutcome.PUSHED
+        self.memory.remember(self.blob, self.target, _blob(result), made=made)
         return result
 
     async def _place(self, ctx: TransferContext, elsewhere: Placed | None) -> LayerResult:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.digest import Digest
+from engine.errors import ImageSourceError
 from engine.image import media_types
 from engine.image.base import Descriptor, Layer
 from engine.store import Knowledge, V2Metadata
@@ -73,19 +74,18 @@ class FixedBlob:
 class ToCompress:
     """A tar that Hoist compresses; any gzip blob of its diff ID stands for it."""
 
-    diff_id: Digest | None
+    diff_id: Digest
     #: The tar's size (Docker sizes its search for a layer by it).
     size: int
-    #: Tells layers without a diff ID apart (a source that knows none): each is its own.
-    token: int = 0
 
     @property
     def key(self) -> str:
-        return f"diff_id {self.diff_id}" if self.diff_id is not None else f"layer {self.token}"
+        return f"diff_id {self.diff_id}"
 
     def locations(self, metadata: Sequence[V2Metadata]) -> list[V2Metadata]:
-        """Every record of the diff ID: each names a gzip blob of the same tar."""
-        return list(metadata)
+        """Every record of the diff ID names a gzip blob of the same tar; but for one whose
+        digest is the diff ID itself, the tar uncompressed (recorded by an older Hoist)."""
+        return [entry for entry in metadata if entry.digest != self.diff_id]
 
     def known_digest(self, knowledge: Knowledge | None) -> Digest | None:
         """What Hoist's deterministic compressor made of the tar before, if it ever did."""
@@ -103,4 +103,7 @@ def layer_blob(layer: Layer) -> LayerBlob:
     """The kind of ``layer``, decided once, where the pusher first meets it."""
     if layer.descriptor is not None:
         return FixedBlob(layer.descriptor, layer.diff_id)
-    return ToCompress(layer.diff_id, layer.size, 0 if layer.diff_id is not None else id(layer))
+    if layer.diff_id is None:
+        # Nothing would name it, in the ledger or the push records: every source knows one.
+        raise ImageSourceError("a layer with neither a digest nor a diff ID cannot be pushed")
+    return ToCompress(layer.diff_id, layer.size)

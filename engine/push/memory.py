@@ -89,11 +89,13 @@ class PushMemory:
         mounts = candidates.mount_candidates(target, self.hmac_key, metadata, attempts.mounts)
         return Prior(tuple(existence), tuple(mounts), known)
 
-    def remember(self, blob: LayerBlob, target: str, placed: Descriptor) -> None:
+    def remember(self, blob: LayerBlob, target: str, placed: Descriptor, *, made: bool) -> None:
         """The layer is now in ``target`` as ``placed`` (Docker's ``TagAndAdd``); kept to flush.
 
-        A fixed blob that is not gzip is not recorded by its diff ID: a layer Hoist compresses
-        could otherwise name it in a gzip manifest.
+        ``made``: Hoist's compressor made ``placed`` (it was sent), so it is also recorded as the
+        tar's compressed form; a gzip blob found or mounted may be another tool's. A fixed blob
+        that is not gzip is not recorded by its diff ID: a layer Hoist compresses could
+        otherwise name it in a gzip manifest.
         """
         if self.store is None or blob.diff_id is None:
             return
@@ -104,7 +106,7 @@ class PushMemory:
             source_repository=target,
             hmac=compute_hmac(self.hmac_key, placed.digest, target) if self.hmac_key else "",
         )
-        compressed = placed if isinstance(blob, ToCompress) else None
+        compressed = placed if made and isinstance(blob, ToCompress) else None
         self._pending.append(PushRecord(blob.diff_id, entry, compressed))
 
     async def flush(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.digest import Digest
+from engine.errors import ImageSourceError
 from engine.image import media_types
 from engine.image.base import Descriptor, FileLayer
 from engine.push.layer_blob import FixedBlob, ToCompress, blob_key, layer_blob
@@ -56,9 +57,9 @@ def test_an_uncompressed_blob_and_the_tar_of_its_diff_id_have_different_keys() -
     assert fixed.key == blob_key(DIFF_ID)  # a config of those bytes would be the same blob
 
 
-def test_layers_without_a_diff_id_are_each_their_own() -> None:
-    layers = [_layer(diff_id=None), _layer(diff_id=None)]  # alive together, as in one image
-    assert layer_blob(layers[0]).key != layer_blob(layers[1]).key
+def test_a_tar_without_a_diff_id_cannot_be_named_so_is_refused() -> None:
+    with pytest.raises(ImageSourceError):
+        layer_blob(_layer(diff_id=None))
 
 
 @pytest.mark.anyio
@@ -81,6 +82,11 @@ async def test_a_tar_may_use_any_gzip_blob_of_its_diff_id() -> None:
     assert prior.existence[0] == Check(HOIST_GZIP.digest)  # Hoist's own form, first
     assert {entry.digest for entry in prior.mounts} == {HOIST_GZIP.digest, OTHER_GZIP.digest}
     assert prior.digest == HOIST_GZIP.digest
+
+
+def test_a_tar_never_takes_its_own_uncompressed_bytes_for_a_gzip_blob() -> None:
+    uncompressed = V2Metadata(DIFF_ID, "127.0.0.1:5000/a")
+    assert ToCompress(DIFF_ID, 100).locations([uncompressed, _in("c")]) == [_in("c")]
 
 
 @pytest.mark.anyio
@@ -124,14 +130,16 @@ def test_only_a_gzip_fixed_blob_is_recorded_for_its_diff_id(
     """A tar Hoist compresses may later name a recorded blob in a gzip manifest."""
     blob = Descriptor(media_type, OTHER_GZIP.digest, 80)
     memory = _recording_memory()
-    memory.remember(FixedBlob(blob, DIFF_ID), TARGET, blob)
+    memory.remember(FixedBlob(blob, DIFF_ID), TARGET, blob, made=True)
     expected = [PushRecord(DIFF_ID, V2Metadata(blob.digest, TARGET), None)] if recorded else []
     assert memory._pending == expected
 
 
-def test_a_compressed_tar_records_its_compressed_form() -> None:
+@pytest.mark.parametrize(("made", "form"), [(True, HOIST_GZIP), (False, None)])
+def test_a_tar_records_a_compressed_form_only_when_hoist_made_it(
+    made: bool, form: Descriptor | None
+) -> None:
+    """A blob found or mounted may be another tool's gzip: no record of what isal makes."""
     memory = _recording_memory()
-    memory.remember(ToCompress(DIFF_ID, 100), TARGET, HOIST_GZIP)
-    assert memory._pending == [
-        PushRecord(DIFF_ID, V2Metadata(HOIST_GZIP.digest, TARGET), HOIST_GZIP)
-    ]
+    memory.remember(ToCompress(DIFF_ID, 100), TARGET, HOIST_GZIP, made=made)
+    assert memory._pending == [PushRecord(DIFF_ID, V2Metadata(HOIST_GZIP.digest, TARGET), form)]

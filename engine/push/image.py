@@ -1,0 +1,188 @@
+"""One image's blobs and manifest into one repository: the body of Docker's ``pushV2Tag``.
+
+Layers go through the shared TransferManager (one coroutine each, a global slot limit, dedup);
+the first failure cancels the others. The config follows, and the manifest is PUT only once
+every blob it names is committed. A manifest the registry refuses for a blob it names has every
+blob checked again, by a ledger that knows nothing yet, and is PUT once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+import anyio
+import structlog
+
+from engine.concurrency import gather
+from engine.digest import Digest
+from engine.errors import RegistryResponseError
+from engine.image import media_types
+from engine.image.base import Descriptor, Image, Layer
+from engine.progress import events
+from engine.progress.events import LayerProgress, Message, ProgressSink
+from engine.push import manifest as manifests
+from engine.push.config import ConfigUpload, worth_checking
+from engine.push.layer import LayerUpload
+from engine.push.ledger import BlobLedger
+from engine.push.memory import PushMemory
+from engine.push.result import LayerResult
+from engine.push.upload import UploadOptions
+from engine.reference import Reference
+from engine.registry.client import RegistryClient
+from engine.retry import retry_call
+from engine.transfer import TransferManager
+
+T = TypeVar("T")
+
+log = structlog.get_logger("engine.push")
+
+#: Said when the registry refused a manifest for a blob it names (deleted meanwhile, or another
+#: process committing it at that moment) and every blob is checked again.
+MANIFEST_RECHECK = "manifest refused for a blob it names; checking its blobs again"
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    media_type: str
+    manifest: bytes
+    digest: Digest
+    layers: list[LayerResult]
+
+
+@dataclass(frozen=True)
+class ImagePush:
+    """One image to one repository, by the run's ledger, with the store's knowledge of it."""
+
+    client: RegistryClient
+    ref: Reference
+    image: Image
+    memory: PushMemory
+    progress: ProgressSink
+    transfers: TransferManager
+    ledger: BlobLedger
+    options: UploadOptions
+
+    async def run(self, reference: str) -> PushedImage:
+        """Layers and config, then the manifest as ``reference`` (a tag or its digest)."""
+        try:
+            layers = await self._place_layers(self.ledger)
+        except BaseException:
+            await self.memory.flush()
+            raise
+        # Where the layers went is written to the store while the config and manifest go: the
+        # store's thread is busiest when a batch's pushes finish, and the registry need not wait.
+        recording = asyncio.ensure_future(self.memory.flush())
+        try:
+            pushed = await self._complete(reference, layers)
+        finally:
+            # Shielded: a push cancelled now (a sibling failed, Ctrl-C) still records its layers.
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({recording})
+        recording.result()  # a failure to record, once the push's own has not come first
+        return pushed
+
+    async def _complete(self, reference: str, layers: list[LayerResult]) -> PushedImage:
+        """The config, then the manifest. A manifest refused for a blob it names (deleted since
+        it was found, or another process committing it at that moment) has every blob checked
+        again with none of this run's knowledge, what is missing placed, and is PUT once more."""
+        await self._place_config(layers, self.ledger)
+        media_type, manifest = _manifest(self.image, layers)
+        try:
+            digest = await self._put_manifest(reference, media_type, manifest)
+        except RegistryResponseError as refusal:
+            if not manifests.names_unknown_blob(refusal):
+                raise manifests.refused(refusal) from refusal
+            log.info("manifest refused for a blob it names; checking again", error=str(refusal))
+            self.progress(Message(f"{reference}: {MANIFEST_RECHECK} ({refusal})"))
+            layers, media_type, manifest = await self._place_again()
+            try:
+                digest = await self._put_manifest(reference, media_type, manifest)
+            except RegistryResponseError as again:
+                raise manifests.refused(again) from again
+        return PushedImage(media_type, manifest, digest, layers)
+
+    async def _place_again(self) -> tuple[list[LayerResult], str, bytes]:
+        """Every blob of the image placed anew, by a ledger that knows nothing yet: each is
+        found (HEAD), mounted or sent again. The manifest is built anew from what was placed."""
+        fresh = BlobLedger()
+        try:
+            layers = await self._place_layers(fresh)
+        finally:
+            await self.memory.flush()
+        await self._place_config(layers, fresh, check_first=True)
+        return layers, *_manifest(self.image, layers)
+
+    async def _place_layers(self, ledger: BlobLedger) -> list[LayerResult]:
+        uploads = [
+            LayerUpload(
+                self.client,
+                self.ref.path,
+                self.ref.name,
+                layer,
+                layer_id(layer),
+                self.memory,
+                ledger,
+                self.options,
+            )
+            for layer in self.image.layers
+        ]
+        return await self._upload_layers(uploads)
+
+    async def _place_config(
+        self,
+        layers: list[LayerResult],
+        ledger: BlobLedger,
+        *,
+        check_first: bool = False,
+    ) -> None:
+        image = self.image
+        config = ConfigUpload(
+            self.client,
+            self.ref.path,
+            image.config,
+            image.config_media_type,
+            ledger,
+            self.options.retry,
+        )
+        await config.place(check_first=check_first or worth_checking(layers))
+
+    async def _put_manifest(self, reference: str, media_type: str, manifest: bytes) -> Digest:
+        manifests.check_size(manifest)
+        return await retry_call(
+            self.options.retry,
+            self.client.put_manifest,
+            self.ref.path,
+            reference,
+            media_type,
+            manifest,
+        )
+
+    async def _upload_layers(self, uploads: Sequence[LayerUpload]) -> list[LayerResult]:
+        """Every distinct layer through the transfer manager; results in manifest order."""
+        distinct = list({upload.key: upload for upload in uploads}.values())
+        # Docker lists the top layer first.
+        for upload in reversed(distinct):
+            self.progress(LayerProgress(upload.layer_id, events.PREPARING))
+        calls = [partial(self.transfers.transfer, u.key, u, self.progress) for u in distinct]
+        by_key = dict(zip([u.key for u in distinct], await gather(calls), strict=True))
+        return [by_key[upload.key] for upload in uploads]
+
+
+def layer_id(layer: Layer) -> str:
+    """The 12 hex characters Docker shows for a layer: its diff ID's, else its digest's."""
+    if layer.diff_id is not None:
+        return layer.diff_id.short
+    assert layer.descriptor is not None
+    return layer.descriptor.digest.short
+
+
+def _manifest(image: Image, layers: Sequence[LayerResult]) -> tuple[str, bytes]:
+    if image.manifest is not None:
+        return image.manifest
+    descriptors = [Descriptor(layer.media_type, layer.digest, layer.size) for layer in layers]
+    built = manifests.schema2(image.config, image.config_media_type, descriptors)
+    return media_types.DOCKER_MANIFEST, built
