@@ -286,13 +286,14 @@ def model_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
         yield registry
 
 
+@pytest.mark.timeout(max(300, EXAMPLES))  # a long run takes its time: about 0.2 s an example
 def test_every_push_names_only_blobs_its_repository_holds(
     model_registry: LocalRegistry, tmp_path: Path
 ) -> None:
     PushModel.registry = model_registry
     PushModel.workdir = tmp_path
     print(f"\nmodel: {EXAMPLES or CI_EXAMPLES} examples, {'random' if EXAMPLES else 'fixed'}")
-    PushModel.pushes = 0
+    PushModel.examples = PushModel.pushes = 0
     run_state_machine_as_test(
         PushModel,
         settings=settings(
@@ -305,5 +306,5 @@ def test_every_push_names_only_blobs_its_repository_holds(
             print_blob=True,
         ),
     )
-    print(f"model: {PushModel.pushes} pushes checked")
+    print(f"model: {PushModel.examples} examples, {PushModel.pushes} pushes checked")
     assert PushModel.pushes > 0, "the model pushed nothing: its rules need reweighing"

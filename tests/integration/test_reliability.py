@@ -156,16 +156,7 @@ def test_cancelling_a_push_leaves_nothing_behind(
             proxy.clear()
             target = f"{proxy.host}/cancel/app{number}:v1"
             subprocess.run([*hoist, "tag", "x/y:z", target], check=True)
-            process = subprocess.Popen(
-                [*hoist, "push", "--progress", "plain", target],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            assert process.stdout is not None
-            for line in process.stdout:
-                if line.rstrip().endswith(": Pushing"):
-                    break
+            process = _pushing(hoist, target)
             time.sleep(0.5)  # some bytes in flight; not an assertion
             sent_at = time.monotonic()
             process.send_signal(sig)
@@ -197,6 +188,21 @@ def test_cancelling_a_push_leaves_nothing_behind(
             )
 
 
+def _pushing(hoist: list[str], target: str, *options: str) -> subprocess.Popen[str]:
+    """``hoist push`` started, once a layer's body is on its way (plain progress said so)."""
+    process = subprocess.Popen(
+        [*hoist, "push", *options, "--progress", "plain", target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.rstrip().endswith(": Pushing"):
+            break
+    return process
+
+
 def _uuid(path: str) -> str:
     """The session's UUID in an upload URL (or the new one a POST answered with)."""
     return path.partition("/blobs/uploads/")[2].partition("?")[0]
@@ -213,16 +219,7 @@ def test_a_registry_that_vanishes_mid_push_is_one_error_line(
     write_docker_archive(archive, big, [target], tmp_path / "work")
     hoist = [sys.executable, str(ROOT / "cli.py"), "--root", str(tmp_path / "root")]
     subprocess.run([*hoist, "load", "-i", str(archive)], check=True, capture_output=True)
-    process = subprocess.Popen(
-        [*hoist, "push", "--max-upload-attempts", "2", "--progress", "plain", target],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.rstrip().endswith(": Pushing"):
-            break
+    process = _pushing(hoist, target, "--max-upload-attempts", "2")
     time.sleep(0.2)  # bodies in flight; not an assertion
     backend.stop()
     _, stderr = process.communicate(timeout=120)
