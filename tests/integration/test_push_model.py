@@ -240,10 +240,11 @@ class PushModel(RuleBasedStateMachine):
             self.portal.call(self.engine.remove, self._target(repository, tag))
 
     @precondition(lambda self: bool(self.pushed))
-    @rule()
-    def forget_push_metadata(self) -> None:
-        """What Hoist remembers of earlier pushes is a hint; without it pushes still hold."""
-        shutil.rmtree(self.engine.store.root / "distribution", ignore_errors=True)
+    @rule(what=st.sampled_from([("distribution",), ("layerdb", "compressed")]))
+    def forget_push_metadata(self, what: tuple[str, ...]) -> None:
+        """What Hoist remembers of earlier pushes (where each layer went, what its compressor
+        made of each tar) is a hint; without it pushes still hold."""
+        shutil.rmtree(self.engine.store.root.joinpath(*what), ignore_errors=True)
 
     @precondition(lambda self: bool(self.pushed))
     @rule(data=st.data())
