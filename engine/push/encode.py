@@ -113,6 +113,10 @@ class Reading:
         while not self._done:
             try:
                 out, self._done = await cpu_bound(self._pass.step)
+            except GeneratorExit:
+                # This coroutine is being closed: it may not await; the collector closes the file.
+                self._done = True
+                raise
             except BaseException:
                 await self.aclose()
                 raise

@@ -18,7 +18,6 @@ from typing import TypeVar
 import structlog
 
 from engine.digest import Digest
-from engine.errors import RegistryResponseError
 from engine.image.base import Descriptor, Layer
 from engine.progress import events
 from engine.progress.events import LayerProgress
@@ -30,7 +29,7 @@ from engine.push.result import LayerOutcome, LayerResult
 from engine.push.upload import BlobSender, UploadOptions, abandon
 from engine.reference import parse_normalized_named
 from engine.registry.client import RegistryClient
-from engine.registry.protocol import UploadSession
+from engine.registry.protocol import Absence, UploadSession
 from engine.retry import count_down, retrying
 from engine.store import V2Metadata
 from engine.transfer import TransferContext
@@ -117,10 +116,10 @@ class LayerUpload:
 
     async def _find_existing(self, prior: Prior) -> Descriptor | None:
         for check in prior.existence:
-            size = await self.client.check_blob(self.repository, check.digest)
-            if size is not None:
+            size = await self.client.head_blob(self.repository, check.digest)
+            if isinstance(size, int):
                 return self.blob.found(check.digest, size)
-            if check.record is not None:
+            if size is Absence.MISSING and check.record is not None:
                 await self.memory.forget(check.record)
         return None
 
@@ -139,9 +138,11 @@ class LayerUpload:
                     self.repository, source.digest, source.repository
                 )
                 if answer is None:
+                    blob = await self._mounted(source.digest, source.size)
+                    if blob is None:
+                        continue  # linked, but its size is not shown: not enough to name it
                     mounted = events.mounted_from(source.repository)
                     ctx.progress(LayerProgress(self.layer_id, mounted))
-                    blob = await self._mounted(source.digest, source.size)
                     return self._result(blob, LayerOutcome.MOUNTED, source.repository), None
                 if session is not None:
                     await abandon(self.client, self.repository, session.location)
@@ -156,20 +157,20 @@ class LayerUpload:
             # OCI 1.1's anonymous mount: a registry that has the blob anywhere links it here.
             session = await self.client.mount_blob(self.repository, prior.digest, None)
             if session is None:
-                ctx.progress(LayerProgress(self.layer_id, events.LAYER_EXISTS))
                 blob = await self._mounted(prior.digest, None)
-                return self._result(blob, LayerOutcome.MOUNTED), None
+                if blob is not None:
+                    ctx.progress(LayerProgress(self.layer_id, events.LAYER_EXISTS))
+                    return self._result(blob, LayerOutcome.MOUNTED), None
         return None, session
 
-    async def _mounted(self, digest: Digest, size: int | None) -> Descriptor:
-        """A mounted blob as a manifest names it; its size asked of the registry if unknown."""
+    async def _mounted(self, digest: Digest, size: int | None) -> Descriptor | None:
+        """A mounted blob as a manifest names it, its size asked of the registry when neither
+        the source nor the layer knows it; None when the registry does not show it (the layer
+        is then sent as if the mount had been refused)."""
+        size = size if size is not None else self.blob.blob_size
         if size is None:
             size = await self.client.check_blob(self.repository, digest)
-        if size is None:
-            raise RegistryResponseError(
-                f"blob {digest} was mounted but the registry does not show it", status=404
-            )
-        return self.blob.found(digest, size)
+        return None if size is None else self.blob.found(digest, size)
 
     async def _upload(self, ctx: TransferContext, session: UploadSession | None) -> LayerResult:
         total = self.layer.size

@@ -51,6 +51,10 @@ class FixedBlob:
     def size(self) -> int:
         return self.blob.size
 
+    @property
+    def blob_size(self) -> int:
+        return self.blob.size
+
     def locations(self, metadata: Sequence[V2Metadata]) -> list[V2Metadata]:
         """The records of this very digest; records of other compressed forms say nothing."""
         return [entry for entry in metadata if entry.digest == self.blob.digest]
@@ -81,6 +85,11 @@ class ToCompress:
     @property
     def key(self) -> str:
         return f"diff_id {self.diff_id}"
+
+    @property
+    def blob_size(self) -> None:
+        """Unknown until a gzip blob of the tar is made or found."""
+        return None
 
     def locations(self, metadata: Sequence[V2Metadata]) -> list[V2Metadata]:
         """Every record of the diff ID names a gzip blob of the same tar; but for one whose

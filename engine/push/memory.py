@@ -108,6 +108,13 @@ class PushMemory:
         )
         compressed = placed if made and isinstance(blob, ToCompress) else None
         self._pending.append(PushRecord(blob.diff_id, entry, compressed))
+        # Known from now on to this push too: a manifest refused for one of its blobs has each
+        # checked again (HEAD) before anything is sent anew.
+        before = self._known.get(blob.diff_id)
+        self._known[blob.diff_id] = Knowledge(
+            [*(before.metadata if before else ()), entry],
+            compressed or (before.compressed if before else None),
+        )
 
     async def flush(self) -> None:
         """Write what ``remember`` kept; shielded, so a cancelled push still records its layers."""

@@ -11,7 +11,7 @@ recognised even when the answer to its ``PUT`` was lost.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,7 +21,7 @@ import structlog
 
 from engine.errors import RegistryResponseError
 from engine.image.base import Descriptor
-from engine.push.encode import LayerStream
+from engine.push.encode import LayerStream, Reading
 from engine.registry.client import RegistryClient
 from engine.registry.protocol import UploadSession, UploadStatus
 from engine.retry import RetryPolicy, retry_call
@@ -136,8 +136,8 @@ class BlobSender:
 
     async def _send_body(self, stream: LayerStream, session: UploadSession, offset: int) -> None:
         if self.chunk_size is None:
-            body = _Body(stream, offset, self)
-            self._location = await self.client.patch_blob(self.repository, self._location, body)
+            async with aclosing(_Body(stream, offset, self)) as body:
+                self._location = await self.client.patch_blob(self.repository, self._location, body)
             return
         size = max(self.chunk_size, session.min_chunk)
         buffer = bytearray()
@@ -205,19 +205,38 @@ async def abandon(client: RegistryClient, repository: str, location: str) -> Non
 @dataclass
 class _Body:
     """A PATCH body from ``offset``, counted into ``sent``; iterable again if the request is
-    sent again (re-authentication)."""
+    sent again (re-authentication). ``aclose`` closes every pass it started, the ones a request
+    left half-read included."""
 
     stream: LayerStream
     offset: int
     sender: BlobSender
+    _readings: list[Reading] = field(default_factory=list)
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._pieces()
+    def __aiter__(self) -> _Counted:
+        reading = self.stream.from_offset(self.offset)
+        self._readings.append(reading)
+        return _Counted(reading, self.sender)
 
-    async def _pieces(self) -> AsyncIterator[bytes]:
-        async for piece in self.stream.from_offset(self.offset):
-            self.sender.sent += len(piece)
-            yield piece
+    async def aclose(self) -> None:
+        for reading in self._readings:
+            await reading.aclose()
+
+
+@dataclass
+class _Counted:
+    """A pass's pieces, each counted into the sender's ``sent`` as it goes out."""
+
+    reading: Reading
+    sender: BlobSender
+
+    def __aiter__(self) -> _Counted:
+        return self
+
+    async def __anext__(self) -> bytes:
+        piece = await self.reading.__anext__()
+        self.sender.sent += len(piece)
+        return piece
 
 
 def _too_large(exc: Exception) -> bool:

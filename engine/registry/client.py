@@ -202,7 +202,13 @@ class RegistryClient:
         return answer
 
     async def check_blob(self, repository: str, digest: Digest) -> int | None:
-        """``HEAD`` a blob: its size when the repository has it, None when it does not.
+        """``HEAD`` a blob: its size when the repository has it, None when it does not (or the
+        answer does not show it)."""
+        size = await self.head_blob(repository, digest)
+        return size if isinstance(size, int) else None
+
+    async def head_blob(self, repository: str, digest: Digest) -> int | protocol.Absence:
+        """``HEAD`` a blob: its size when the repository has it, else why not.
 
         Registries on object storage redirect blob requests; the redirect is followed once
         (without credentials when it leaves the registry's origin: the auth flow sees to that).
@@ -214,7 +220,7 @@ class RegistryClient:
             target = protocol.resolve_location(url, answer.headers.get("Location"))
             answer = await self.request("HEAD", target, ok=(200, 404), scopes=scopes)
         if answer.status == 404:
-            return None
+            return protocol.Absence.MISSING
         size = protocol.present_size(answer.headers, digest)
         if size is None:
             log.info(
@@ -222,6 +228,7 @@ class RegistryClient:
                 url=url,
                 type=answer.headers.get("Content-Type"),
             )
+            return protocol.Absence.UNPROVEN
         return size
 
     async def initiate_upload(self, repository: str) -> UploadSession:

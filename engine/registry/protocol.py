@@ -6,6 +6,7 @@ says, which error it is) is decided here, where it can be tested without a netwo
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,6 +78,15 @@ class UploadStatus:
 
     location: str
     offset: int
+
+
+class Absence(enum.Enum):
+    """Why a blob's ``HEAD`` gave no size."""
+
+    #: 404: the repository does not hold it (a record that said it does is wrong).
+    MISSING = "missing"
+    #: 200, but not the blob (a web page, another digest, no size): nothing was learnt.
+    UNPROVEN = "unproven"
 
 
 def present_size(headers: Mapping[str, str], digest: Digest) -> int | None:

@@ -30,14 +30,24 @@ def _layer(descriptor: Descriptor | None = None, diff_id: Digest | None = DIFF_I
 
 
 async def _memory(*metadata: V2Metadata, compressed: Descriptor | None = HOIST_GZIP) -> PushMemory:
-    memory = PushMemory(store=None, hmac_key=b"")
+    memory = _recording_memory()
     await memory.load([_layer()], {DIFF_ID: Knowledge(list(metadata), compressed)})
     return memory
 
 
+class _Forgetting:
+    """Stands for the store where a memory only keeps records and forgets them."""
+
+    def __init__(self) -> None:
+        self.removed: list[V2Metadata] = []
+
+    async def remove_v2_metadata(self, entry: V2Metadata) -> None:
+        self.removed.append(entry)
+
+
 def _recording_memory() -> PushMemory:
     """A memory that keeps records (as with a store) without ever flushing them."""
-    return PushMemory(store=object(), hmac_key=b"")  # type: ignore[arg-type]
+    return PushMemory(store=_Forgetting(), hmac_key=b"")  # type: ignore[arg-type]
 
 
 def _in(repository: str, blob: Descriptor = HOIST_GZIP) -> V2Metadata:
@@ -99,11 +109,24 @@ async def test_a_record_of_the_target_itself_is_the_one_a_missing_blob_disproves
 
 @pytest.mark.anyio
 async def test_a_forgotten_record_is_offered_no_more() -> None:
-    stale = _in("a")
-    memory = await _memory(stale, _in("c"))
+    stale = _in("c")  # the newest record: offered first, until forgotten
+    memory = await _memory(_in("a"), stale)
+    tar = ToCompress(DIFF_ID, 20 << 20)
+    assert memory.prior(tar, TARGET).mounts == (stale, _in("a"))
     await memory.forget(stale)
-    prior = memory.prior(ToCompress(DIFF_ID, 100), TARGET)
-    assert stale not in prior.mounts and len(prior.mounts) == 1
+    assert memory.prior(tar, TARGET).mounts == (_in("a"),)
+    assert isinstance(memory.store, _Forgetting) and memory.store.removed == [stale]
+
+
+@pytest.mark.anyio
+async def test_what_a_push_placed_is_known_to_it_at_once() -> None:
+    """A manifest refused for a blob has each checked again before anything is sent anew."""
+    memory = await _memory(compressed=None)
+    tar = ToCompress(DIFF_ID, 100)
+    assert memory.prior(tar, TARGET).existence == ()
+    memory.remember(tar, TARGET, HOIST_GZIP, made=True)
+    record = V2Metadata(HOIST_GZIP.digest, TARGET)
+    assert memory.prior(tar, TARGET).existence == (Check(HOIST_GZIP.digest, record),)
 
 
 def test_found_evidence_names_the_blob_of_the_layers_kind() -> None:

@@ -22,7 +22,7 @@ from engine.push.result import LayerOutcome
 from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
 from engine.registry.credentials import AuthConfig
-from engine.registry.protocol import UploadSession, UploadStatus
+from engine.registry.protocol import Absence, UploadSession, UploadStatus
 from engine.retry import RetryPolicy
 from engine.transfer import TransferManager
 
@@ -47,6 +47,10 @@ class MemoryRegistry:
     async def check_blob(self, repository: str, digest: Digest) -> int | None:
         blob = self.blobs.get(digest)
         return None if blob is None else len(blob)
+
+    async def head_blob(self, repository: str, digest: Digest) -> int | Absence:
+        size = await self.check_blob(repository, digest)
+        return Absence.MISSING if size is None else size
 
     async def initiate_upload(self, repository: str) -> UploadSession:
         self.started += 1
