@@ -55,7 +55,9 @@ class FixedBlob:
     def blob_size(self) -> int:
         return self.blob.size
 
-    def locations(self, metadata: Sequence[V2Metadata]) -> list[V2Metadata]:
+    def locations(
+        self, metadata: Sequence[V2Metadata], compressed: Descriptor | None
+    ) -> list[V2Metadata]:
         """The records of this very digest; records of other compressed forms say nothing."""
         return [entry for entry in metadata if entry.digest == self.blob.digest]
 
@@ -67,11 +69,6 @@ class FixedBlob:
         if digest != self.blob.digest:
             raise AssertionError(f"evidence about {digest} taken for the fixed blob {self.blob}")
         return self.blob
-
-    def reusable_by_diff_id(self) -> bool:
-        """Whether a layer that Hoist compresses may name this blob instead of its own gzip:
-        only a gzip blob is interchangeable in a schema 2 manifest."""
-        return self.blob.media_type in _GZIP_LAYERS
 
 
 @dataclass(frozen=True)
@@ -91,10 +88,19 @@ class ToCompress:
         """Unknown until a gzip blob of the tar is made or found."""
         return None
 
-    def locations(self, metadata: Sequence[V2Metadata]) -> list[V2Metadata]:
-        """Every record of the diff ID names a gzip blob of the same tar; but for one whose
-        digest is the diff ID itself, the tar uncompressed (recorded by an older Hoist)."""
-        return [entry for entry in metadata if entry.digest != self.diff_id]
+    def locations(
+        self, metadata: Sequence[V2Metadata], compressed: Descriptor | None
+    ) -> list[V2Metadata]:
+        """The records of gzip blobs of the tar: only a gzip blob may stand for it in a schema 2
+        manifest. A record without a media type (written before Hoist kept them) counts only
+        when it names ``compressed``, what Hoist's compressor made of the tar: any other could
+        be the tar itself, or zstd."""
+        own = compressed.digest if compressed is not None else None
+        return [
+            entry
+            for entry in metadata
+            if entry.media_type in _GZIP_LAYERS or (not entry.media_type and entry.digest == own)
+        ]
 
     def known_digest(self, knowledge: Knowledge | None) -> Digest | None:
         """What Hoist's deterministic compressor made of the tar before, if it ever did."""

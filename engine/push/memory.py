@@ -18,7 +18,7 @@ from engine.digest import Digest
 from engine.image.base import Descriptor, Layer
 from engine.push import candidates
 from engine.push.encode import COMPRESSOR
-from engine.push.layer_blob import FixedBlob, LayerBlob, ToCompress
+from engine.push.layer_blob import LayerBlob, ToCompress
 from engine.store import Knowledge, PushRecord, Store, V2Metadata, compute_hmac
 
 
@@ -70,7 +70,8 @@ class PushMemory:
 
     def prior(self, blob: LayerBlob, target: str) -> Prior:
         knowledge = self._known.get(blob.diff_id) if blob.diff_id else None
-        metadata = blob.locations(self._metadata(knowledge))
+        compressed = knowledge.compressed if knowledge is not None else None
+        metadata = blob.locations(self._metadata(knowledge), compressed)
         known = blob.known_digest(knowledge)
         attempts = candidates.attempts_for(blob.size)
         existence = [
@@ -93,18 +94,16 @@ class PushMemory:
         """The layer is now in ``target`` as ``placed`` (Docker's ``TagAndAdd``); kept to flush.
 
         ``made``: Hoist's compressor made ``placed`` (it was sent), so it is also recorded as the
-        tar's compressed form; a gzip blob found or mounted may be another tool's. A fixed blob
-        that is not gzip is not recorded by its diff ID: a layer Hoist compresses could
-        otherwise name it in a gzip manifest.
+        tar's compressed form; a gzip blob found or mounted may be another tool's. The record
+        keeps the blob's media type: a layer Hoist compresses may only reuse a gzip blob.
         """
         if self.store is None or blob.diff_id is None:
-            return
-        if isinstance(blob, FixedBlob) and not blob.reusable_by_diff_id():
             return
         entry = V2Metadata(
             digest=placed.digest,
             source_repository=target,
             hmac=compute_hmac(self.hmac_key, placed.digest, target) if self.hmac_key else "",
+            media_type=placed.media_type,
         )
         compressed = placed if made and isinstance(blob, ToCompress) else None
         self._pending.append(PushRecord(blob.diff_id, entry, compressed))

@@ -26,18 +26,26 @@ MAX_METADATA = 50
 
 @dataclass(frozen=True)
 class V2Metadata:
-    """One known location of a layer: its compressed ``digest`` in ``source_repository``."""
+    """One known location of a layer: its compressed ``digest`` in ``source_repository``.
+
+    ``media_type`` is Hoist's addition to Docker's entry (which Docker's decoder skips): what the
+    blob is, gzip or not. Entries written before it carry none.
+    """
 
     digest: Digest
     source_repository: str
     hmac: str = ""
+    media_type: str = ""
 
     def to_json(self) -> dict[str, str]:
-        return {
+        document = {
             "Digest": str(self.digest),
             "SourceRepository": self.source_repository,
             "HMAC": self.hmac,
         }
+        if self.media_type:
+            document["MediaType"] = self.media_type
+        return document
 
     @classmethod
     def from_json(cls, data: Any) -> V2Metadata:
@@ -48,7 +56,8 @@ class V2Metadata:
             digest = Digest.parse(str(data.get("Digest")))
         except HoistError as e:
             raise ValueError(str(e)) from e
-        return cls(digest, data["SourceRepository"], str(data.get("HMAC") or ""))
+        media_type = str(data.get("MediaType") or "")
+        return cls(digest, data["SourceRepository"], str(data.get("HMAC") or ""), media_type)
 
 
 def compute_hmac(key: bytes, digest: Digest, source_repository: str) -> str:

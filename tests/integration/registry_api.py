@@ -18,6 +18,7 @@ from engine.image import media_types
 from engine.testing.registry import LocalRegistry
 
 _ACCEPT = ", ".join(sorted(media_types.MANIFESTS | media_types.INDEXES))
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,16 @@ class Answer:
     body: bytes
 
 
-def ask(registry: LocalRegistry, method: str, path: str, accept: str = "") -> Answer:
+def ask(
+    registry: LocalRegistry, method: str, path: str, accept: str = "", byte_range: str = ""
+) -> Answer:
     # No proxy: a proxy from the environment must never stand between a test and loopback.
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=registry.ssl_context())
     )
     headers = {"Accept": accept} if accept else {}
+    if byte_range:
+        headers["Range"] = f"bytes={byte_range}"
     request = urllib.request.Request(f"{registry.url}{path}", method=method, headers=headers)
     try:
         with opener.open(request, timeout=30) as answer:
@@ -97,13 +102,27 @@ def delete_manifest(registry: LocalRegistry, repository: str, reference: str) ->
     return answer.status == 202
 
 
+def is_gzip(registry: LocalRegistry, repository: str, digest: str) -> bool:
+    """Whether the blob starts as gzip does (its first two bytes)."""
+    answer = ask(registry, "GET", f"/v2/{repository}/blobs/{digest}", byte_range="0-1")
+    assert answer.status in (200, 206), answer.status
+    return answer.body[:2] == GZIP_MAGIC
+
+
 def missing_blobs(registry: LocalRegistry, repository: str, found: Manifest) -> list[str]:
-    """What ``found`` names that ``repository`` does not hold with the size it states (its
-    children's blobs too, for an index)."""
+    """What ``found`` names that ``repository`` does not hold with the size it states, or holds
+    as something else than its media type says gzip (its children's blobs too, for an index)."""
     missing = [
         f"{blob['digest']} ({blob['size']} bytes)"
         for blob in found.blobs()
         if blob_size(registry, repository, blob["digest"]) != blob["size"]
+    ]
+    missing += [
+        f"{blob['digest']} (named {blob['mediaType']}, not gzip)"
+        for blob in found.blobs()
+        if blob["mediaType"].endswith("gzip")
+        and blob["size"] > 0
+        and not is_gzip(registry, repository, blob["digest"])
     ]
     for child_digest in found.children():
         child = manifest(registry, repository, child_digest)
@@ -121,4 +140,4 @@ def assert_pushed_whole(registry: LocalRegistry, repository: str, tag: str, dige
     assert found is not None, f"{repository}:{tag} is not in the registry"
     assert found.digest == digest, f"{repository}:{tag} is {found.digest}, Hoist said {digest}"
     missing = missing_blobs(registry, repository, found)
-    assert not missing, f"{repository}:{tag} names blobs the repository lacks: {missing}"
+    assert not missing, f"{repository}:{tag} names blobs the repository lacks as named: {missing}"

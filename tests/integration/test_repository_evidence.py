@@ -129,6 +129,23 @@ def test_a_store_push_after_another_compressors_layout(
     assert_pushed_whole(registry, "evidence-rev/b", "v1", digest)
 
 
+def test_a_store_push_after_an_uncompressed_layout_sends_gzip(
+    hoist: Hoist, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    """The layout's blob is the tar itself: recorded for the diff ID, it may not stand for the
+    store's layer in a manifest that calls its layers gzip."""
+    write_oci_layout(tmp_path / "layout", LAYERS, ref_name="v1", gzip=None)
+    first = _pushed(hoist, "--from", str(tmp_path / "layout"), f"{registry.host}/evidence-tar/a:v1")
+    assert_pushed_whole(registry, "evidence-tar/a", "v1", first)
+
+    target = f"{registry.host}/evidence-tar/b:v1"
+    write_docker_archive(tmp_path / "app.tar", LAYERS, [target], tmp_path / "work")
+    hoist("load", "-i", str(tmp_path / "app.tar"))
+    digest = _pushed(hoist, target)
+
+    assert_pushed_whole(registry, "evidence-tar/b", "v1", digest)  # gzip layers, each gzip
+
+
 def test_an_uncompressed_layer_and_a_tar_of_the_same_diff_id_at_once(
     registry: LocalRegistry, tmp_path: Path
 ) -> None:

@@ -51,7 +51,7 @@ def _recording_memory() -> PushMemory:
 
 
 def _in(repository: str, blob: Descriptor = HOIST_GZIP) -> V2Metadata:
-    return V2Metadata(blob.digest, f"127.0.0.1:5000/{repository}")
+    return V2Metadata(blob.digest, f"127.0.0.1:5000/{repository}", media_type=blob.media_type)
 
 
 def test_a_layer_with_a_descriptor_is_its_fixed_blob() -> None:
@@ -94,9 +94,23 @@ async def test_a_tar_may_use_any_gzip_blob_of_its_diff_id() -> None:
     assert prior.digest == HOIST_GZIP.digest
 
 
-def test_a_tar_never_takes_its_own_uncompressed_bytes_for_a_gzip_blob() -> None:
-    uncompressed = V2Metadata(DIFF_ID, "127.0.0.1:5000/a")
-    assert ToCompress(DIFF_ID, 100).locations([uncompressed, _in("c")]) == [_in("c")]
+UNCOMPRESSED = Descriptor(media_types.OCI_LAYER, DIFF_ID, 100)
+ZSTD = Descriptor(media_types.OCI_LAYER_ZSTD, Digest.of(b"zstd"), 70)
+
+
+def test_a_tar_takes_only_gzip_blobs_of_its_diff_id() -> None:
+    """An uncompressed or zstd blob of the same tar must not be named as gzip."""
+    records = [_in("a", UNCOMPRESSED), _in("b", ZSTD), _in("c"), _in("d", OTHER_GZIP)]
+    assert ToCompress(DIFF_ID, 100).locations(records, HOIST_GZIP) == [
+        _in("c"),
+        _in("d", OTHER_GZIP),
+    ]
+
+
+def test_an_older_record_without_a_media_type_counts_only_for_hoists_own_blob() -> None:
+    own, other = V2Metadata(HOIST_GZIP.digest, "r/a"), V2Metadata(ZSTD.digest, "r/b")
+    assert ToCompress(DIFF_ID, 100).locations([own, other], HOIST_GZIP) == [own]
+    assert ToCompress(DIFF_ID, 100).locations([own, other], None) == []
 
 
 @pytest.mark.anyio
@@ -125,7 +139,7 @@ async def test_what_a_push_placed_is_known_to_it_at_once() -> None:
     tar = ToCompress(DIFF_ID, 100)
     assert memory.prior(tar, TARGET).existence == ()
     memory.remember(tar, TARGET, HOIST_GZIP, made=True)
-    record = V2Metadata(HOIST_GZIP.digest, TARGET)
+    record = V2Metadata(HOIST_GZIP.digest, TARGET, media_type=HOIST_GZIP.media_type)
     assert memory.prior(tar, TARGET).existence == (Check(HOIST_GZIP.digest, record),)
 
 
@@ -138,24 +152,12 @@ def test_found_evidence_names_the_blob_of_the_layers_kind() -> None:
     assert found == Descriptor(media_types.DOCKER_LAYER_GZIP, OTHER_GZIP.digest, 80)
 
 
-@pytest.mark.parametrize(
-    ("media_type", "recorded"),
-    [
-        (media_types.OCI_LAYER_GZIP, True),
-        (media_types.DOCKER_LAYER_GZIP, True),
-        (media_types.OCI_LAYER, False),
-        (media_types.OCI_LAYER_ZSTD, False),
-    ],
-)
-def test_only_a_gzip_fixed_blob_is_recorded_for_its_diff_id(
-    media_type: str, recorded: bool
-) -> None:
-    """A tar Hoist compresses may later name a recorded blob in a gzip manifest."""
-    blob = Descriptor(media_type, OTHER_GZIP.digest, 80)
+@pytest.mark.parametrize("blob", [OTHER_GZIP, UNCOMPRESSED, ZSTD])
+def test_a_fixed_blob_is_recorded_with_its_media_type(blob: Descriptor) -> None:
     memory = _recording_memory()
     memory.remember(FixedBlob(blob, DIFF_ID), TARGET, blob, made=True)
-    expected = [PushRecord(DIFF_ID, V2Metadata(blob.digest, TARGET), None)] if recorded else []
-    assert memory._pending == expected
+    record = V2Metadata(blob.digest, TARGET, media_type=blob.media_type)
+    assert memory._pending == [PushRecord(DIFF_ID, record, None)]
 
 
 @pytest.mark.parametrize(("made", "form"), [(True, HOIST_GZIP), (False, None)])
@@ -165,4 +167,5 @@ def test_a_tar_records_a_compressed_form_only_when_hoist_made_it(
     """A blob found or mounted may be another tool's gzip: no record of what isal makes."""
     memory = _recording_memory()
     memory.remember(ToCompress(DIFF_ID, 100), TARGET, HOIST_GZIP, made=made)
-    assert memory._pending == [PushRecord(DIFF_ID, V2Metadata(HOIST_GZIP.digest, TARGET), form)]
+    record = V2Metadata(HOIST_GZIP.digest, TARGET, media_type=HOIST_GZIP.media_type)
+    assert memory._pending == [PushRecord(DIFF_ID, record, form)]

@@ -646,6 +646,22 @@ async def test_metadata_files_have_dockers_shape(store: Store) -> None:
 
 
 @pytest.mark.anyio
+async def test_metadata_keeps_a_media_type_beside_dockers_fields(store: Store) -> None:
+    """Hoist's ``MediaType`` is one more key (Docker's decoder skips it); entries without it,
+    as Docker and older Hoist wrote them, still read."""
+    diff_id = sha256(APP)
+    typed = V2Metadata(entry(1).digest, "docker.io/library/app", media_type=OCI_LAYER_ZSTD)
+    await store.add_v2_metadata(diff_id, typed)
+    await store.add_v2_metadata(diff_id, entry(2))
+    path = store.root / "distribution" / "v2metadata-by-diffid" / "sha256" / diff_id.hex
+    assert [item.get("MediaType") for item in json.loads(path.read_text())] == [
+        OCI_LAYER_ZSTD,
+        None,
+    ]
+    assert await store.v2_metadata(diff_id) == [typed, entry(2)]
+
+
+@pytest.mark.anyio
 async def test_metadata_removal(store: Store) -> None:
     diff_id = sha256(APP)
     await store.add_v2_metadata(diff_id, entry(1))
