@@ -110,13 +110,13 @@ class ImagePush:
         found (HEAD), mounted or sent again. The manifest is built anew from what was placed."""
         fresh = BlobLedger()
         try:
-            layers = await self._place_layers(fresh)
+            layers = await self._place_layers(fresh, again=True)
         finally:
             await self.memory.flush()
         await self._place_config(layers, fresh, check_first=True)
         return layers, *_manifest(self.image, layers)
 
-    async def _place_layers(self, ledger: BlobLedger) -> list[LayerResult]:
+    async def _place_layers(self, ledger: BlobLedger, *, again: bool = False) -> list[LayerResult]:
         uploads = [
             LayerUpload(
                 self.client,
@@ -127,6 +127,7 @@ class ImagePush:
                 self.memory,
                 ledger,
                 self.options,
+                again,
             )
             for layer in self.image.layers
         ]

@@ -59,6 +59,9 @@ class LayerUpload:
     memory: PushMemory
     ledger: BlobLedger
     options: UploadOptions = field(default_factory=UploadOptions)
+    #: Placed again after the registry refused a manifest: never joins a transfer that may still
+    #: go by the knowledge the refusal disproved.
+    again: bool = False
 
     @cached_property
     def blob(self) -> LayerBlob:
@@ -67,7 +70,8 @@ class LayerUpload:
     @property
     def key(self) -> str:
         """Dedup key: one upload per layer per target repository (as Docker's ``Key()``)."""
-        return f"{self.client.base}/{self.repository}@{self.blob.key}"
+        again = " (again)" if self.again else ""
+        return f"{self.client.base}/{self.repository}@{self.blob.key}{again}"
 
     async def __call__(self, ctx: TransferContext) -> LayerResult:
         # An upload slot is for moving a layer's bytes: the HEADs and mounts before go without.
