@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
 
 import anyio
 import structlog
@@ -35,8 +34,6 @@ from engine.reference import Reference
 from engine.registry.client import RegistryClient
 from engine.retry import retry_call
 from engine.transfer import TransferManager
-
-T = TypeVar("T")
 
 log = structlog.get_logger("engine.push")
 

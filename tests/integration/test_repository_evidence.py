@@ -21,6 +21,7 @@ from conftest import Hoist, Skopeo
 from engine import Engine
 from engine.image.sample import (
     ZLIB_9_GZIP,
+    Gzip,
     LayerSpec,
     write_docker_archive,
     write_oci_archive,
@@ -113,37 +114,27 @@ def test_an_index_whose_children_share_the_stores_layers(
     assert_pushed_whole(registry, repository, "v1", digest)
 
 
-def test_a_store_push_after_another_compressors_layout(
-    hoist: Hoist, registry: LocalRegistry, tmp_path: Path
+@pytest.mark.parametrize(
+    ("gzip", "case"), [(ZLIB_9_GZIP, "zlib"), (None, "tar")], ids=["zlib-9", "uncompressed"]
+)
+def test_a_store_push_after_a_layout_of_the_same_layers(
+    hoist: Hoist, registry: LocalRegistry, tmp_path: Path, gzip: Gzip | None, case: str
 ) -> None:
-    """The other way round: the layout's gzip blobs may stand for the store's tars."""
-    write_oci_layout(tmp_path / "layout", LAYERS, ref_name="v1", gzip=ZLIB_9_GZIP)
-    first = _pushed(hoist, "--from", str(tmp_path / "layout"), f"{registry.host}/evidence-rev/a:v1")
-    assert_pushed_whole(registry, "evidence-rev/a", "v1", first)
+    """The other way round. Another compressor's gzip blobs may stand for the store's tars; an
+    uncompressed layout's blob is the tar itself, and may not, in a manifest that calls its
+    layers gzip (``assert_pushed_whole`` reads each such blob)."""
+    write_oci_layout(tmp_path / "layout", LAYERS, ref_name="v1", gzip=gzip)
+    first = _pushed(
+        hoist, "--from", str(tmp_path / "layout"), f"{registry.host}/evidence-{case}/a:v1"
+    )
+    assert_pushed_whole(registry, f"evidence-{case}/a", "v1", first)
 
-    target = f"{registry.host}/evidence-rev/b:v1"
+    target = f"{registry.host}/evidence-{case}/b:v1"
     write_docker_archive(tmp_path / "app.tar", LAYERS, [target], tmp_path / "work")
     hoist("load", "-i", str(tmp_path / "app.tar"))
     digest = _pushed(hoist, target)
 
-    assert_pushed_whole(registry, "evidence-rev/b", "v1", digest)
-
-
-def test_a_store_push_after_an_uncompressed_layout_sends_gzip(
-    hoist: Hoist, registry: LocalRegistry, tmp_path: Path
-) -> None:
-    """The layout's blob is the tar itself: recorded for the diff ID, it may not stand for the
-    store's layer in a manifest that calls its layers gzip."""
-    write_oci_layout(tmp_path / "layout", LAYERS, ref_name="v1", gzip=None)
-    first = _pushed(hoist, "--from", str(tmp_path / "layout"), f"{registry.host}/evidence-tar/a:v1")
-    assert_pushed_whole(registry, "evidence-tar/a", "v1", first)
-
-    target = f"{registry.host}/evidence-tar/b:v1"
-    write_docker_archive(tmp_path / "app.tar", LAYERS, [target], tmp_path / "work")
-    hoist("load", "-i", str(tmp_path / "app.tar"))
-    digest = _pushed(hoist, target)
-
-    assert_pushed_whole(registry, "evidence-tar/b", "v1", digest)  # gzip layers, each gzip
+    assert_pushed_whole(registry, f"evidence-{case}/b", "v1", digest)
 
 
 def test_an_uncompressed_layer_and_a_tar_of_the_same_diff_id_at_once(
