@@ -94,6 +94,7 @@ class ImagePush:
             if not manifests.names_unknown_blob(refusal):
                 raise manifests.refused(refusal) from refusal
             log.info("manifest refused for a blob it names; checking again", error=str(refusal))
+            self.ledger.disown(self.client.base, self.ref.path)
             self.progress(Message(f"{reference}: {MANIFEST_RECHECK} ({refusal})"))
             layers, media_type, manifest = await self._place_again()
             try:

@@ -97,6 +97,17 @@ class BlobLedger:
             if placed is not None:
                 return placed
 
+    def disown(self, registry: str, repository: str) -> None:
+        """Forget every finished placement into ``repository``: the registry refused a manifest
+        there for a blob this run had placed, so none of them is evidence any more. Later pushes
+        of the run find out again (HEAD, mount, upload); placements under way are left alone."""
+        for here_key, placed in list(self._here.items()):
+            if here_key[:2] == (registry, repository) and placed.done():
+                del self._here[here_key]
+        for anywhere_key, first in list(self._anywhere.items()):
+            if anywhere_key[0] == registry and _placed_in(first, repository):
+                del self._anywhere[anywhere_key]
+
     def _withdraw(
         self, here_key: tuple[str, str, str], anywhere_key: _Key, claim: asyncio.Future[Placed]
     ) -> None:
@@ -105,6 +116,10 @@ class BlobLedger:
         if self._anywhere.get(anywhere_key) is claim:
             del self._anywhere[anywhere_key]
         claim.cancel()
+
+
+def _placed_in(future: asyncio.Future[Placed], repository: str) -> bool:
+    return future.done() and not _failed(future) and future.result().repository == repository
 
 
 def _failed(future: asyncio.Future[Placed]) -> bool:

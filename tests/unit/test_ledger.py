@@ -90,3 +90,20 @@ async def test_when_the_first_gives_up_one_waiter_takes_over(anyio_backend: str)
     assert len(uploaders) == 1
     mounter = ({"b", "c"} - set(uploaders)).pop()
     assert seen[mounter].elsewhere == Placed(BLOB, uploaders[0])
+
+
+async def test_a_disowned_repository_is_no_evidence_for_later_pushes(anyio_backend: str) -> None:
+    """A manifest refused in "a" for a blob the run placed there: nobody trusts "a" any more."""
+    ledger = BlobLedger()
+    for repository in ("a", "b"):
+        async with ledger.placing(REGISTRY, repository, CONTENT) as placement:
+            if placement.here is None:
+                placement.record(BLOB)
+    ledger.disown(REGISTRY, "a")
+
+    async with ledger.placing(REGISTRY, "a", CONTENT) as again:
+        assert again.here is None, "the refused repository still counted as holding it"
+        assert again.elsewhere is None or again.elsewhere.repository != "a"
+        again.record(BLOB)
+    async with ledger.placing(REGISTRY, "b", CONTENT) as other:
+        assert other.here == Placed(BLOB, "b")  # another repository's placement still stands
