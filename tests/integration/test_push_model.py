@@ -196,7 +196,7 @@ class PushModel(RuleBasedStateMachine):
         tag=st.sampled_from(TAGS),
     )
     def push_batch(self, samples: list[SampleSet], repositories: list[str], tag: str) -> None:
-        """One batch from the store; two images never share a target."""
+        """One batch from the store; a target drawn twice names the last image tagged so."""
         targets = {}
         for sample, repository in zip(samples, repositories, strict=False):
             self._load(sample)
