@@ -30,7 +30,7 @@ import anyio.to_thread
 from isal import igzip, isal_zlib
 
 from engine.errors import ImageSourceError, UnsafeArchiveError
-from engine.store.atomic import temp_path
+from engine.temp_names import temp_path
 
 GZIP_MAGIC = b"\x1f\x8b"
 _COMPRESSION_MAGIC = {"gzip": GZIP_MAGIC, "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00"}

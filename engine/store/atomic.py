@@ -1,8 +1,9 @@
 """Crash-safe file writes and the cross-process lock: the only ways the store changes on disk.
 
 A file is written to a temp file in its own directory, flushed, fsynced and renamed over the
-target, so a reader sees the old bytes or the new ones, never a mix. Temp names start with
-``TMP_PREFIX`` so readers (and a later clean-up) can tell an interrupted write from real data.
+target, so a reader sees the old bytes or the new ones, never a mix. Temp names
+(``engine.temp_names``) say who wrote them, so readers (and a later clean-up) can tell an
+interrupted write from real data.
 Read-modify-write sequences run under ``exclusive_lock``: an ``flock`` on one file in the root,
 which serialises threads of one process as well as separate processes (each holder opens its own
 file description).
@@ -14,7 +15,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,16 +22,9 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from engine.errors import StoreError
-
-TMP_PREFIX = ".tmp-"
-
+from engine.temp_names import temp_path
 
 T = TypeVar("T")
-
-
-def temp_path(directory: Path) -> Path:
-    """A fresh, recognisable temp name inside ``directory`` (same file system as the target)."""
-    return directory / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
 
 
 def fsync_dir(directory: Path) -> None:

@@ -24,9 +24,9 @@ from engine.digest import Digest
 from engine.errors import DigestMismatchError, ImageSourceError, StoreError
 from engine.image.base import CHUNK_SIZE, Descriptor, Layer
 from engine.offload import cpu_bound
-from engine.store.atomic import temp_path
 from engine.store.layers import LAYER_TAR, StagedLayer
 from engine.store.layout import Layout
+from engine.temp_names import temp_path
 
 MAX_INFLATE = 1 << 20
 #: gzip member framing for zlib's decompressor.

@@ -16,14 +16,7 @@ import shutil
 from collections.abc import Collection
 from pathlib import Path
 
-from engine.store.atomic import TMP_PREFIX
-
-
-def writer_pid(name: str) -> int | None:
-    if not name.startswith(TMP_PREFIX):
-        return None
-    pid, _, _ = name[len(TMP_PREFIX) :].partition("-")
-    return int(pid) if pid.isdigit() else None
+from engine.temp_names import writer_pid
 
 
 def alive(pid: int) -> bool:
