@@ -17,7 +17,6 @@ import aiohttp
 import anyio.to_thread
 import structlog
 
-from engine import __version__
 from engine.errors import RegistryError, TransportError
 from engine.registry import tls
 from engine.registry.auth import Authenticator
@@ -25,10 +24,11 @@ from engine.registry.client import RegistryClient
 from engine.registry.credentials import AuthConfig
 from engine.registry.endpoints import Endpoint, push_endpoints
 from engine.registry.throttle import HostGate
+from engine.version import VERSION
 
 log = structlog.get_logger("engine.registry")
 
-USER_AGENT = f"hoist/{__version__}"
+USER_AGENT = f"hoist/{VERSION}"
 
 #: Where credentials for a registry domain come from (``DockerConfig.get``, say).
 CredentialSource = Callable[[str], Awaitable[AuthConfig]]
