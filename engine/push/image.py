@@ -117,15 +117,15 @@ class ImagePush:
     async def _place_layers(self, ledger: BlobLedger, *, again: bool = False) -> list[LayerResult]:
         uploads = [
             LayerUpload(
-                self.client,
-                self.ref.path,
-                self.ref.name,
-                layer,
-                layer_id(layer),
-                self.memory,
-                ledger,
-                self.options,
-                again,
+                client=self.client,
+                repository=self.ref.path,
+                target=self.ref.name,
+                layer=layer,
+                layer_id=layer_id(layer),
+                memory=self.memory,
+                ledger=ledger,
+                options=self.options,
+                again=again,
             )
             for layer in self.image.layers
         ]

@@ -49,7 +49,7 @@ class Source:
     entry: V2Metadata | None = None  # the metadata that named it, forgotten if the mount fails
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LayerUpload:
     client: RegistryClient
     repository: str  # path within the registry
