@@ -7,9 +7,9 @@ Objects carry Docker's keys in Docker's order (``status``, ``progressDetail``, `
 
 from __future__ import annotations
 
-import json
 from typing import Any, TextIO
 
+from engine import gojson
 from engine.progress.events import (
     LayerProgress,
     Message,
@@ -23,25 +23,12 @@ from engine.progress.units import progress_bar
 #: Docker's stream formatter ends every object with CRLF.
 LINE_END = "\r\n"
 
-# Go escapes these inside strings (HTML safety, JavaScript line separators); the
-# bar's ">" comes out as "\u003e" in Docker's stream.
-_GO_ESCAPES = {
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-_GO_ESCAPE_TABLE = str.maketrans(_GO_ESCAPES)
-
 JSONObject = dict[str, Any]
 
 
 def encode(message: JSONObject) -> str:
-    """One message as Go's ``json.Marshal`` writes it: compact, UTF-8, HTML-escaped."""
-    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-    # Safe on the whole text: the characters can only occur inside string values.
-    return text.translate(_GO_ESCAPE_TABLE)
+    """One message as Go's ``json.Marshal`` writes it (the bar's ">" comes out escaped)."""
+    return gojson.marshal(message)
 
 
 def layer_message(event: LayerProgress) -> JSONObject:

@@ -10,10 +10,10 @@ upload asks, then makes the requests.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
+from engine import gojson
 from engine.digest import Digest
 from engine.errors import InvalidReferenceError
 from engine.reference import parse_named
@@ -24,11 +24,6 @@ from engine.store.metadata import V2Metadata, check_hmac
 SMALL_LAYER_MAX_SIZE = 100 * 1024
 #: Layers above this size are worth more mounts and checks of digests seen in other repositories.
 MIDDLE_LAYER_MAX_SIZE = 10 * 1024 * 1024
-
-# Go's encoding/json escapes these even inside strings; the HMAC key hashes Go's exact bytes.
-_GO_JSON_ESCAPES = str.maketrans(
-    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-)
 
 
 @dataclass(frozen=True)
@@ -79,9 +74,9 @@ def _key_document(credentials: AuthConfig) -> bytes:
         "registrytoken": credentials.registry_token,
     }
     document = {name: value for name, value in fields.items() if value}
-    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    # surrogatepass: a malformed secret must not crash a push; it only yields its own key.
-    return text.translate(_GO_JSON_ESCAPES).encode("utf-8", "surrogatepass")
+    # The HMAC key hashes Go's exact bytes. surrogatepass: a malformed secret must not crash a
+    # push; it only yields its own key.
+    return gojson.marshal(document).encode("utf-8", "surrogatepass")
 
 
 def mount_candidates(
