@@ -25,7 +25,7 @@ from engine.digest import Digest
 from engine.errors import ImageSourceError
 from engine.image import media_types
 from engine.image.base import Descriptor, Layer
-from engine.store import Knowledge, V2Metadata
+from engine.store import V2Metadata
 
 #: Blob media types that a ToCompress layer of the same diff ID may name in its place.
 _GZIP_LAYERS = frozenset({media_types.DOCKER_LAYER_GZIP, media_types.OCI_LAYER_GZIP})
@@ -55,13 +55,11 @@ class FixedBlob:
     def blob_size(self) -> int:
         return self.blob.size
 
-    def locations(
-        self, metadata: Sequence[V2Metadata], compressed: Descriptor | None
-    ) -> list[V2Metadata]:
+    def locations(self, metadata: Sequence[V2Metadata], own: Digest | None) -> list[V2Metadata]:
         """The records of this very digest; records of other compressed forms say nothing."""
         return [entry for entry in metadata if entry.digest == self.blob.digest]
 
-    def known_digest(self, knowledge: Knowledge | None) -> Digest:
+    def known_digest(self, own: Digest | None) -> Digest:
         return self.blob.digest
 
     def found(self, digest: Digest, size: int) -> Descriptor:
@@ -88,24 +86,20 @@ class ToCompress:
         """Unknown until a gzip blob of the tar is made or found."""
         return None
 
-    def locations(
-        self, metadata: Sequence[V2Metadata], compressed: Descriptor | None
-    ) -> list[V2Metadata]:
+    def locations(self, metadata: Sequence[V2Metadata], own: Digest | None) -> list[V2Metadata]:
         """The records of gzip blobs of the tar: only a gzip blob may stand for it in a schema 2
         manifest. A record without a media type (written before Hoist kept them) counts only
-        when it names ``compressed``, what Hoist's compressor made of the tar: any other could
-        be the tar itself, or zstd."""
-        own = compressed.digest if compressed is not None else None
+        when it names ``own``, what Hoist's compressor made of the tar: any other could be the
+        tar itself, or zstd."""
         return [
             entry
             for entry in metadata
             if entry.media_type in _GZIP_LAYERS or (not entry.media_type and entry.digest == own)
         ]
 
-    def known_digest(self, knowledge: Knowledge | None) -> Digest | None:
+    def known_digest(self, own: Digest | None) -> Digest | None:
         """What Hoist's deterministic compressor made of the tar before, if it ever did."""
-        compressed = knowledge.compressed if knowledge is not None else None
-        return compressed.digest if compressed is not None else None
+        return own
 
     def found(self, digest: Digest, size: int) -> Descriptor:
         return Descriptor(media_types.DOCKER_LAYER_GZIP, digest, size)

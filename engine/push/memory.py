@@ -70,9 +70,10 @@ class PushMemory:
 
     def prior(self, blob: LayerBlob, target: str) -> Prior:
         knowledge = self._known.get(blob.diff_id) if blob.diff_id else None
-        compressed = knowledge.compressed if knowledge is not None else None
-        metadata = blob.locations(self._metadata(knowledge), compressed)
-        known = blob.known_digest(knowledge)
+        # What Hoist's compressor made of the tar before: the digest both kinds weigh.
+        own = knowledge.compressed.digest if knowledge and knowledge.compressed else None
+        metadata = blob.locations(self._metadata(knowledge), own)
+        known = blob.known_digest(own)
         attempts = candidates.attempts_for(blob.size)
         existence = [
             Check(entry.digest, entry if entry.source_repository == target else None)

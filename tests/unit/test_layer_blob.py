@@ -101,7 +101,7 @@ ZSTD = Descriptor(media_types.OCI_LAYER_ZSTD, Digest.of(b"zstd"), 70)
 def test_a_tar_takes_only_gzip_blobs_of_its_diff_id() -> None:
     """An uncompressed or zstd blob of the same tar must not be named as gzip."""
     records = [_in("a", UNCOMPRESSED), _in("b", ZSTD), _in("c"), _in("d", OTHER_GZIP)]
-    assert ToCompress(DIFF_ID, 100).locations(records, HOIST_GZIP) == [
+    assert ToCompress(DIFF_ID, 100).locations(records, HOIST_GZIP.digest) == [
         _in("c"),
         _in("d", OTHER_GZIP),
     ]
@@ -109,7 +109,7 @@ def test_a_tar_takes_only_gzip_blobs_of_its_diff_id() -> None:
 
 def test_an_older_record_without_a_media_type_counts_only_for_hoists_own_blob() -> None:
     own, other = V2Metadata(HOIST_GZIP.digest, "r/a"), V2Metadata(ZSTD.digest, "r/b")
-    assert ToCompress(DIFF_ID, 100).locations([own, other], HOIST_GZIP) == [own]
+    assert ToCompress(DIFF_ID, 100).locations([own, other], HOIST_GZIP.digest) == [own]
     assert ToCompress(DIFF_ID, 100).locations([own, other], None) == []
 
 
