@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.api import Engine
+    from engine.api import BatchItem, Engine
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -176,6 +176,9 @@ def _engine(args: argparse.Namespace) -> Engine:
 
 
 async def _push(args: argparse.Namespace) -> int:
+    import anyio
+
+    from engine.concurrency import gather
     from engine.errors import HoistError, UnauthorizedError
     from engine.progress.render import make_renderer, render
 
@@ -186,26 +189,35 @@ async def _push(args: argparse.Namespace) -> int:
                 raise HoistError("--all-tags takes one repository name")
             names = await engine.tags_of(names[0])
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        drawing = asyncio.create_task(
-            render(queue, make_renderer(args.progress, sys.stdout, quiet=args.quiet))
-        )
-        try:
-            if len(names) > 1:
-                items = await engine.push_many(
-                    names, source=args.source, platform=args.platform, progress=queue
-                )
-            else:
+        renderer = make_renderer(args.progress, sys.stdout, quiet=args.quiet)
+        batch: list[BatchItem] = []
+
+        async def pushing() -> None:
+            try:
+                if len(names) > 1:
+                    batch.extend(
+                        await engine.push_many(
+                            names, source=args.source, platform=args.platform, progress=queue
+                        )
+                    )
+                    return
                 try:
                     await engine.push(
                         names[0], source=args.source, platform=args.platform, progress=queue
                     )
                 except UnauthorizedError as exc:
                     raise _with_login_hint(exc, names[0]) from exc
-                return 0
-        finally:
-            queue.put_nowait(None)
-            await drawing
-    return _report(items, quiet=args.quiet)
+            finally:
+                queue.put_nowait(None)
+
+        async def drawing() -> None:
+            # Shielded: every event the push sent is drawn, its end included, before an error
+            # (or Ctrl-C) is reported; the push's own ending always ends the queue.
+            with anyio.CancelScope(shield=True):
+                await render(queue, renderer)
+
+        await gather([pushing, drawing])
+    return _report(batch, quiet=args.quiet) if len(names) > 1 else 0
 
 
 def _with_login_hint(exc: Exception, name: str) -> Exception:

@@ -11,6 +11,7 @@ import platform as platform_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -18,6 +19,7 @@ import anyio
 import structlog
 
 from engine import logs
+from engine.concurrency import gather
 from engine.errors import (
     DigestReferenceError,
     HoistError,
@@ -270,7 +272,9 @@ class Engine:
         platform: str | None = None,
         progress: ProgressTarget = None,
     ) -> list[BatchItem]:
-        """Push every ref at once under the shared upload limit; one failure stops no other.
+        """Push every ref at once under the shared upload limit; one push's ``HoistError`` stops
+        no other (it is that item's ``error``). Any other exception is a bug or a cancellation:
+        it cancels the other pushes and is raised once they have all ended.
 
         A blob shared by several of them crosses the wire once per registry: the first push
         uploads it, the others mount it from there. Their push records are written in groups,
@@ -288,7 +292,7 @@ class Engine:
         run = _run_ledger.set(BlobLedger())
         try:
             async with self.store.batched_records():
-                return list(await asyncio.gather(*(one(ref) for ref in refs)))
+                return await gather([partial(one, ref) for ref in refs])
         finally:
             _run_ledger.reset(run)
 

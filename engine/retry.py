@@ -7,11 +7,17 @@ registry will answer again (unauthorized after re-authentication, ``DENIED``, ``
 ``UNSUPPORTED``, ...), our own source's bad content, a full disk, a certificate that does not
 verify, and cancellation. Waits grow exponentially with jitter and are never shorter than the
 registry's ``Retry-After``.
+
+One operation (a layer's whole upload, a manifest ``PUT``) spends one ``Attempts`` budget, however
+many requests it makes: retries happen at that one level, so they cannot multiply. How a failed
+upload request goes on (resume, a new session, chunks, or not at all) is decided here too
+(``Attempts.upload_failed``); the upload flow only carries the decision out.
 """
 
 from __future__ import annotations
 
 import email.utils
+import enum
 import errno
 import math
 import random
@@ -40,7 +46,10 @@ __all__ = [
     "SESSION_GONE_CODES",
     "TEMPORARY_CODES",
     "TEMPORARY_STATUSES",
+    "Attempts",
     "Backoff",
+    "Decision",
+    "Remedy",
     "RetryPolicy",
     "count_down",
     "parse_retry_after",
@@ -134,18 +143,9 @@ class RetryPolicy:
         leaves = list(_leaves(error))
         return bool(leaves) and all(self._leaf_is_temporary(leaf) for leaf in leaves)
 
-    def should_restart_session(self, error: BaseException) -> bool:
-        """Whether the next attempt needs a new upload session (the registry lost this one)."""
-        return any(_session_is_gone(leaf) for leaf in _leaves(error))
-
-    def delay_for(
-        self, error: BaseException, attempt: int, rng: random.Random, now: float | None = None
-    ) -> float:
-        """Seconds to wait before the attempt after ``attempt``: backoff, or more if asked.
-
-        ``now`` is accepted for callers written to the first sketch of this API and changes
-        nothing: an error's ``retry_after`` is already seconds, counted when the answer arrived.
-        """
+    def delay_for(self, error: BaseException, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before the attempt after ``attempt``: backoff, or more if asked (an
+        error's ``retry_after`` is seconds, counted when its answer arrived)."""
         return max(self.backoff.delay(attempt, rng), retry_after_of(error) or 0.0)
 
     def _leaf_is_temporary(self, error: BaseException) -> bool:
@@ -172,6 +172,66 @@ DEFAULT = RetryPolicy()
 
 #: For tests: the same decisions, waits of hundredths of a second.
 FAST = RetryPolicy(backoff=Backoff(initial=0.01, maximum=0.05))
+
+
+#: Backoff jitter for callers that bring none (seeding a generator per call costs more).
+_JITTER = random.Random()
+
+
+class Remedy(enum.Enum):
+    """How an upload goes on after one of its requests failed."""
+
+    #: Wait, ask the session how much the registry kept, and go on from there.
+    RESUME = "resume"
+    #: Wait, then start a new session from byte 0: the registry lost (or spoiled) this one.
+    NEW_SESSION = "new session"
+    #: The registry refused a body as too large (413): send it again in chunks, at once.
+    CHUNKS = "chunks"
+    #: Raise the error: it is permanent, or the operation's attempts are spent.
+    GIVE_UP = "give up"
+
+
+@dataclass(frozen=True)
+class Decision:
+    remedy: Remedy
+    delay: float = 0.0  # seconds to wait first
+
+
+@dataclass
+class Attempts:
+    """One operation's budget of tries under ``policy``, spent by every request it makes."""
+
+    policy: RetryPolicy
+    rng: random.Random = field(default_factory=lambda: _JITTER)
+    failed: int = 0
+
+    def wait_after(self, error: BaseException) -> float | None:
+        """Count a failed try: seconds to wait before the next one, or None to give up."""
+        self.failed += 1
+        if self.failed >= self.policy.attempts or not self.policy.is_temporary(error):
+            return None
+        return self.policy.delay_for(error, self.failed, self.rng)
+
+    def upload_failed(self, error: BaseException, *, chunked: bool) -> Decision:
+        """A request that sends or commits a blob failed: how the upload goes on."""
+        if _too_large(error) and not chunked:
+            self.failed += 1
+            spent = self.failed >= self.policy.attempts
+            return Decision(Remedy.GIVE_UP if spent else Remedy.CHUNKS)
+        delay = self.wait_after(error)
+        if delay is None:
+            return Decision(Remedy.GIVE_UP)
+        gone = any(_session_is_gone(leaf) for leaf in _leaves(error))
+        return Decision(Remedy.NEW_SESSION if gone else Remedy.RESUME, delay)
+
+    def status_failed(self, error: BaseException) -> Decision:
+        """Asking a session's status failed. A registry's answer other than "not now" (a 404, a
+        400, any error code) says the session is no good: a new one, no try spent; a failure
+        of the request itself is a try, and the status is asked again after the wait."""
+        if isinstance(error, RegistryResponseError) and not _answer_says_later(error):
+            return Decision(Remedy.NEW_SESSION)
+        delay = self.wait_after(error)
+        return Decision(Remedy.GIVE_UP) if delay is None else Decision(Remedy.RESUME, delay)
 
 
 def retry_after_of(error: BaseException) -> float | None:
@@ -209,50 +269,44 @@ def _http_date(value: str) -> float | None:
     return moment.timestamp()
 
 
-#: Backoff jitter for callers that bring none (seeding a generator per call costs more).
-_JITTER = random.Random()
-
-
 async def retry_call(
     policy: RetryPolicy,
     call: Callable[..., Awaitable[T]],
     *args: object,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> T:
-    """``call(*args)`` under ``policy``: ``retrying`` for a step that ignores which try it is."""
-    return await retrying(lambda _attempt: call(*args), policy, sleep=sleep)
+    """``call(*args)`` as an operation of its own under ``policy``."""
+    return await retrying(lambda _attempt: call(*args), Attempts(policy), sleep=sleep)
 
 
 async def retrying(
     operation: Callable[[int], Awaitable[T]],
-    policy: RetryPolicy,
+    attempts: Attempts,
     *,
     on_retry: Callable[[BaseException, float, int], Awaitable[None]] | None = None,
-    rng: random.Random | None = None,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> T:
     """Call ``operation(attempt)`` for attempt 1, 2, ... until it returns, fails for good, or
-    ``policy.attempts`` are spent; then the last error is raised as it was.
+    ``attempts`` are spent (by this call or by others of the same operation); then the last
+    error is raised as it was.
 
     Before each wait ``on_retry(error, delay, attempt)`` runs, ``attempt`` being the one that
     failed: the place to give an upload slot back and to say "Retrying in N seconds". Only
     ``Exception`` is caught, so cancellation (and KeyboardInterrupt) passes through at once.
     """
-    rng = rng or _JITTER
-    attempt = 1
     while True:
         try:
-            return await operation(attempt)
+            return await operation(attempts.failed + 1)
         except Exception as error:
-            if attempt >= policy.attempts or not policy.is_temporary(error):
+            delay = attempts.wait_after(error)
+            if delay is None:
                 raise
-            failed, delay = error, policy.delay_for(error, attempt, rng)
+            failed = error
         # Outside the except block so that on_retry's own errors do not chain onto this one.
-        log.info("retry", attempt=attempt, delay=round(delay, 3), error=str(failed))
+        log.info("retry", attempt=attempts.failed, delay=round(delay, 3), error=str(failed))
         if on_retry is not None:
-            await on_retry(failed, delay, attempt)
+            await on_retry(failed, delay, attempts.failed)
         await sleep(delay)
-        attempt += 1
 
 
 async def count_down(
@@ -316,3 +370,12 @@ def _is_session_url(url: str) -> bool:
     """``.../blobs/uploads/<id>``: an upload session, not the POST that opens one."""
     _, _, session = urlsplit(url).path.partition("/blobs/uploads/")
     return bool(session.strip("/"))
+
+
+def _too_large(error: BaseException) -> bool:
+    return isinstance(error, RegistryResponseError) and error.status == 413
+
+
+def _answer_says_later(error: RegistryResponseError) -> bool:
+    """A busy or briefly broken registry: the same question may get an answer later."""
+    return error.status in TEMPORARY_STATUSES or error.code in {"TOOMANYREQUESTS"}

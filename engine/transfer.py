@@ -2,14 +2,15 @@
 
 It plays the part of Docker's ``distribution/xfer`` transfer manager. A transfer is keyed: a
 second request for a key that is running attaches as a *watcher*, receives the last progress event
-and every later one, and gets the same result or exception. The transfer runs in a task of its own
-so that any watcher may leave; when the last one leaves, the task is cancelled and that watcher
-waits for it to end, so that nothing outlives the push that asked for it.
+and every later one, and gets the same result or exception. A transfer is a flight
+(``engine.concurrency.SingleFlight``): any watcher may leave; when the last one leaves, the task is
+cancelled and that watcher waits for it to end, so that nothing outlives the push that asked for
+it. Written for asyncio: slots are asyncio events.
 
 Slots are claimed when a transfer is created and granted first come, first served, while fewer
 than ``concurrency`` transfers hold one. The transfer's function decides when to wait for its slot
 (``TransferContext.wait_started``) and may give it back while idle (``set_inactive``), for
-instance while sleeping before a retry, then queue again (``reactivate``).
+instance while sleeping before a retry, then queue again (``wait_started``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import asyncio
 import enum
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar, cast
 
-import anyio
 import structlog
 
+from engine.concurrency import Flight, SingleFlight
 from engine.progress.events import ProgressEvent, ProgressSink
 
 __all__ = ["TransferContext", "TransferManager"]
@@ -125,10 +127,8 @@ class _Broadcast:
             self._deliver(watcher, self._last)
         return watcher
 
-    def release(self, watcher: _Watcher) -> int:
-        """Detach ``watcher``; return how many watchers remain."""
+    def release(self, watcher: _Watcher) -> None:
         self._watchers.remove(watcher)
-        return len(self._watchers)
 
     def send(self, event: ProgressEvent) -> None:
         self._last = event
@@ -167,7 +167,8 @@ class TransferContext:
         return self._claim.state is _ClaimState.HELD
 
     async def wait_started(self) -> None:
-        """Wait until this transfer holds a slot, queueing for one if it is not queued yet."""
+        """Wait until this transfer holds a slot, queueing for one if it is not queued yet (at
+        the back, after ``set_inactive``): the one way to take a slot."""
         self._slots.request(self._claim)
         await self._claim.granted.wait()
 
@@ -175,56 +176,29 @@ class TransferContext:
         """Give the slot back (or leave the queue) while the transfer moves no data."""
         self._slots.release(self._claim)
 
-    async def reactivate(self) -> None:
-        """Queue again, behind every waiting transfer, after ``set_inactive``."""
-        await self.wait_started()
 
+class _Transfer(Flight[Any]):
+    """A running transfer: a flight with its slot claim and its watchers' progress."""
 
-class _Transfer:
-    """A running transfer: its task, its watchers, and whether every watcher has left it."""
-
-    def __init__(self, context: TransferContext, broadcast: _Broadcast) -> None:
+    def __init__(
+        self,
+        context: TransferContext,
+        broadcast: _Broadcast,
+        func: Callable[[TransferContext], Awaitable[Any]],
+    ) -> None:
         self.context = context
         self.broadcast = broadcast
-        self.abandoned = False
-        self.task: asyncio.Task[Any]
+        super().__init__(_run(context, func), name=f"transfer {context.key}")
+        # Also covers a task cancelled before its coroutine ever ran, whose finally never runs.
+        self.task.add_done_callback(lambda _: context.set_inactive())
 
-    async def finished(self) -> None:
-        """Wait until the task ends, whatever its outcome; only our own cancellation raises."""
-        await asyncio.wait({self.task})
 
-    async def leave(self, watcher: _Watcher) -> None:
-        """Detach a cancelled watcher; the last one cancels the task (if it still runs) and
-        waits for it."""
-        if self.broadcast.release(watcher) > 0:
-            return
-        if not self.task.done():
-            self.abandoned = True
-            self.task.cancel()
-            await self._finished_despite_cancellation()
-        self._note_unseen_failure()
-
-    async def _finished_despite_cancellation(self) -> None:
-        # The caller is being cancelled: anyio would cancel this wait again at once, and native
-        # asyncio may too; the caller re-raises its own CancelledError once the task has ended.
-        with anyio.CancelScope(shield=True):
-            while not self.task.done():
-                try:
-                    await self.finished()
-                except asyncio.CancelledError:
-                    continue
-
-    def _note_unseen_failure(self) -> None:
-        # No watcher is left to receive the task's error: the push they belonged to is ending
-        # for another reason, reported there (often the same error, from a sibling layer). The
-        # error is retrieved here, or asyncio would print it as never retrieved.
-        if self.task.cancelled():
-            return
-        error = self.task.exception()
-        if error is not None:
-            log.debug(
-                "transfer failed with no watcher left", key=self.context.key, error=str(error)
-            )
+async def _run(context: TransferContext, func: Callable[[TransferContext], Awaitable[T]]) -> T:
+    try:
+        return await func(context)
+    finally:
+        # Free the slot as soon as func ends, before any watcher wakes.
+        context.set_inactive()
 
 
 class TransferManager:
@@ -232,7 +206,7 @@ class TransferManager:
 
     def __init__(self, concurrency: int = 5) -> None:
         self._slots = _Slots(concurrency)
-        self._transfers: dict[str, _Transfer] = {}
+        self._flights: SingleFlight[str, _Transfer] = SingleFlight()
 
     @property
     def concurrency(self) -> int:
@@ -257,47 +231,13 @@ class TransferManager:
         ``progress`` receives the transfer's last event, if any, then every later one. Cancelling
         the caller detaches it; the last caller to detach cancels the transfer.
         """
-        transfer = await self._join_or_start(key, func)
+        transfer = await self._flights.join(key, partial(self._start, key, func))
         watcher = transfer.broadcast.watch(progress)
         try:
-            await transfer.finished()
-        except asyncio.CancelledError:
-            await transfer.leave(watcher)
-            raise
-        transfer.broadcast.release(watcher)
-        return cast(T, transfer.task.result())
-
-    async def _join_or_start(
-        self, key: str, func: Callable[[TransferContext], Awaitable[Any]]
-    ) -> _Transfer:
-        while True:
-            current = self._transfers.get(key)
-            if current is None or current.task.done():
-                return self._start(key, func)
-            if not current.abandoned:
-                return current
-            # Its watchers have all left and it is being cancelled: let it end, then run afresh.
-            await current.finished()
+            return cast(T, await transfer.result())
+        finally:
+            transfer.broadcast.release(watcher)
 
     def _start(self, key: str, func: Callable[[TransferContext], Awaitable[Any]]) -> _Transfer:
         broadcast = _Broadcast(key)
-        context = TransferContext(key, self._slots, broadcast)
-        transfer = _Transfer(context, broadcast)
-        transfer.task = asyncio.create_task(self._run(context, func), name=f"transfer {key}")
-        transfer.task.add_done_callback(lambda _: self._finish(transfer))
-        self._transfers[key] = transfer
-        return transfer
-
-    @staticmethod
-    async def _run(context: TransferContext, func: Callable[[TransferContext], Awaitable[T]]) -> T:
-        try:
-            return await func(context)
-        finally:
-            # Free the slot as soon as func ends, before any watcher wakes.
-            context.set_inactive()
-
-    def _finish(self, transfer: _Transfer) -> None:
-        # Also covers a task cancelled before its coroutine ever ran, whose finally never runs.
-        transfer.context.set_inactive()
-        if self._transfers.get(transfer.context.key) is transfer:
-            del self._transfers[transfer.context.key]
+        return _Transfer(TransferContext(key, self._slots, broadcast), broadcast, func)

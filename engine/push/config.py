@@ -12,15 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+
+import anyio
 
 from engine.digest import Digest
 from engine.image.base import Descriptor
 from engine.push.layer_blob import blob_key
 from engine.push.ledger import BlobLedger
 from engine.push.result import LayerOutcome, LayerResult
-from engine.push.upload import abandon
-from engine.registry.client import RegistryClient
-from engine.retry import RetryPolicy, retry_call
+from engine.push.upload import BlobSender, BytesSource
+from engine.registry.api import RegistryAPI, blob_size
+from engine.registry.protocol import UploadSession
+from engine.retry import Attempts, RetryPolicy, retrying
 
 
 def worth_checking(layers: Sequence[LayerResult]) -> bool:
@@ -30,7 +34,7 @@ def worth_checking(layers: Sequence[LayerResult]) -> bool:
 
 @dataclass(frozen=True)
 class ConfigUpload:
-    client: RegistryClient
+    client: RegistryAPI
     repository: str  # path within the registry
     config: bytes
     media_type: str
@@ -40,6 +44,11 @@ class ConfigUpload:
     @property
     def blob(self) -> Descriptor:
         return Descriptor(self.media_type, Digest.of(self.config), len(self.config))
+
+    @cached_property
+    def attempts(self) -> Attempts:
+        """One budget of tries for placing the config, whatever requests that takes."""
+        return Attempts(self.retry)
 
     async def place(self, *, check_first: bool) -> None:
         """Make the repository hold the config: found, mounted or sent."""
@@ -52,35 +61,23 @@ class ConfigUpload:
             if placement.elsewhere is not None:
                 await self._mount(blob, placement.elsewhere.repository)
             elif not (check_first and await self._found(blob)):
-                await self._send(blob)
+                await self._send(blob, None)
             placement.record(blob)
 
     async def _found(self, blob: Descriptor) -> bool:
-        size = await retry_call(self.retry, self.client.check_blob, self.repository, blob.digest)
+        size = await retrying(
+            lambda _: blob_size(self.client, self.repository, blob.digest), self.attempts
+        )
         return size is not None
 
-    async def _send(self, blob: Descriptor) -> None:
-        await retry_call(
-            self.retry, self.client.put_blob, self.repository, blob.digest, self.config
-        )
+    async def _send(self, blob: Descriptor, session: UploadSession | None) -> None:
+        sender = BlobSender(self.client, self.repository, self.attempts, anyio.sleep)
+        await sender.send(BytesSource(blob, self.config), session, small=True)
 
     async def _mount(self, blob: Descriptor, source: str) -> None:
-        """Mount it from the repository this run sent it to; a refusal's session takes the body.
-
-        That session is tried once: after a failed PUT its state is unknown, so it is deleted
-        and the config sent afresh (a few KiB), with the usual retries.
-        """
-        session = await retry_call(
-            self.retry, self.client.mount_blob, self.repository, blob.digest, source
+        """Mount it from the repository this run sent it to; a refusal's session takes the body."""
+        session = await retrying(
+            lambda _: self.client.mount_blob(self.repository, blob.digest, source), self.attempts
         )
-        if session is None:
-            return
-        location = session.location
-        try:
-            await self.client.commit_blob(self.repository, location, blob.digest, self.config)
-        except Exception:
-            await abandon(self.client, self.repository, location)
-            await self._send(blob)
-        except BaseException:
-            await abandon(self.client, self.repository, location)
-            raise
+        if session is not None:
+            await self._send(blob, session)

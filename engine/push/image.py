@@ -8,7 +8,6 @@ blob checked again, by a ledger that knows nothing yet, and is PUT once more.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +30,7 @@ from engine.push.memory import PushMemory
 from engine.push.result import LayerResult
 from engine.push.upload import UploadOptions
 from engine.reference import Reference
-from engine.registry.client import RegistryClient
+from engine.registry.api import RegistryAPI
 from engine.retry import retry_call
 from engine.transfer import TransferManager
 
@@ -54,7 +53,7 @@ class PushedImage:
 class ImagePush:
     """One image to one repository, by the run's ledger, with the store's knowledge of it."""
 
-    client: RegistryClient
+    client: RegistryAPI
     ref: Reference
     image: Image
     memory: PushMemory
@@ -72,15 +71,24 @@ class ImagePush:
             raise
         # Where the layers went is written to the store while the config and manifest go: the
         # store's thread is busiest when a batch's pushes finish, and the registry need not wait.
-        recording = asyncio.ensure_future(self.memory.flush())
-        try:
-            pushed = await self._complete(reference, layers)
-        finally:
+        unrecorded: list[Exception] = []
+        pushed: list[PushedImage] = []
+
+        async def record() -> None:
             # Shielded: a push cancelled now (a sibling failed, Ctrl-C) still records its layers.
             with anyio.CancelScope(shield=True):
-                await asyncio.wait({recording})
-        recording.result()  # a failure to record, once the push's own has not come first
-        return pushed
+                try:
+                    await self.memory.flush()
+                except Exception as error:
+                    unrecorded.append(error)  # raised once the push's own error has not come
+
+        async def complete() -> None:
+            pushed.append(await self._complete(reference, layers))
+
+        await gather([record, complete])
+        if unrecorded:
+            raise unrecorded[0]
+        return pushed[0]
 
     async def _complete(self, reference: str, layers: list[LayerResult]) -> PushedImage:
         """The config, then the manifest. A manifest refused for a blob it names (deleted since

@@ -26,11 +26,11 @@ from engine.push.layer_blob import LayerBlob, layer_blob
 from engine.push.ledger import BlobLedger, Placed
 from engine.push.memory import Prior, PushMemory
 from engine.push.result import LayerOutcome, LayerResult
-from engine.push.upload import BlobSender, UploadOptions, abandon
+from engine.push.upload import SMALL_BLOB_SIZE, BlobSender, UploadOptions, abandon
 from engine.reference import parse_normalized_named
-from engine.registry.client import RegistryClient
+from engine.registry.api import RegistryAPI, blob_size
 from engine.registry.protocol import Absence, UploadSession
-from engine.retry import count_down, retrying
+from engine.retry import Attempts, count_down, retrying
 from engine.store import V2Metadata
 from engine.transfer import TransferContext
 
@@ -51,7 +51,7 @@ class Source:
 
 @dataclass(frozen=True, kw_only=True)
 class LayerUpload:
-    client: RegistryClient
+    client: RegistryAPI
     repository: str  # path within the registry
     target: str  # full name, as the push metadata records it
     layer: Layer
@@ -66,6 +66,11 @@ class LayerUpload:
     @cached_property
     def blob(self) -> LayerBlob:
         return layer_blob(self.layer)
+
+    @cached_property
+    def attempts(self) -> Attempts:
+        """One budget of tries for the layer's whole upload: its checks, mounts and sending."""
+        return Attempts(self.options.retry)
 
     @property
     def key(self) -> str:
@@ -173,7 +178,7 @@ class LayerUpload:
         is then sent as if the mount had been refused)."""
         size = size if size is not None else self.blob.blob_size
         if size is None:
-            size = await self.client.check_blob(self.repository, digest)
+            size = await blob_size(self.client, self.repository, digest)
         return None if size is None else self.blob.found(digest, size)
 
     async def _upload(self, ctx: TransferContext, session: UploadSession | None) -> LayerResult:
@@ -186,11 +191,12 @@ class LayerUpload:
         sender = BlobSender(
             self.client,
             self.repository,
-            self.options.retry,
+            self.attempts,
             partial(self._wait_to_retry, ctx),
             chunk_size=self.options.chunk_size,
         )
-        blob = await sender.send(LayerStream(self.layer, on_read), session)
+        small = self.layer.size <= SMALL_BLOB_SIZE
+        blob = await sender.send(LayerStream(self.layer, on_read), session, small=small)
         return self._result(blob, LayerOutcome.PUSHED, sent=sender.sent)
 
     async def _wait_to_retry(self, ctx: TransferContext, delay: float) -> None:
@@ -203,14 +209,12 @@ class LayerUpload:
 
         await count_down(delay, tick)
         if held:
-            await ctx.reactivate()
+            await ctx.wait_started()
 
     async def _retrying(self, ctx: TransferContext, step: Callable[[], Awaitable[T]]) -> T:
         """A step of the layer's upload, tried again on temporary errors as the policy says."""
         return await retrying(
-            lambda _attempt: step(),
-            self.options.retry,
-            sleep=partial(self._wait_to_retry, ctx),
+            lambda _attempt: step(), self.attempts, sleep=partial(self._wait_to_retry, ctx)
         )
 
     def _result(

@@ -20,8 +20,7 @@ from engine.push.memory import PushMemory
 from engine.push.result import LayerResult, PushResult
 from engine.push.upload import UploadOptions
 from engine.reference import Reference
-from engine.registry.client import RegistryClient
-from engine.registry.pool import RegistryPool
+from engine.registry.api import Registries, RegistryAPI
 from engine.retry import retry_call
 from engine.store import Knowledge, Store
 from engine.transfer import TransferManager
@@ -29,7 +28,7 @@ from engine.transfer import TransferManager
 
 @dataclass
 class Pusher:
-    pool: RegistryPool
+    pool: Registries
     transfers: TransferManager
     store: Store | None = None
     ledger: BlobLedger = field(default_factory=BlobLedger)
@@ -79,7 +78,7 @@ class Pusher:
 
     async def _push_image(
         self,
-        client: RegistryClient,
+        client: RegistryAPI,
         ref: Reference,
         reference: str,
         image: Image,

@@ -1,43 +1,32 @@
-"""Sending one blob into an upload session, and carrying on when the network or registry falters.
+"""The upload's driver: carries out the steps of ``upload_flow`` against a registry.
 
-The body goes as one streaming ``PATCH``, or in ``Content-Range`` chunks when asked (or when the
-registry refuses a large body with 413). When a request fails with a temporary error, the
-session's status (``GET`` → ``Range``) says how much the registry kept, and the upload resumes
-from there — the deterministic stream re-makes the skipped part without sending it. Only when
-the registry no longer knows the session does a new one start from byte 0. A committed blob is
-recognised even when the answer to its ``PUT`` was lost.
+The flow decides; this module does the I/O it asks for: reading the blob (from an offset, in
+chunks, or whole for a small blob), sending it, and deleting a session the upload leaves
+uncommitted — shielded from cancellation, so nothing stays open in the registry. It is written
+for asyncio (aiohttp's writer task reads the bodies it hands out).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import anyio
 import structlog
 
-from engine.errors import RegistryResponseError
+from engine.digest import Digest
 from engine.image.base import Descriptor
-from engine.push.encode import LayerStream, Reading
-from engine.registry.client import RegistryClient
-from engine.registry.protocol import UploadSession, UploadStatus
-from engine.retry import RetryPolicy, retry_call
+from engine.push import upload_flow as flow
+from engine.registry.api import RegistryAPI, blob_size
+from engine.registry.protocol import UploadSession
+from engine.retry import Attempts, RetryPolicy
 
 log = structlog.get_logger("engine.push")
 
-T = TypeVar("T")
-
 #: Blobs whose source is at most this long go in one request; held in memory meanwhile.
 SMALL_BLOB_SIZE = 2 << 20
-
-#: Chunk size when a registry refuses a whole blob in one request (413) and none was chosen.
-AUTO_CHUNK_SIZE = 8 << 20
-
-#: One source of backoff jitter for every upload (seeding one per layer costs more than it buys).
-_JITTER = random.Random()
 
 #: Called with the delay before a retry; it waits (and may give the upload slot back meanwhile).
 WaitBeforeRetry = Callable[[float], Awaitable[None]]
@@ -51,153 +40,224 @@ class UploadOptions:
     chunk_size: int | None = None
 
 
+class Pieces(Protocol):
+    """One pass over a blob's bytes; ``aclose`` ends it early (closing its source)."""
+
+    def __aiter__(self) -> Pieces: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BlobSource(Protocol):
+    """A blob's bytes, made again from any offset (each pass from the start: the digest
+    covers the whole blob), and what the latest whole pass was."""
+
+    @property
+    def size(self) -> int:
+        """Blob bytes made by the latest pass so far."""
+        ...
+
+    @property
+    def digest(self) -> Digest: ...
+
+    def from_offset(self, start: int) -> Pieces: ...
+
+    def descriptor(self) -> Descriptor:
+        """What the latest whole pass made, checked against what the source promised."""
+        ...
+
+
+@dataclass(frozen=True)
+class BytesSource:
+    """A blob already in memory (an image config): its descriptor is known up front."""
+
+    blob: Descriptor
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def digest(self) -> Digest:
+        return self.blob.digest
+
+    def from_offset(self, start: int) -> Pieces:
+        return _Once(self.data[start:])
+
+    def descriptor(self) -> Descriptor:
+        return self.blob
+
+
+@dataclass
+class _Once:
+    """``data`` as one piece."""
+
+    data: bytes
+    _done: bool = False
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done or not self.data:
+            raise StopAsyncIteration
+        self._done = True
+        return self.data
+
+    async def aclose(self) -> None:
+        self._done = True
+
+
 @dataclass
 class BlobSender:
-    client: RegistryClient
+    api: RegistryAPI
     repository: str
-    policy: RetryPolicy
+    attempts: Attempts
     wait: WaitBeforeRetry
     chunk_size: int | None = None
-    rng: random.Random = field(default_factory=lambda: _JITTER)
     #: Body bytes sent, retries included (the benchmark and the resend ratio read it).
     sent: int = 0
 
-    async def send(self, stream: LayerStream, session: UploadSession | None) -> Descriptor:
-        """Upload ``stream`` and commit it; the blob's descriptor. Raises after the last try.
+    async def send(
+        self, source: BlobSource, session: UploadSession | None, *, small: bool
+    ) -> Descriptor:
+        """Upload ``source`` and commit it; the blob's descriptor. Raises after the last try.
 
-        A session left uncommitted (a permanent error, the last try failed, cancellation) is
-        deleted, shielded, so nothing is left open in the registry.
+        ``small``: the source is short enough to go whole in the commit's body.
         """
-        if session is None:
-            session = await self._retrying(self.client.initiate_upload, self.repository)
-        self._location = session.location
-        try:
-            return await self._send(stream, session)
-        except BaseException:
-            await self._abandon()
-            raise
-
-    async def _send(self, stream: LayerStream, session: UploadSession) -> Descriptor:
-        if self.chunk_size is None and stream.layer.size <= SMALL_BLOB_SIZE:
-            return await self._send_whole(stream, session)
-        return await self._send_stream(stream, session)
-
-    async def _send_whole(self, stream: LayerStream, session: UploadSession) -> Descriptor:
-        """A small blob in the commit ``PUT`` itself: one request fewer than PATCH + PUT."""
-        body = b"".join([piece async for piece in stream])
-        blob = stream.descriptor()
-        attempt = 0
-        while True:
-            try:
-                self.sent += len(body)
-                await self.client.commit_blob(self.repository, self._location, blob.digest, body)
-                return blob
-            except Exception as exc:
-                attempt += 1
-                if await self._already_committed(stream):
-                    return blob
-                if _too_large(exc):
-                    self.chunk_size = AUTO_CHUNK_SIZE
-                    return await self._send_stream(stream, session)
-                if not self.policy.is_temporary(exc) or attempt >= self.policy.attempts:
-                    raise
-                await self.wait(self.policy.delay_for(exc, attempt, self.rng))
-            # What a failed PUT left in the session is unknown: the whole body goes again, fresh.
-            await self._abandon()
-            session = await self._retrying(self.client.initiate_upload, self.repository)
-            self._location = session.location
-
-    async def _send_stream(self, stream: LayerStream, session: UploadSession) -> Descriptor:
-        offset, attempt, whole = 0, 0, None
-        while True:
-            try:
-                if whole is None or offset < whole:
-                    await self._send_body(stream, session, offset)
-                    whole = stream.size
-                blob = stream.descriptor()
-                await self.client.commit_blob(self.repository, self._location, blob.digest)
-                return blob
-            except Exception as exc:
-                attempt += 1
-                if whole is not None and await self._already_committed(stream):
-                    return stream.descriptor()
-                if not self._recoverable(exc, attempt):
-                    raise
-                if _too_large(exc) and self.chunk_size is None:
-                    self.chunk_size = AUTO_CHUNK_SIZE
-                else:
-                    await self.wait(self.policy.delay_for(exc, attempt, self.rng))
-            session, offset = await self._resume_point(session)
-
-    def _recoverable(self, exc: Exception, attempt: int) -> bool:
-        if attempt >= self.policy.attempts:
-            return False
-        return (_too_large(exc) and self.chunk_size is None) or self.policy.is_temporary(exc)
-
-    async def _send_body(self, stream: LayerStream, session: UploadSession, offset: int) -> None:
-        if self.chunk_size is None:
-            async with aclosing(_Body(stream, offset, self)) as body:
-                self._location = await self.client.patch_blob(self.repository, self._location, body)
-            return
-        size = max(self.chunk_size, session.min_chunk)
-        buffer = bytearray()
-        position = offset
-        async with aclosing(stream.from_offset(offset)) as pieces:
-            async for piece in pieces:
-                buffer += piece
-                while len(buffer) >= size:
-                    await self._send_chunk(bytes(buffer[:size]), position)
-                    position += size
-                    del buffer[:size]
-        if buffer:
-            await self._send_chunk(bytes(buffer), position)
-
-    async def _send_chunk(self, chunk: bytes, start: int) -> None:
-        self.sent += len(chunk)
-        self._location = await self.client.patch_chunk(
-            self.repository, self._location, chunk, start
+        machine = flow.UploadFlow(
+            self.attempts, session=session, chunk_size=self.chunk_size, whole_in_commit=small
         )
-
-    async def _resume_point(self, session: UploadSession) -> tuple[UploadSession, int]:
-        """Where to go on: the same session at the registry's offset, or a new one from 0."""
-        status = await self._status()
-        if status is not None:
-            self._location = status.location
-            return UploadSession(status.location, session.min_chunk), status.offset
-        log.info("upload session lost; starting again", repository=self.repository)
-        await self._abandon()
-        fresh = await self._retrying(self.client.initiate_upload, self.repository)
-        self._location = fresh.location
-        return fresh, 0
-
-    async def _status(self) -> UploadStatus | None:
+        steps, run = _Steps(self, source), machine.run()
         try:
-            return await self._retrying(self.client.upload_status, self.repository, self._location)
-        except RegistryResponseError:
-            return None  # an answer that is no status: the session is no good either
+            await _drive(run, steps)
+        except BaseException:
+            if machine.location is not None:
+                await abandon(self.api, self.repository, machine.location)
+            raise
+        finally:
+            run.close()
+            await steps.aclose()
+            self.chunk_size = machine.chunk_size
+        return source.descriptor()
 
-    async def _retrying(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """One request of the upload, tried again on temporary errors."""
-        return await retry_call(self.policy, call, *args, sleep=self.wait)
 
-    async def _already_committed(self, stream: LayerStream) -> bool:
-        """The ``PUT`` may have gone through even though its answer did not come back."""
+async def _drive(machine: flow.Flow, steps: _Steps) -> None:
+    """Run the flow to its end: each step carried out, its answer (or error) handed back."""
+    step = next(machine)
+    while True:
         try:
-            return await self.client.check_blob(self.repository, stream.digest) is not None
-        except Exception:
-            return False
+            try:
+                answer = await steps.carry_out(step)
+            except Exception as error:
+                step = machine.throw(error)
+            else:
+                step = machine.send(answer)
+        except StopIteration:
+            return
 
-    async def _abandon(self) -> None:
-        await abandon(self.client, self.repository, self._location)
+
+@dataclass
+class _Steps:
+    """The I/O behind each step, for one blob."""
+
+    sender: BlobSender
+    source: BlobSource
+    _whole: bytes | None = None
+    _chunks: _ChunkReader | None = None
+
+    async def carry_out(self, step: flow.Step[Any]) -> object:
+        api, repository = self.sender.api, self.sender.repository
+        match step:
+            case flow.Open():
+                return await api.initiate_upload(repository)
+            case flow.Patch(location, offset):
+                async with aclosing(_Body(self.source, offset, self.sender)) as body:
+                    location = await api.patch_blob(repository, location, body)
+                return flow.Sent(location, self.source.size)
+            case flow.PatchChunk(location, start, size):
+                return await self._chunk(location, start, size)
+            case flow.Commit(location, whole):
+                await self._commit(location, whole)
+                return None
+            case flow.Status(location):
+                return await api.upload_status(repository, location)
+            case flow.Committed():
+                return await blob_size(api, repository, self.source.digest) is not None
+            case flow.Abandon(location):
+                await abandon(api, repository, location)
+                return None
+            case flow.Wait(delay):
+                await self.sender.wait(delay)
+                return None
+        raise AssertionError(f"a step the driver does not know: {step!r}")
+
+    async def _commit(self, location: str, whole: bool) -> None:
+        body = await self._whole_body() if whole else b""
+        self.sender.sent += len(body)
+        digest = self.source.descriptor().digest
+        await self.sender.api.commit_blob(self.sender.repository, location, digest, body)
+
+    async def _whole_body(self) -> bytes:
+        """The blob in memory, made once however often its ``PUT`` is tried."""
+        if self._whole is None:
+            async with aclosing(self.source.from_offset(0)) as pieces:
+                self._whole = b"".join([piece async for piece in pieces])
+        return self._whole
+
+    async def _chunk(self, location: str, start: int, size: int) -> flow.Sent:
+        if self._chunks is None or self._chunks.position != start:
+            await self.aclose()
+            self._chunks = _ChunkReader(self.source.from_offset(start), start)
+        chunk, last = await self._chunks.take(size)
+        if chunk:
+            self.sender.sent += len(chunk)
+            location = await self.sender.api.patch_chunk(
+                self.sender.repository, location, chunk, start
+            )
+        return flow.Sent(location, start + len(chunk), last)
+
+    async def aclose(self) -> None:
+        if self._chunks is not None:
+            await self._chunks.aclose()
+            self._chunks = None
 
 
-async def abandon(client: RegistryClient, repository: str, location: str) -> None:
+@dataclass
+class _ChunkReader:
+    """The blob's bytes cut into chunks, reading one piece ahead to tell the last chunk."""
+
+    pieces: Pieces
+    position: int
+    _buffer: bytearray = field(default_factory=bytearray)
+    _ended: bool = False
+
+    async def take(self, size: int) -> tuple[bytes, bool]:
+        """The next chunk of at most ``size`` bytes, and whether it is the blob's last."""
+        while not self._ended and len(self._buffer) <= size:
+            try:
+                self._buffer += await anext(self.pieces)
+            except StopAsyncIteration:
+                self._ended = True
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self.position += len(chunk)
+        return chunk, self._ended and not self._buffer
+
+    async def aclose(self) -> None:
+        await self.pieces.aclose()
+
+
+async def abandon(api: RegistryAPI, repository: str, location: str) -> None:
     """``DELETE`` a session that will not be committed: shielded from cancellation, bounded,
     best effort (the upload already failed or moved on)."""
     with anyio.CancelScope(shield=True):
         try:
             with anyio.fail_after(5):
-                await client.cancel_upload(repository, location)
+                await api.cancel_upload(repository, location)
         except Exception as exc:
             log.debug("upload not deleted", error=str(exc))
 
@@ -208,13 +268,13 @@ class _Body:
     sent again (re-authentication). ``aclose`` closes every pass it started, the ones a request
     left half-read included."""
 
-    stream: LayerStream
+    source: BlobSource
     offset: int
     sender: BlobSender
-    _readings: list[Reading] = field(default_factory=list)
+    _readings: list[Pieces] = field(default_factory=list)
 
     def __aiter__(self) -> _Counted:
-        reading = self.stream.from_offset(self.offset)
+        reading = self.source.from_offset(self.offset)
         self._readings.append(reading)
         return _Counted(reading, self.sender)
 
@@ -227,7 +287,7 @@ class _Body:
 class _Counted:
     """A pass's pieces, each counted into the sender's ``sent`` as it goes out."""
 
-    reading: Reading
+    reading: Pieces
     sender: BlobSender
 
     def __aiter__(self) -> _Counted:
@@ -237,7 +297,3 @@ class _Counted:
         piece = await self.reading.__anext__()
         self.sender.sent += len(piece)
         return piece
-
-
-def _too_large(exc: Exception) -> bool:
-    return isinstance(exc, RegistryResponseError) and exc.status == 413

@@ -12,8 +12,6 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -21,6 +19,7 @@ import aiohttp
 import anyio.to_thread
 import structlog
 
+from engine.concurrency import Flight, SingleFlight
 from engine.digest import Digest
 from engine.errors import TransportError
 from engine.registry import protocol, tls
@@ -47,20 +46,13 @@ EXPECT_CONTINUE_ABOVE = 64 * 1024
 _TokenKey = tuple[str, str, bytes | None, tuple[tuple[str, str], ...]]
 
 
-@dataclass
-class _SharedExchange:
-    """One token request in flight, and how many flows wait for its answer."""
-
-    answer: asyncio.Future[HttpResponse]
-    waiters: int = 0
-
-
 #: A request body: bytes, or a stream that can be iterated again when the flow resends it.
 Body = bytes | AsyncIterable[bytes] | None
 
 
 class RegistryClient:
-    """The protocol steps against one endpoint, e.g. ``http://127.0.0.1:5000``."""
+    """The protocol steps against one endpoint, e.g. ``http://127.0.0.1:5000``: the
+    ``RegistryAPI`` a push uses, over aiohttp."""
 
     def __init__(
         self,
@@ -80,7 +72,7 @@ class RegistryClient:
         # None: an http endpoint, whose https URLs (a token service) use the system's trust.
         self._ssl = ssl_context
         self._system_trust: ssl.SSLContext | None = None
-        self._token_exchanges: dict[_TokenKey, _SharedExchange] = {}
+        self._token_exchanges: SingleFlight[_TokenKey, Flight[HttpResponse]] = SingleFlight()
 
     async def request(
         self,
@@ -124,32 +116,14 @@ class RegistryClient:
         """Flows that ask the token server the same question at once share one answer: the
         layers of a push start together and would otherwise each fetch the same token."""
         key = (request.method, request.url, request.body, tuple(sorted(request.headers.items())))
-        shared = self._token_exchanges.get(key)
-        if shared is None:
-            shared = _SharedExchange(asyncio.ensure_future(self._exchange(request, None)))
-            self._token_exchanges[key] = shared
-            shared.answer.add_done_callback(partial(self._exchange_done, key, shared))
-        shared.waiters += 1
-        try:
-            # One waiter cancelled must not cancel the answer the others wait for...
-            return await asyncio.shield(shared.answer)
-        finally:
-            shared.waiters -= 1
-            if not shared.waiters and not shared.answer.done():
-                # ...but once nobody waits, nobody needs it: a later flow asks anew.
-                self._forget_exchange(key, shared)
-                shared.answer.cancel()
 
-    def _exchange_done(
-        self, key: _TokenKey, shared: _SharedExchange, answer: asyncio.Future[HttpResponse]
-    ) -> None:
-        self._forget_exchange(key, shared)
-        if not answer.cancelled():
-            answer.exception()  # retrieved here, so an answer nobody awaited any more is quiet
+        def start() -> Flight[HttpResponse]:
+            return Flight(
+                self._exchange(request, None), name=f"token {_without_query(request.url)}"
+            )
 
-    def _forget_exchange(self, key: _TokenKey, shared: _SharedExchange) -> None:
-        if self._token_exchanges.get(key) is shared:
-            del self._token_exchanges[key]
+        exchange = await self._token_exchanges.join(key, start)
+        return await exchange.result()
 
     async def _ssl_for(self, url: str) -> ssl.SSLContext | bool:
         """The context for ``url``: for anything but plain http, always one of Hoist's own."""
@@ -201,12 +175,6 @@ class RegistryClient:
             raise protocol.decode_error(answer.status, answer.body, method="GET", url=url)
         return answer
 
-    async def check_blob(self, repository: str, digest: Digest) -> int | None:
-        """``HEAD`` a blob: its size when the repository has it, None when it does not (or the
-        answer does not show it)."""
-        size = await self.head_blob(repository, digest)
-        return size if isinstance(size, int) else None
-
     async def head_blob(self, repository: str, digest: Digest) -> int | protocol.Absence:
         """``HEAD`` a blob: its size when the repository has it, else why not.
 
@@ -244,12 +212,11 @@ class RegistryClient:
         return _session(url, answer)
 
     async def upload_status(self, repository: str, location: str) -> UploadStatus | None:
-        """``GET`` the session: how much the registry kept; None when the session is gone."""
+        """``GET`` the session: how much the registry kept; None when its ``Range`` cannot be
+        told apart (what an error answer means, a lost session among them, retry.py decides)."""
         answer = await self.request(
-            "GET", location, ok=(204, 400, 404), scopes=[repository_scope(repository)]
+            "GET", location, ok=(204,), scopes=[repository_scope(repository)]
         )
-        if answer.status != 204 or protocol.session_is_gone(answer.status, answer.body):
-            return None
         offset = protocol.committed_offset(answer.headers.get("Range"))
         if offset is None:
             return None
@@ -321,11 +288,6 @@ class RegistryClient:
     async def cancel_upload(self, repository: str, location: str) -> None:
         """``DELETE`` an upload session that will not be committed."""
         await self.request("DELETE", location, ok=(204, 404), scopes=[repository_scope(repository)])
-
-    async def put_blob(self, repository: str, digest: Digest, data: bytes) -> None:
-        """A small blob in two requests: ``POST``, then ``PUT`` with the body."""
-        session = await self.initiate_upload(repository)
-        await self.commit_blob(repository, session.location, digest, data)
 
     async def put_manifest(
         self, repository: str, reference: str, media_type: str, data: bytes

@@ -7,7 +7,6 @@ for an insecure registry and only when https could not even be spoken.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import aiohttp
 import anyio.to_thread
 import structlog
 
+from engine.concurrency import Flight, SingleFlight, join_shielded, retrieve
 from engine.errors import RegistryError, TransportError
 from engine.registry import tls
 from engine.registry.auth import Authenticator
@@ -69,7 +69,11 @@ class RegistryPool:
         self._connections = connections
         self.timeouts = timeouts or Timeouts()
         self._session: aiohttp.ClientSession | None = None
-        self._clients: dict[str, asyncio.Future[RegistryClient]] = {}
+        self._clients: dict[str, RegistryClient] = {}
+        # Concurrent pushes to one registry share one connection attempt.
+        self._connecting: SingleFlight[str, Flight[RegistryClient]] = SingleFlight()
+        # Bumped by a re-login: a connection made with the credentials before is not kept.
+        self._generation: dict[str, int] = {}
         self._given: dict[str, AuthConfig] = {}
         self._gate = HostGate()
         # Hosts that answered over https once: never tried over http again (Docker's rule).
@@ -94,35 +98,43 @@ class RegistryPool:
         return self._session
 
     async def close(self) -> None:
+        for flight in self._connecting.flights():
+            flight.task.cancel()
+            await join_shielded(flight.task)
+            retrieve(flight.task)
+        self._clients.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
-        for connecting in self._clients.values():
-            connecting.cancel()
-        self._clients.clear()
 
     def use_credentials(self, domain: str, credentials: AuthConfig) -> None:
         """Credentials for ``domain`` from now on (a re-login); its tokens are dropped."""
         self._given[domain] = credentials
         self._clients.pop(domain, None)
+        self._connecting.forget(domain)
+        self._generation[domain] = self._generation.get(domain, 0) + 1
 
     async def credentials(self, domain: str) -> AuthConfig:
         given = self._given.get(domain)
         return given if given is not None else await self._credentials(domain)
 
     async def client(self, domain: str) -> RegistryClient:
-        """A client for ``domain`` on the first of its push endpoints that answers ``/v2/``.
+        """A client for ``domain`` on the first of its push endpoints that answers ``/v2/``."""
+        client = self._clients.get(domain)
+        if client is not None:
+            return client
 
-        Concurrent pushes to one registry share one connection attempt.
-        """
-        connecting = self._clients.get(domain)
-        if connecting is None or _failed(connecting):
-            connecting = asyncio.ensure_future(self._connect(domain))
-            self._clients[domain] = connecting
-        return await asyncio.shield(connecting)
+        def start() -> Flight[RegistryClient]:
+            return Flight(self._connect(domain), name=f"connect {domain}")
+
+        return await (await self._connecting.join(domain, start)).result()
 
     async def _connect(self, domain: str) -> RegistryClient:
-        return await self.connect(domain, await self.credentials(domain))
+        generation = self._generation.get(domain, 0)
+        client = await self.connect(domain, await self.credentials(domain))
+        if self._generation.get(domain, 0) == generation:
+            self._clients[domain] = client
+        return client
 
     async def connect(self, domain: str, credentials: AuthConfig) -> RegistryClient:
         """A new client for ``domain`` with these credentials (``login`` checks them with it)."""
@@ -163,8 +175,3 @@ class RegistryPool:
         return await anyio.to_thread.run_sync(
             lambda: tls.ssl_context(host_tls, verify=endpoint.verify_tls)
         )
-
-
-def _failed(future: asyncio.Future[RegistryClient]) -> bool:
-    """A connection attempt that ended without a client: the next caller tries again."""
-    return future.done() and (future.cancelled() or future.exception() is not None)

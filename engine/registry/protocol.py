@@ -136,12 +136,6 @@ def content_range(start: int, length: int) -> str:
     return f"{start}-{start + length - 1}"
 
 
-def session_is_gone(status: int, body: bytes) -> bool:
-    """An upload status answer meaning the registry no longer has (or accepts) the session."""
-    codes = {detail.code for detail in parse_errors(body)}
-    return status == 404 or bool(codes & {"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
-
-
 def same_origin(a: str, b: str) -> bool:
     """Same scheme, host and port: credentials only go where they came from."""
     pa, pb = urlsplit(a), urlsplit(b)

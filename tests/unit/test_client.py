@@ -18,6 +18,7 @@ from aiohttp import web
 
 from engine.digest import Digest
 from engine.errors import TransportError
+from engine.registry.api import blob_size
 from engine.registry.auth import Authenticator, HttpRequest, HttpResponse
 from engine.registry.client import RegistryClient
 from engine.registry.credentials import AuthConfig
@@ -89,7 +90,7 @@ async def test_a_redirected_head_is_followed_without_credentials(
         client = RegistryClient(session, registry_url, auth=auth)
         await client.ping()
 
-        size = await client.check_blob("app", DIGEST)
+        size = await blob_size(client, "app", DIGEST)
 
     assert size == 4242
     assert any(a and a.startswith("Basic ") for a in seen.authorizations["registry"])
@@ -119,8 +120,8 @@ async def test_a_429_holds_every_request_to_that_host(anyio_backend: str) -> Non
         async with aiohttp.ClientSession() as session:
             client = RegistryClient(session, url, auth=Authenticator(AuthConfig()), gate=gate)
             with pytest.raises(Exception, match="toomanyrequests"):
-                await client.check_blob("app", DIGEST)
-            assert await client.check_blob("other", DIGEST) is None
+                await blob_size(client, "app", DIGEST)
+            assert await blob_size(client, "other", DIGEST) is None
     finally:
         await runner.cleanup()
 
@@ -176,7 +177,7 @@ async def test_concurrent_requests_share_one_token_fetch(anyio_backend: str) -> 
         async with aiohttp.ClientSession() as session:
             client = _bearer_client(session, url)
             sizes = await asyncio.gather(
-                *(client.check_blob("app", DIGEST) for _ in range(concurrent))
+                *(blob_size(client, "app", DIGEST) for _ in range(concurrent))
             )
     finally:
         await runner.cleanup()
@@ -203,13 +204,13 @@ async def test_a_token_fetch_nobody_waits_for_is_dropped(anyio_backend: str) -> 
     try:
         async with aiohttp.ClientSession() as session:
             client = _bearer_client(session, url)
-            waiting = [asyncio.ensure_future(client.check_blob("app", DIGEST)) for _ in range(3)]
+            waiting = [asyncio.ensure_future(blob_size(client, "app", DIGEST)) for _ in range(3)]
             await asyncio.wait_for(first_fetch_arrived.wait(), timeout=30)
             for request in waiting:
                 request.cancel()
             await asyncio.gather(*waiting, return_exceptions=True)
 
-            assert await asyncio.wait_for(client.check_blob("app", DIGEST), timeout=30) is None
+            assert await asyncio.wait_for(blob_size(client, "app", DIGEST), timeout=30) is None
     finally:
         server_stops.set()
         await runner.cleanup()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import AsyncIterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import anyio
 import pytest
 
 from engine.digest import Digest
-from engine.errors import BlobUploadInvalidError
+from engine.errors import BlobUploadInvalidError, RegistryResponseError
 from engine.image import media_types
 from engine.image.base import FileLayer, SourceImage
 from engine.image.sample import LayerSpec, make_config, write_layer_tar
@@ -22,82 +21,13 @@ from engine.push.result import LayerOutcome
 from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
 from engine.registry.credentials import AuthConfig
-from engine.registry.protocol import Absence, UploadSession, UploadStatus
-from engine.retry import RetryPolicy
+from engine.retry import FAST, RetryPolicy
 from engine.transfer import TransferManager
+from tests.unit.memory_registry import Faults, MemoryRegistry
 
 pytestmark = pytest.mark.anyio
 
-
-class MemoryRegistry:
-    """Keeps blobs and manifests in dicts; ``fail_upload`` makes the n-th body (a PATCH, or a
-    PUT carrying a small blob) fail."""
-
-    base = "memory://registry"
-
-    def __init__(self, fail_upload: int | None = None) -> None:
-        self.blobs: dict[str, bytes] = {}
-        self.manifests: dict[str, bytes] = {}
-        self.sessions: dict[str, bytearray] = {}
-        self.cancelled: list[str] = []
-        self.uploads = 0
-        self.started = 0
-        self.fail_upload = fail_upload
-
-    async def check_blob(self, repository: str, digest: Digest) -> int | None:
-        blob = self.blobs.get(digest)
-        return None if blob is None else len(blob)
-
-    async def head_blob(self, repository: str, digest: Digest) -> int | Absence:
-        size = await self.check_blob(repository, digest)
-        return Absence.MISSING if size is None else size
-
-    async def initiate_upload(self, repository: str) -> UploadSession:
-        self.started += 1
-        location = f"upload-{self.started}"
-        self.sessions[location] = bytearray()
-        return UploadSession(location)
-
-    async def upload_status(self, repository: str, location: str) -> UploadStatus | None:
-        # Like CNCF Distribution: a session broken mid-body is gone.
-        return None
-
-    async def mount_blob(
-        self, repository: str, digest: Digest, source: str | None
-    ) -> UploadSession | None:
-        return None if digest in self.blobs else await self.initiate_upload(repository)
-
-    async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
-        self._count_upload()
-        async for chunk in body:
-            self.sessions[location] += chunk
-        return location
-
-    def _count_upload(self) -> None:
-        self.uploads += 1
-        if self.uploads == self.fail_upload:
-            raise BlobUploadInvalidError("broken on purpose", status=400)
-
-    async def commit_blob(
-        self, repository: str, location: str, digest: Digest, body: bytes = b""
-    ) -> None:
-        if body:
-            self._count_upload()
-        data = bytes(self.sessions.pop(location)) + body
-        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
-        self.blobs[digest] = data
-
-    async def cancel_upload(self, repository: str, location: str) -> None:
-        self.cancelled.append(location)
-        self.sessions.pop(location, None)
-
-    async def put_blob(self, repository: str, digest: Digest, data: bytes) -> None:
-        session = await self.initiate_upload(repository)
-        await self.commit_blob(repository, session.location, digest, data)
-
-    async def put_manifest(self, repository: str, tag: str, media_type: str, data: bytes) -> Digest:
-        self.manifests[tag] = data
-        return Digest.of(data)
+ONE_TRY = RetryPolicy(attempts=1)
 
 
 class OnePool:
@@ -121,9 +51,14 @@ def _image(tmp_path: Path, specs: list[LayerSpec]) -> SourceImage:
     return SourceImage(config=config, layers=layers, config_media_type=media_types.DOCKER_CONFIG)
 
 
-async def _push(registry: MemoryRegistry, image: SourceImage, events: list[ProgressEvent]) -> Any:
-    options = UploadOptions(retry=RetryPolicy(attempts=1))
-    pusher = Pusher(OnePool(registry), TransferManager(2), options=options)  # type: ignore[arg-type]
+async def _push(
+    registry: MemoryRegistry,
+    image: SourceImage,
+    events: list[ProgressEvent],
+    retry: RetryPolicy = ONE_TRY,
+) -> Any:
+    options = UploadOptions(retry=retry)
+    pusher = Pusher(OnePool(registry), TransferManager(2), options=options)
     ref = parse_normalized_named("localhost:5000/app:v1")
     with anyio.fail_after(30):
         return await pusher.push(ref, image, events.append)
@@ -166,14 +101,14 @@ async def test_a_repeated_layer_is_uploaded_once(tmp_path: Path) -> None:
 async def test_one_failed_layer_means_no_manifest(tmp_path: Path) -> None:
     specs = [LayerSpec(300_000, i) for i in range(4)]
     image = await anyio.to_thread.run_sync(_image, tmp_path, specs)
-    registry = MemoryRegistry(fail_upload=2)
+    registry = MemoryRegistry(faults=Faults(reject_body=2))
     events: list[ProgressEvent] = []
 
     with pytest.raises(BlobUploadInvalidError):
         await _push(registry, image, events)
 
     assert registry.manifests == {}
-    assert registry.cancelled, "the failed session was not deleted"
+    assert registry.deleted, "the failed session was not deleted"
     assert not registry.sessions, "an upload session was left open"
     assert not any(isinstance(e, PushComplete) for e in events)
 
@@ -190,3 +125,34 @@ async def test_a_layer_that_is_not_its_diff_id_is_never_committed(tmp_path: Path
         await _push(registry, image, [])
 
     assert registry.blobs == {} and registry.manifests == {}
+
+
+@pytest.mark.parametrize(
+    ("down", "tries"),
+    [
+        # Every request fails: the layer's first one (nothing is known of it: a new session) is
+        # tried as often as allowed.
+        (
+            frozenset({"head_blob", "initiate_upload", "mount_blob", "patch_blob"}),
+            "initiate_upload",
+        ),
+        # Only its body fails: the layer's PATCH is tried as often, resuming in between.
+        (frozenset({"patch_blob"}), "patch_blob"),
+    ],
+    ids=["registry down", "body refused"],
+)
+async def test_a_layer_is_tried_as_often_as_the_policy_says_and_no_more(
+    tmp_path: Path, down: frozenset[str], tries: str
+) -> None:
+    # Over the size sent whole in the commit, so that the body goes as a PATCH.
+    image = await anyio.to_thread.run_sync(_image, tmp_path, [LayerSpec(3_000_000, 5)])
+    registry = MemoryRegistry(faults=Faults(unavailable=down))
+    retry = replace(FAST, attempts=3)
+
+    with pytest.raises(RegistryResponseError):
+        await _push(registry, image, [], retry)
+
+    assert registry.calls[tries] == retry.attempts
+    failed = sum(registry.calls[name] for name in down)
+    assert failed == retry.attempts, "each try of the layer is one request that failed"
+    assert registry.manifests == {} and not registry.sessions

@@ -33,7 +33,9 @@ from engine.registry.throttle import HostGate
 from engine.retry import (
     DEFAULT,
     FAST,
+    Attempts,
     Backoff,
+    Remedy,
     RetryPolicy,
     count_down,
     parse_retry_after,
@@ -165,7 +167,7 @@ def test_a_group_is_temporary_only_when_every_member_is() -> None:
     ids=["BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID", "bare 404 on the session", "in a group"],
 )
 def test_a_lost_session_asks_for_a_new_one(error: BaseException) -> None:
-    assert DEFAULT.should_restart_session(error)
+    assert Attempts(DEFAULT).upload_failed(error, chunked=False).remedy is Remedy.NEW_SESSION
 
 
 @pytest.mark.parametrize(
@@ -181,7 +183,7 @@ def test_a_lost_session_asks_for_a_new_one(error: BaseException) -> None:
     ids=["503", "429", "RANGE_INVALID", "NAME_UNKNOWN", "404 on POST", "reset"],
 )
 def test_a_session_that_survives_is_kept(error: BaseException) -> None:
-    assert not DEFAULT.should_restart_session(error)
+    assert Attempts(DEFAULT).upload_failed(error, chunked=False).remedy is not Remedy.NEW_SESSION
 
 
 def test_backoff_grows_by_its_factor_without_jitter() -> None:
@@ -371,7 +373,7 @@ class Flaky:
 async def test_retrying_returns_once_the_operation_succeeds() -> None:
     time = FakeTime()
     operation = Flaky(answer(503), transport_error(ConnectionResetError()))
-    result = await retrying(operation, FAST, rng=random.Random(0), sleep=time.sleep)
+    result = await retrying(operation, Attempts(FAST, random.Random(0)), sleep=time.sleep)
     assert result == 3
     assert operation.attempts == [1, 2, 3]
     assert len(time.sleeps) == 2
@@ -383,7 +385,7 @@ async def test_retrying_raises_the_last_error_when_attempts_run_out() -> None:
     errors = [answer(500 + n) for n in (0, 2, 3, 4, 0)]
     operation = Flaky(*errors)
     with pytest.raises(RegistryResponseError) as raised:
-        await retrying(operation, FAST, rng=random.Random(0), sleep=time.sleep)
+        await retrying(operation, Attempts(FAST, random.Random(0)), sleep=time.sleep)
     assert raised.value is errors[-1]
     assert operation.attempts == [1, 2, 3, 4, 5]
     assert len(time.sleeps) == 4
@@ -395,7 +397,7 @@ async def test_retrying_gives_up_at_once_on_a_permanent_error() -> None:
     denied = answer(403, "DENIED")
     operation = Flaky(answer(503), denied, answer(503))
     with pytest.raises(DeniedError) as raised:
-        await retrying(operation, FAST, rng=random.Random(0), sleep=time.sleep)
+        await retrying(operation, Attempts(FAST, random.Random(0)), sleep=time.sleep)
     assert raised.value is denied
     assert operation.attempts == [1, 2]
 
@@ -410,7 +412,7 @@ async def test_on_retry_hears_each_failure_with_the_delay_that_is_slept() -> Non
     async def on_retry(error: BaseException, delay: float, attempt: int) -> None:
         heard.append((error, delay, attempt))
 
-    result = await retrying(Flaky(*errors), policy, on_retry=on_retry, sleep=time.sleep)
+    result = await retrying(Flaky(*errors), Attempts(policy), on_retry=on_retry, sleep=time.sleep)
     assert result == 4
     assert heard == [(errors[0], 1.0, 1), (errors[1], 9.0, 2), (errors[2], 4.0, 3)]
     assert time.sleeps == [1.0, 9.0, 4.0]
@@ -420,7 +422,9 @@ async def test_on_retry_hears_each_failure_with_the_delay_that_is_slept() -> Non
 async def test_retry_delays_follow_the_seeded_backoff() -> None:
     time = FakeTime()
     policy = RetryPolicy(attempts=3)
-    await retrying(Flaky(answer(503), answer(503)), policy, rng=random.Random(5), sleep=time.sleep)
+    await retrying(
+        Flaky(answer(503), answer(503)), Attempts(policy, random.Random(5)), sleep=time.sleep
+    )
     rng = random.Random(5)
     assert time.sleeps == [policy.backoff.delay(1, rng), policy.backoff.delay(2, rng)]
 
@@ -430,7 +434,7 @@ async def test_cancellation_is_neither_retried_nor_swallowed() -> None:
     time = FakeTime()
     operation = Flaky(asyncio.CancelledError(), answer(503))
     with pytest.raises(asyncio.CancelledError):
-        await retrying(operation, FAST, sleep=time.sleep)
+        await retrying(operation, Attempts(FAST), sleep=time.sleep)
     assert operation.attempts == [1]
     assert time.sleeps == []
 
@@ -450,7 +454,7 @@ async def test_cancelling_the_task_during_the_wait_stops_at_once() -> None:
 
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as group:
-            group.start_soon(partial(retrying, always_busy, DEFAULT, sleep=long_sleep))
+            group.start_soon(partial(retrying, always_busy, Attempts(DEFAULT), sleep=long_sleep))
             await sleeping.wait()
             group.cancel_scope.cancel()
     assert attempts == [1]

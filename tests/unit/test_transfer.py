@@ -349,7 +349,7 @@ async def test_a_request_for_an_abandoned_key_waits_for_it_then_runs_afresh() ->
 
 
 @pytest.mark.anyio
-async def test_set_inactive_frees_the_slot_and_reactivate_queues_again() -> None:
+async def test_set_inactive_frees_the_slot_and_wait_started_queues_again() -> None:
     manager = TransferManager(concurrency=1)
     steps: list[str] = []
     a_may_resume = anyio.Event()
@@ -363,7 +363,7 @@ async def test_set_inactive_frees_the_slot_and_reactivate_queues_again() -> None
         a_states.append(ctx.started)
         await a_may_resume.wait()
         steps.append("a reactivating")
-        await ctx.reactivate()
+        await ctx.wait_started()
         a_states.append(ctx.started)
         steps.append("a reactivated")
 

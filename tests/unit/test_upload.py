@@ -1,125 +1,31 @@
-"""The resume decision: after a failure, the registry's upload status says where to go on.
-
-A fake registry in memory (pure logic: the real one is exercised through a fault proxy in
-tests/integration/test_reliability.py) models both kinds: one that keeps what reached it and
-answers the status with ``Range`` (as the spec says), and one that drops a session broken
-mid-body (as CNCF Distribution does).
+"""The upload's driver against the in-memory registry: after a failure, the registry's upload
+status says where to go on (the real registry is exercised through a fault proxy in
+tests/integration/test_reliability.py). Both kinds of registry are modelled: one that keeps what
+reached it and answers the status with ``Range`` (as the spec says), and one that drops a
+session broken mid-body (as CNCF Distribution does).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import AsyncIterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 import pytest
 
 from engine.digest import Digest
-from engine.errors import DeniedError, DigestMismatchError, RegistryResponseError, TransportError
+from engine.errors import DeniedError, DigestMismatchError
 from engine.image import media_types
 from engine.image.base import CHUNK_SIZE, Descriptor, FileLayer
 from engine.push.encode import LayerStream
-from engine.push.upload import BlobSender
-from engine.registry.protocol import UploadSession, UploadStatus
-from engine.retry import FAST
+from engine.push.upload import SMALL_BLOB_SIZE, BlobSender
+from engine.retry import FAST, Attempts
+from tests.unit.memory_registry import Faults, MemoryRegistry
 
 pytestmark = pytest.mark.anyio
 
 SIZE = 6 * 1024 * 1024 + 12_345  # over SMALL_BLOB_SIZE: the streamed path
-
-
-@dataclass
-class Faults:
-    """What goes wrong, once each: the n-th PATCH breaks after ``break_at`` bytes, etc."""
-
-    break_patch: int | None = None
-    break_at: int = 0
-    lose_commit_answer: bool = False
-    refuse_large: bool = False
-    deny: bool = False
-    fail_put_with_body: bool = False
-
-
-@dataclass
-class FakeRegistry:
-    keeps_partial: bool
-    faults: Faults = field(default_factory=Faults)
-    sessions: dict[str, bytearray] = field(default_factory=dict)
-    blobs: dict[str, bytes] = field(default_factory=dict)
-    patches: list[tuple[str, int | None, int]] = field(default_factory=list)  # (loc, start, n)
-    deleted: list[str] = field(default_factory=list)
-    opened: int = 0
-    puts_with_body: int = 0
-
-    async def initiate_upload(self, repository: str) -> UploadSession:
-        self.opened += 1
-        location = f"s{self.opened}"
-        self.sessions[location] = bytearray()
-        return UploadSession(location)
-
-    async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
-        if self.faults.refuse_large:
-            self.faults.refuse_large = False
-            raise RegistryResponseError("request entity too large", status=413)
-        if self.faults.deny:
-            raise DeniedError("denied: no", status=403)
-        received = 0
-        number = len(self.patches) + 1
-        async for piece in body:
-            if number == self.faults.break_patch and received + len(piece) > self.faults.break_at:
-                keep = self.faults.break_at - received
-                self.sessions[location] += piece[:keep]
-                self.patches.append((location, None, received + keep))
-                if not self.keeps_partial:
-                    del self.sessions[location]
-                raise TransportError("connection reset")
-            self.sessions[location] += piece
-            received += len(piece)
-        self.patches.append((location, None, received))
-        return location
-
-    async def patch_chunk(self, repository: str, location: str, chunk: bytes, start: int) -> str:
-        number = len(self.patches) + 1
-        assert start == len(self.sessions[location]), "Content-Range must start where it ended"
-        self.patches.append((location, start, len(chunk)))
-        if number == self.faults.break_patch:
-            raise TransportError("connection reset")
-        self.sessions[location] += chunk
-        return location
-
-    async def upload_status(self, repository: str, location: str) -> UploadStatus | None:
-        if location not in self.sessions:
-            return None
-        return UploadStatus(location, len(self.sessions[location]))
-
-    async def commit_blob(
-        self, repository: str, location: str, digest: Digest, body: bytes = b""
-    ) -> None:
-        if body and self.faults.refuse_large:
-            self.faults.refuse_large = False
-            raise RegistryResponseError("request entity too large", status=413)
-        if body and self.faults.fail_put_with_body:
-            self.faults.fail_put_with_body = False
-            self.sessions[location] += body[: len(body) // 2]
-            raise TransportError("connection reset")
-        self.puts_with_body += bool(body)
-        data = bytes(self.sessions.pop(location)) + body
-        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
-        self.blobs[digest] = data
-        if self.faults.lose_commit_answer:
-            self.faults.lose_commit_answer = False
-            raise TransportError("the answer never came")
-
-    async def check_blob(self, repository: str, digest: Digest) -> int | None:
-        blob = self.blobs.get(digest)
-        return None if blob is None else len(blob)
-
-    async def cancel_upload(self, repository: str, location: str) -> None:
-        self.deleted.append(location)
-        self.sessions.pop(location, None)
 
 
 def _layer(tmp_path: Path, *, compress: bool, size: int = SIZE) -> FileLayer:
@@ -134,22 +40,23 @@ def _layer(tmp_path: Path, *, compress: bool, size: int = SIZE) -> FileLayer:
 
 
 async def _send(
-    registry: FakeRegistry, layer: FileLayer, chunk_size: int | None = None
+    registry: MemoryRegistry, layer: FileLayer, chunk_size: int | None = None
 ) -> tuple[Descriptor, BlobSender, list[float]]:
     waits: list[float] = []
 
     async def wait(delay: float) -> None:
         waits.append(delay)
 
-    sender = BlobSender(registry, "repo", FAST, wait, chunk_size=chunk_size)  # type: ignore[arg-type]
+    sender = BlobSender(registry, "repo", Attempts(FAST), wait, chunk_size=chunk_size)
+    small = layer.size <= SMALL_BLOB_SIZE
     with anyio.fail_after(30):
-        blob = await sender.send(LayerStream(layer), None)
+        blob = await sender.send(LayerStream(layer), None, small=small)
     return blob, sender, waits
 
 
 async def test_a_registry_that_keeps_partial_bodies_is_resumed_mid_body(tmp_path: Path) -> None:
     layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=False))
-    registry = FakeRegistry(keeps_partial=True, faults=Faults(break_patch=1, break_at=1_000_000))
+    registry = MemoryRegistry(keeps_partial=True, faults=Faults(break_patch=1, break_at=1_000_000))
 
     blob, sender, waits = await _send(registry, layer)
 
@@ -164,7 +71,7 @@ async def test_a_registry_that_keeps_partial_bodies_is_resumed_mid_body(tmp_path
 
 async def test_a_session_lost_mid_body_starts_again(tmp_path: Path) -> None:
     layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=True))
-    registry = FakeRegistry(keeps_partial=False, faults=Faults(break_patch=1, break_at=500_000))
+    registry = MemoryRegistry(keeps_partial=False, faults=Faults(break_patch=1, break_at=500_000))
 
     blob, sender, _ = await _send(registry, layer)
 
@@ -176,7 +83,7 @@ async def test_a_session_lost_mid_body_starts_again(tmp_path: Path) -> None:
 async def test_chunks_resume_from_the_last_acknowledged_one(tmp_path: Path) -> None:
     layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=False))
     chunk = 1024 * 1024
-    registry = FakeRegistry(keeps_partial=True, faults=Faults(break_patch=3))
+    registry = MemoryRegistry(keeps_partial=True, faults=Faults(break_patch=3))
 
     blob, sender, _ = await _send(registry, layer, chunk_size=chunk)
 
@@ -188,7 +95,7 @@ async def test_chunks_resume_from_the_last_acknowledged_one(tmp_path: Path) -> N
 
 async def test_a_lost_commit_answer_is_recognised(tmp_path: Path) -> None:
     layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=True))
-    registry = FakeRegistry(keeps_partial=True, faults=Faults(lose_commit_answer=True))
+    registry = MemoryRegistry(keeps_partial=True, faults=Faults(lose_commit_answer=True))
 
     blob, sender, _ = await _send(registry, layer)
 
@@ -198,7 +105,7 @@ async def test_a_lost_commit_answer_is_recognised(tmp_path: Path) -> None:
 
 async def test_413_switches_to_chunks(tmp_path: Path) -> None:
     layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=False))
-    registry = FakeRegistry(keeps_partial=True, faults=Faults(refuse_large=True))
+    registry = MemoryRegistry(keeps_partial=True, faults=Faults(refuse_large=True))
 
     blob, sender, waits = await _send(registry, layer)
 
@@ -212,7 +119,7 @@ async def test_a_permanent_error_is_not_retried_and_the_session_is_deleted(
     tmp_path: Path,
 ) -> None:
     layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=False))
-    registry = FakeRegistry(keeps_partial=True, faults=Faults(deny=True))
+    registry = MemoryRegistry(keeps_partial=True, faults=Faults(deny=True))
 
     with pytest.raises(DeniedError):
         await _send(registry, layer)
@@ -225,7 +132,7 @@ async def test_a_source_that_lies_is_never_committed(tmp_path: Path) -> None:
     assert layer.descriptor is not None
     wrong = Descriptor(layer.descriptor.media_type, Digest.of(b"other"), layer.size)
     liar = FileLayer(path=layer.path, size=layer.size, descriptor=wrong)
-    registry = FakeRegistry(keeps_partial=True)
+    registry = MemoryRegistry(keeps_partial=True)
 
     with pytest.raises(DigestMismatchError):
         await _send(registry, liar)
@@ -235,7 +142,7 @@ async def test_a_source_that_lies_is_never_committed(tmp_path: Path) -> None:
 
 async def test_a_small_blob_goes_in_the_commit_itself(tmp_path: Path) -> None:
     layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=True, size=100_000))
-    registry = FakeRegistry(keeps_partial=True)
+    registry = MemoryRegistry(keeps_partial=True)
 
     blob, sender, _ = await _send(registry, layer)
 
@@ -246,7 +153,7 @@ async def test_a_small_blob_goes_in_the_commit_itself(tmp_path: Path) -> None:
 
 async def test_a_small_blob_whose_put_broke_goes_again_in_a_fresh_session(tmp_path: Path) -> None:
     layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=True, size=100_000))
-    registry = FakeRegistry(keeps_partial=True, faults=Faults(fail_put_with_body=True))
+    registry = MemoryRegistry(keeps_partial=True, faults=Faults(fail_put_with_body=True))
 
     blob, _, waits = await _send(registry, layer)
 
@@ -256,7 +163,7 @@ async def test_a_small_blob_whose_put_broke_goes_again_in_a_fresh_session(tmp_pa
 
 async def test_a_small_blob_refused_as_too_large_goes_in_chunks(tmp_path: Path) -> None:
     layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=True, size=100_000))
-    registry = FakeRegistry(keeps_partial=True, faults=Faults(refuse_large=True))
+    registry = MemoryRegistry(keeps_partial=True, faults=Faults(refuse_large=True))
 
     blob, sender, _ = await _send(registry, layer)
 
