@@ -32,7 +32,6 @@ from engine.errors import (
 from engine.registry.throttle import HostGate
 from engine.retry import (
     DEFAULT,
-    FAST,
     Backoff,
     RetryPolicy,
     count_down,
@@ -40,6 +39,7 @@ from engine.retry import (
     retry_after_of,
     retrying,
 )
+from tests.support.policies import FAST
 
 TIMEOUT = 5
 SESSION = "https://registry.test/v2/team/app/blobs/uploads/0f1e2d?_state=abc"

@@ -24,7 +24,7 @@ from engine.image.base import CHUNK_SIZE, Descriptor, FileLayer
 from engine.push.encode import LayerStream
 from engine.push.upload import BlobSender
 from engine.registry.protocol import UploadSession, UploadStatus
-from engine.retry import FAST
+from tests.support.policies import FAST
 
 pytestmark = pytest.mark.anyio
 
