@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from blockbuster import blockbuster_ctx
 
-from engine.testing.registry import LocalRegistry, start_registry
+from tests.support.registry import LocalRegistry, start_registry
 
 ROOT = Path(__file__).resolve().parent
 

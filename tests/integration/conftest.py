@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.testing.htpasswd import write_htpasswd
-from engine.testing.registry import (
+from tests.support.htpasswd import write_htpasswd
+from tests.support.registry import (
     HtpasswdAuth,
     LocalRegistry,
     RegistryTls,
     start_registry,
 )
-from engine.testing.tls import CertificateAuthority, CertKeyPair, write_certs_d
-from engine.testing.tokenserver import TokenServer, start_token_server
+from tests.support.tls import CertificateAuthority, CertKeyPair, write_certs_d
+from tests.support.tokenserver import TokenServer, start_token_server
 
 USERNAME = "hoist-tester"
 

@@ -30,9 +30,9 @@ import anyio.to_thread
 import pytest
 
 from conftest import Skopeo
-from engine.image.sample import LayerSpec, write_oci_layout
-from engine.testing.proxy import Exchange, Fault, FaultPlan, Proxy, running_proxy, start_proxy
-from engine.testing.registry import LocalRegistry
+from tests.support.proxy import Exchange, Fault, FaultPlan, Proxy, running_proxy, start_proxy
+from tests.support.registry import LocalRegistry
+from tests.support.sample import LayerSpec, write_oci_layout
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ import pytest
 from conftest import Hoist
 from engine import Engine
 from engine.errors import UnauthorizedError
-from engine.image.sample import LayerSpec, write_docker_archive
 from engine.registry.credentials import AuthConfig
 from tests.integration.conftest import SecuredRegistry
+from tests.support.sample import LayerSpec, write_docker_archive
 
 pytestmark = pytest.mark.integration
 

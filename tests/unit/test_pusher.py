@@ -15,7 +15,6 @@ from engine.digest import Digest
 from engine.errors import BlobUploadInvalidError
 from engine.image import media_types
 from engine.image.base import FileLayer, SourceImage
-from engine.image.sample import LayerSpec, make_config, write_layer_tar
 from engine.progress.events import LayerProgress, ProgressEvent, PushComplete
 from engine.push.pusher import Pusher
 from engine.push.result import LayerOutcome
@@ -25,6 +24,7 @@ from engine.registry.credentials import AuthConfig
 from engine.registry.protocol import Absence, UploadSession, UploadStatus
 from engine.retry import RetryPolicy
 from engine.transfer import TransferManager
+from tests.support.sample import LayerSpec, make_config, write_layer_tar
 
 pytestmark = pytest.mark.anyio
 
