@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Hoist, Skopeo
+from tests.support.clients import Hoist, Skopeo
 from tests.support.proxy import Fault, FaultPlan, running_proxy
 from tests.support.registry import LocalRegistry
 from tests.support.sample import (

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Hoist, Skopeo
+from tests.support.clients import ROOT, Hoist, Skopeo
 from tests.support.registry import LocalRegistry
 from tests.support.sample import LayerSpec, SampleImage, write_docker_archive
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import Skopeo
 from engine import Engine, LayerProgress, PushComplete
 from engine.push.result import LayerOutcome
+from tests.support.clients import Skopeo
 from tests.support.registry import LocalRegistry, running_registry
 from tests.support.sample import LayerSpec, write_docker_archive
 

@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from conftest import Skopeo
+from tests.support.clients import Skopeo
 from tests.support.proxy import Exchange, Fault, FaultPlan, Proxy, running_proxy, start_proxy
 from tests.support.registry import LocalRegistry
 from tests.support.sample import LayerSpec, write_oci_layout

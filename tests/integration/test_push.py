@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Hoist, Skopeo
+from tests.support.clients import Hoist, Skopeo
 from tests.support.registry import LocalRegistry
 from tests.support.sample import LayerSpec, SampleImage, write_docker_archive, write_oci_layout
 

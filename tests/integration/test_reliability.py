@@ -16,13 +16,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import ROOT, Skopeo
 from engine import Engine
 from engine.errors import RegistryResponseError
 from engine.push.result import LayerOutcome, PushResult
 from engine.registry.pool import Timeouts
 from engine.retry import Backoff, RetryPolicy
 from tests.integration.registry_api import assert_pushed_whole
+from tests.support.clients import ROOT, Skopeo
 from tests.support.policies import FAST
 from tests.support.proxy import Fault, FaultPlan, Proxy, running_proxy
 from tests.support.registry import LocalRegistry, running_registry

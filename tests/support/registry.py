@@ -1,5 +1,7 @@
 """Registry variants for the tests: htpasswd Basic auth, token auth, TLS with or without client
 certificates, on top of the plain loopback registry that the demo starts (``engine.demo.registry``).
+
+``SecuredRegistry`` is a running variant together with what a client needs to get in.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from engine.demo.registry import (
 if TYPE_CHECKING:
     import ssl
 
-    # Only the TLS variants need ``cryptography``: the plain registry (benchmarks) does not.
+    # The CA and the token server need ``cryptography``; a plain registry (benchmarks) must not.
     from tests.support.tls import CertKeyPair
+    from tests.support.tokenserver import TokenServer
 
 __all__ = [
     "HtpasswdAuth",
     "LocalRegistry",
     "RegistryTls",
-    "TlsRegistry",
+    "RegistryVariant",
+    "SecuredRegistry",
     "TokenAuth",
     "free_port",
     "running_registry",
@@ -97,8 +101,8 @@ class RegistryTls:
 
 
 @dataclass
-class TlsRegistry(LocalRegistry):
-    """A running registry that serves https with ``tls``."""
+class RegistryVariant(LocalRegistry):
+    """A running registry started here: https when ``tls`` is set, http otherwise."""
 
     tls: RegistryTls | None = None
 
@@ -143,6 +147,45 @@ def start_registry(
     if tls is not None:
         config["http"]["tls"] = tls.config()
     process = spawn(workdir, config)
-    registry = TlsRegistry(port=port, storage=storage, process=process, workdir=workdir, tls=tls)
+    registry = RegistryVariant(
+        port=port, storage=storage, process=process, workdir=workdir, tls=tls
+    )
     wait_ready(registry)
     return registry
+
+
+@dataclass(frozen=True)
+class SecuredRegistry:
+    """A running registry variant and what a client needs to get in."""
+
+    registry: LocalRegistry
+    username: str = ""
+    password: str = ""
+    #: The CA that signed the registry's certificate (https variants).
+    ca: Path | None = None
+    #: A client pair the registry accepts (mTLS variant).
+    client: CertKeyPair | None = None
+    #: A ``certs.d`` root holding ``HOST:PORT/`` with ``ca.crt`` (and ``client.cert``/``.key``).
+    certs_d: Path | None = None
+    token_server: TokenServer | None = None
+
+    @property
+    def host(self) -> str:
+        return self.registry.host
+
+    @property
+    def url(self) -> str:
+        return self.registry.url
+
+    @property
+    def creds(self) -> str:
+        """``USER:PASSWORD``, as ``skopeo --creds`` takes them."""
+        return f"{self.username}:{self.password}"
+
+    @property
+    def cert_dir(self) -> Path | None:
+        """This registry's own ``certs.d/HOST:PORT`` directory."""
+        return self.certs_d / self.host if self.certs_d is not None else None
+
+    def ssl_context(self, *, client: bool = True) -> ssl.SSLContext | None:
+        return self.registry.ssl_context(client=client)

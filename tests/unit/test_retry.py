@@ -47,11 +47,6 @@ IMF_EPOCH = "Sun, 06 Nov 1994 08:49:37 GMT"
 EPOCH = 784111777.0  # IMF_EPOCH as a POSIX timestamp
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def answer(
     status: int, code: str | None = None, url: str = "", retry_after: float | None = None
 ) -> RegistryResponseError:
