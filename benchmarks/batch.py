@@ -58,8 +58,8 @@ from benchmarks.report import (
     write_results,
 )
 from engine import Engine
-from engine.image.sample import LayerSpec, write_docker_archive, write_oci_layout
-from engine.testing.registry import LocalRegistry
+from tests.support.registry import LocalRegistry
+from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TAG = "latest"

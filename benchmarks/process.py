@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from engine.testing.registry import LocalRegistry, start_registry
+from tests.support.registry import LocalRegistry, start_registry
 
 KIB = 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent

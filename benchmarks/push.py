@@ -48,7 +48,7 @@ from benchmarks.report import (
     table,
     write_results,
 )
-from engine.image.sample import LayerSpec, write_docker_archive, write_oci_layout
+from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The name the docker-archive carries; ``hoist load`` files the image under it.

@@ -320,9 +320,15 @@ class Engine:
     async def push_events(
         self, ref: str, *, source: Path | str | None = None
     ) -> AsyncIterator[ProgressEvent]:
-        """The push's progress as an async iterator; the push's error is raised at its end."""
+        """The push's progress as an async iterator; the push's error is raised at its end.
+
+        The push runs in a task this iterator owns: leaving it early (``break``, or closing it,
+        best with ``contextlib.aclosing``) cancels the push and waits for it to end.
+        """
         queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-        task = asyncio.create_task(self.push(ref, source=source, progress=queue))
+        task = asyncio.create_task(
+            self.push(ref, source=source, progress=queue), name=f"push {ref}"
+        )
         task.add_done_callback(lambda _: queue.put_nowait(None))
         try:
             while (event := await queue.get()) is not None:

@@ -41,7 +41,6 @@ from engine.errors import (
 
 __all__ = [
     "DEFAULT",
-    "FAST",
     "PERMANENT_CODES",
     "SESSION_GONE_CODES",
     "TEMPORARY_CODES",
@@ -169,9 +168,6 @@ class RetryPolicy:
 
 #: Docker's five attempts, with waits of about 1, 2, 4 and 8 seconds.
 DEFAULT = RetryPolicy()
-
-#: For tests: the same decisions, waits of hundredths of a second.
-FAST = RetryPolicy(backoff=Backoff(initial=0.01, maximum=0.05))
 
 
 #: Backoff jitter for callers that bring none (seeding a generator per call costs more).

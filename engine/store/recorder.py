@@ -90,7 +90,9 @@ class Recorder(Generic[T]):
     def _schedule(self) -> None:
         if self._scheduled is None or self._scheduled.done():
             delay = max(0.0, self._every - self._since_last_write())
-            self._scheduled = asyncio.ensure_future(self._flush_after(delay))
+            # Owned by the batches under way: the last to end cancels it and writes what it
+            # waited for (no one task group spans them: concurrent batches are other tasks).
+            self._scheduled = asyncio.create_task(self._flush_after(delay), name="push records")
 
     async def _flush_after(self, delay: float) -> None:
         await asyncio.sleep(delay)

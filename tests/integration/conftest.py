@@ -1,7 +1,12 @@
-"""Registries that want something from their clients: credentials, trust in a CA, a certificate.
+"""Fixtures that start real components for the integration tests.
 
-Each fixture starts a real ``docker-registry`` on a free loopback port (and, for token auth, a
-token server in a thread), yields a ``SecuredRegistry`` and stops everything at teardown:
+Nothing here fakes the registry: integration tests push to ``docker-registry serve`` and read
+back with ``skopeo``, an independent client. Both come from Debian packages that ``.ci/run``
+installs; a machine without them fails loudly instead of skipping.
+
+``registry`` is one anonymous registry for the session; ``hoist`` runs the CLI on a store of its
+own. The registries that want something from their clients start per test (each on a free
+loopback port, a token server in a thread for token auth) and stop at teardown:
 
 - ``basic_auth_registry``: http, htpasswd Basic auth (bcrypt file made here);
 - ``tls_registry``: https with a server certificate from a CA made here;
@@ -14,61 +19,56 @@ Passwords are random per test, so a test can search any output for them.
 from __future__ import annotations
 
 import secrets
-import ssl
+import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from engine.testing.htpasswd import write_htpasswd
-from engine.testing.registry import (
+from tests.support.clients import Hoist, Skopeo
+from tests.support.htpasswd import write_htpasswd
+from tests.support.registry import (
     HtpasswdAuth,
     LocalRegistry,
     RegistryTls,
+    SecuredRegistry,
     start_registry,
 )
-from engine.testing.tls import CertificateAuthority, CertKeyPair, write_certs_d
-from engine.testing.tokenserver import TokenServer, start_token_server
+from tests.support.tls import CertificateAuthority, write_certs_d
+from tests.support.tokenserver import TokenServer, start_token_server
 
 USERNAME = "hoist-tester"
 
 
-@dataclass(frozen=True)
-class SecuredRegistry:
-    """A running registry variant and what a client needs to get in."""
+def _require(binary: str, package: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.fail(f"{binary} is not installed: apt-get install {package} (.ci/run does this)")
 
-    registry: LocalRegistry
-    username: str = ""
-    password: str = ""
-    #: The CA that signed the registry's certificate (https variants).
-    ca: Path | None = None
-    #: A client pair the registry accepts (mTLS variant).
-    client: CertKeyPair | None = None
-    #: A ``certs.d`` root holding ``HOST:PORT/`` with ``ca.crt`` (and ``client.cert``/``.key``).
-    certs_d: Path | None = None
-    token_server: TokenServer | None = None
 
-    @property
-    def host(self) -> str:
-        return self.registry.host
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """One registry for the session; tests keep apart by repository names."""
+    _require("docker-registry", "docker-registry")
+    running = start_registry(tmp_path_factory.mktemp("registry"))
+    yield running
+    running.stop()
 
-    @property
-    def url(self) -> str:
-        return self.registry.url
 
-    @property
-    def creds(self) -> str:
-        """``USER:PASSWORD``, as ``skopeo --creds`` takes them."""
-        return f"{self.username}:{self.password}"
+@pytest.fixture
+def hoist_root(tmp_path: Path) -> Path:
+    return tmp_path / "hoist-root"
 
-    @property
-    def cert_dir(self) -> Path | None:
-        """This registry's own ``certs.d/HOST:PORT`` directory."""
-        return self.certs_d / self.host if self.certs_d is not None else None
 
-    def ssl_context(self, *, client: bool = True) -> ssl.SSLContext | None:
-        return self.registry.ssl_context(client=client)
+@pytest.fixture(scope="session")
+def skopeo() -> Skopeo:
+    _require("skopeo", "skopeo")
+    return Skopeo()
+
+
+@pytest.fixture
+def hoist(hoist_root: Path, tmp_path: Path) -> Hoist:
+    """The CLI with its own store and its own, empty, config.json directory."""
+    return Hoist(hoist_root, env={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
 
 
 def _password() -> str:

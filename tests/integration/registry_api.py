@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.image import media_types
-from engine.testing.registry import LocalRegistry
+from tests.support.registry import LocalRegistry
 
 _ACCEPT = ", ".join(sorted(media_types.MANIFESTS | media_types.INDEXES))
 GZIP_MAGIC = b"\x1f\x8b"

@@ -30,8 +30,10 @@ from typing import Any
 
 import pytest
 
-from conftest import Hoist, Skopeo
-from engine.image.sample import (
+from tests.support.clients import Hoist, Skopeo
+from tests.support.proxy import Fault, FaultPlan, running_proxy
+from tests.support.registry import LocalRegistry
+from tests.support.sample import (
     DockerArchiveStyle,
     LayerSpec,
     make_config,
@@ -41,8 +43,6 @@ from engine.image.sample import (
     write_oci_index_layout,
     write_oci_layout,
 )
-from engine.testing.proxy import Fault, FaultPlan, running_proxy
-from engine.testing.registry import LocalRegistry
 
 pytestmark = pytest.mark.integration
 

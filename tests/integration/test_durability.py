@@ -37,9 +37,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Hoist, Skopeo
-from engine.image.sample import LayerSpec, SampleImage, write_docker_archive
-from engine.testing.registry import LocalRegistry
+from tests.support.clients import ROOT, Hoist, Skopeo
+from tests.support.registry import LocalRegistry
+from tests.support.sample import LayerSpec, SampleImage, write_docker_archive
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conftest import Hoist, Skopeo
 from engine.digest import Digest
-from engine.image.sample import LayerSpec, write_docker_archive, write_oci_index_layout
 from engine.store import Store
-from engine.testing.proxy import Proxy, running_proxy
-from engine.testing.registry import LocalRegistry, running_registry
+from tests.support.clients import Hoist, Skopeo
+from tests.support.proxy import Proxy, running_proxy
+from tests.support.registry import LocalRegistry, running_registry
+from tests.support.sample import LayerSpec, write_docker_archive, write_oci_index_layout
 
 pytestmark = pytest.mark.integration
 

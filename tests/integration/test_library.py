@@ -13,11 +13,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import Skopeo
 from engine import Engine, LayerProgress, PushComplete
-from engine.image.sample import LayerSpec, write_docker_archive
 from engine.push.result import LayerOutcome
-from engine.testing.registry import LocalRegistry, running_registry
+from tests.support.clients import Skopeo
+from tests.support.registry import LocalRegistry, running_registry
+from tests.support.sample import LayerSpec, write_docker_archive
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -29,10 +29,10 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from conftest import Skopeo
-from engine.image.sample import LayerSpec, write_oci_layout
-from engine.testing.proxy import Exchange, Fault, FaultPlan, Proxy, running_proxy, start_proxy
-from engine.testing.registry import LocalRegistry
+from tests.support.clients import Skopeo
+from tests.support.proxy import Exchange, Fault, FaultPlan, Proxy, running_proxy, start_proxy
+from tests.support.registry import LocalRegistry
+from tests.support.sample import LayerSpec, write_oci_layout
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Hoist, Skopeo
-from engine.image.sample import LayerSpec, SampleImage, write_docker_archive, write_oci_layout
-from engine.testing.registry import LocalRegistry
+from tests.support.clients import Hoist, Skopeo
+from tests.support.registry import LocalRegistry
+from tests.support.sample import LayerSpec, SampleImage, write_docker_archive, write_oci_layout
 
 pytestmark = pytest.mark.integration
 

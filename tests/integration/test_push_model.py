@@ -38,23 +38,23 @@ from hypothesis.stateful import (
 
 from engine import Engine
 from engine.errors import HoistError
-from engine.image.sample import (
+from engine.progress.events import Message, ProgressEvent
+from engine.push.image import MANIFEST_RECHECK
+from engine.push.result import PushResult
+from tests.integration.registry_api import (
+    assert_pushed_whole,
+    delete_blob,
+    delete_manifest,
+    manifest,
+)
+from tests.support.registry import LocalRegistry, running_registry
+from tests.support.sample import (
     ZLIB_9_GZIP,
     LayerSpec,
     write_docker_archive,
     write_oci_archive,
     write_oci_index_layout,
     write_oci_layout,
-)
-from engine.progress.events import Message, ProgressEvent
-from engine.push.image import MANIFEST_RECHECK
-from engine.push.result import PushResult
-from engine.testing.registry import LocalRegistry, running_registry
-from tests.integration.registry_api import (
-    assert_pushed_whole,
-    delete_blob,
-    delete_manifest,
-    manifest,
 )
 
 pytestmark = pytest.mark.integration

@@ -16,12 +16,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import Hoist
 from engine import Engine
 from engine.errors import UnauthorizedError
-from engine.image.sample import LayerSpec, write_docker_archive
 from engine.registry.credentials import AuthConfig
-from tests.integration.conftest import SecuredRegistry
+from tests.support.clients import Hoist
+from tests.support.registry import SecuredRegistry
+from tests.support.sample import LayerSpec, write_docker_archive
 
 pytestmark = pytest.mark.integration
 
@@ -403,7 +403,7 @@ def _run_on_terminal(
     import pty
     import select
 
-    from conftest import ROOT
+    from tests.support.clients import ROOT
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: becomes the CLI, its terminal the pty

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from conftest import Skopeo
-from engine.image.sample import LayerSpec, OciSampleImage, write_oci_layout
-from engine.testing.tls import CertificateAuthority
-from engine.testing.tokenserver import TokenServer, start_token_server
-from tests.integration.conftest import SecuredRegistry
+from tests.support.clients import Skopeo
+from tests.support.registry import SecuredRegistry
+from tests.support.sample import LayerSpec, OciSampleImage, write_oci_layout
+from tests.support.tls import CertificateAuthority
+from tests.support.tokenserver import TokenServer, start_token_server
 
 pytestmark = pytest.mark.integration
 

@@ -16,16 +16,17 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import ROOT, Skopeo
 from engine import Engine
 from engine.errors import RegistryResponseError
-from engine.image.sample import LayerSpec, write_docker_archive
 from engine.push.result import LayerOutcome, PushResult
 from engine.registry.pool import Timeouts
-from engine.retry import FAST, Backoff, RetryPolicy
-from engine.testing.proxy import Fault, FaultPlan, Proxy, running_proxy
-from engine.testing.registry import LocalRegistry, running_registry
+from engine.retry import Backoff, RetryPolicy
 from tests.integration.registry_api import assert_pushed_whole
+from tests.support.clients import ROOT, Skopeo
+from tests.support.policies import FAST
+from tests.support.proxy import Fault, FaultPlan, Proxy, running_proxy
+from tests.support.registry import LocalRegistry, running_registry
+from tests.support.sample import LayerSpec, write_docker_archive
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -17,9 +17,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import Hoist, Skopeo
 from engine import Engine
-from engine.image.sample import (
+from engine.progress.events import Message, ProgressEvent
+from engine.push.image import MANIFEST_RECHECK
+from engine.push.result import LayerOutcome
+from tests.integration.registry_api import assert_pushed_whole, delete_blob, manifest
+from tests.support.clients import Hoist, Skopeo
+from tests.support.registry import LocalRegistry
+from tests.support.sample import (
     ZLIB_9_GZIP,
     Gzip,
     LayerSpec,
@@ -28,11 +33,6 @@ from engine.image.sample import (
     write_oci_index_layout,
     write_oci_layout,
 )
-from engine.progress.events import Message, ProgressEvent
-from engine.push.image import MANIFEST_RECHECK
-from engine.push.result import LayerOutcome
-from engine.testing.registry import LocalRegistry
-from tests.integration.registry_api import assert_pushed_whole, delete_blob, manifest
 
 pytestmark = pytest.mark.integration
 

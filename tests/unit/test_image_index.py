@@ -20,7 +20,7 @@ from engine.image.base import Descriptor, Layer, SourceImage, SourceIndex
 from engine.image.detect import open_archive
 from engine.image.index import Platform
 from engine.image.oci_layout import REF_NAME_ANNOTATION
-from engine.image.sample import (
+from tests.support.sample import (
     LayerSpec,
     OciSampleIndex,
     write_oci_archive,

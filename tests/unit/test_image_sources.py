@@ -24,7 +24,8 @@ from engine.image import media_types
 from engine.image.base import CHUNK_SIZE, Layer
 from engine.image.blobs import DirectoryBlobs
 from engine.image.detect import ImageArchive, open_archive
-from engine.image.sample import (
+from engine.image.tarsafe import index_tar
+from tests.support.sample import (
     LayerSpec,
     SampleImage,
     make_config,
@@ -33,7 +34,6 @@ from engine.image.sample import (
     write_oci_archive,
     write_oci_layout,
 )
-from engine.image.tarsafe import index_tar
 
 T = TypeVar("T")
 SMALL = [LayerSpec(size=3000, seed=1), LayerSpec(size=0, seed=2), LayerSpec(size=5000, seed=3)]

@@ -37,11 +37,6 @@ from engine.progress.tty import REDRAW_INTERVAL, TtyRenderer
 from engine.progress.units import human_duration, progress_text
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Terminal(io.StringIO):
     """A StringIO that says it is a terminal, and remembers how much a reader has seen."""
 

@@ -14,16 +14,17 @@ from engine.digest import Digest
 from engine.errors import BlobUploadInvalidError, RegistryResponseError
 from engine.image import media_types
 from engine.image.base import FileLayer, SourceImage
-from engine.image.sample import LayerSpec, make_config, write_layer_tar
 from engine.progress.events import LayerProgress, ProgressEvent, PushComplete
 from engine.push.pusher import Pusher
 from engine.push.result import LayerOutcome
 from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
 from engine.registry.credentials import AuthConfig
-from engine.retry import FAST, RetryPolicy
+from engine.retry import RetryPolicy
 from engine.transfer import TransferManager
-from tests.unit.memory_registry import Faults, MemoryRegistry
+from tests.support.memory_registry import Faults, MemoryRegistry
+from tests.support.policies import FAST
+from tests.support.sample import LayerSpec, make_config, write_layer_tar
 
 pytestmark = pytest.mark.anyio
 

@@ -32,7 +32,6 @@ from engine.errors import (
 from engine.registry.throttle import HostGate
 from engine.retry import (
     DEFAULT,
-    FAST,
     Attempts,
     Backoff,
     Remedy,
@@ -42,16 +41,12 @@ from engine.retry import (
     retry_after_of,
     retrying,
 )
+from tests.support.policies import FAST
 
 TIMEOUT = 5
 SESSION = "https://registry.test/v2/team/app/blobs/uploads/0f1e2d?_state=abc"
 IMF_EPOCH = "Sun, 06 Nov 1994 08:49:37 GMT"
 EPOCH = 784111777.0  # IMF_EPOCH as a POSIX timestamp
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def answer(

@@ -18,11 +18,6 @@ from engine.transfer import TransferContext, TransferManager
 TIMEOUT = 5
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def ignore(event: ProgressEvent) -> None:
     """A sink for watchers whose progress the test does not look at."""
 

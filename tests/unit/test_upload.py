@@ -20,8 +20,9 @@ from engine.image import media_types
 from engine.image.base import CHUNK_SIZE, Descriptor, FileLayer
 from engine.push.encode import LayerStream
 from engine.push.upload import SMALL_BLOB_SIZE, BlobSender
-from engine.retry import FAST, Attempts
-from tests.unit.memory_registry import Faults, MemoryRegistry
+from engine.retry import Attempts
+from tests.support.memory_registry import Faults, MemoryRegistry
+from tests.support.policies import FAST
 
 pytestmark = pytest.mark.anyio
 

@@ -41,8 +41,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509 import load_pem_x509_certificate
 
-from engine.testing.registry import TokenAuth
-from engine.testing.tls import CertificateAuthority, server_context
+from tests.support.registry import TokenAuth
+from tests.support.tls import CertificateAuthority, server_context
 
 #: Distribution accepts a token until ``exp`` plus this much (registry/auth/token/token.go, Leeway).
 REGISTRY_LEEWAY = 60

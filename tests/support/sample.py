@@ -1,29 +1,43 @@
-"""Deterministic sample images for the demo, the tests and the benchmarks.
+"""The sample images the tests and the benchmarks push besides the demo's: gzip layers made by
+isal or by zlib, Docker ≥ 25 archives, OCI layouts, multi-platform indexes and OCI archives.
 
-The same ``LayerSpec`` always gives the same bytes: file contents come from a PRNG seeded with
-the spec's seed (so they do not compress, like real binaries) and every tar header has fixed
-times, owners and modes. From layers, this module writes docker-archives (classic, or Docker ≥ 25
-style with blobs and symlinked ``layer.tar``), OCI layouts (gzip layers; several images, and
-multi-platform indexes of them, may share one layout) and OCI archives. Everything here blocks:
-call it from a worker thread or test setup.
+They are built from the demo's deterministic layers (``engine.demo.sample``), so the same
+``LayerSpec`` always gives the same bytes. Several images, and multi-platform indexes of them, may
+share one layout. Everything here blocks: call it from a worker thread or test setup.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
-import random
 import tarfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from isal import isal_zlib
 
+from engine.demo.sample import (
+    PIECE_SIZE,
+    LayerSpec,
+    SampleImage,
+    add_bytes,
+    add_dir,
+    add_docker_manifest,
+    add_file,
+    add_legacy_image,
+    iter_layer_tar,
+    legacy_layer_ids,
+    make_config,
+    open_tar_for_writing,
+    tar_info,
+    to_json,
+    write_layer_tar,
+    write_sample_image,
+)
 from engine.digest import Digest
 from engine.image.base import Descriptor
 from engine.image.media_types import (
@@ -39,17 +53,24 @@ from engine.image.media_types import (
 )
 from engine.image.oci_layout import REF_NAME_ANNOTATION
 
-#: Layer contents are produced and written in pieces of this size, so memory stays flat.
-PIECE_SIZE = 1 << 20
-#: A layer's contents are split into files of at most this size.
-MAX_FILE_SIZE = 64 << 20
-#: 2024-01-01T00:00:00Z: every tar entry carries it, so the bytes never depend on the clock.
-SAMPLE_MTIME = 1704067200
-SAMPLE_DIR = "hoist-sample"
-_BLOCK_SIZE = tarfile.BLOCKSIZE
-_END_OF_ARCHIVE = bytes(2 * _BLOCK_SIZE)
-
-_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+__all__ = [
+    "ISAL_GZIP",
+    "ZLIB_9_GZIP",
+    "DockerArchiveStyle",
+    "Gzip",
+    "IndexStyle",
+    "LayerSpec",
+    "OciSampleImage",
+    "OciSampleIndex",
+    "PlatformSpec",
+    "SampleImage",
+    "make_config",
+    "write_docker_archive",
+    "write_layer_tar",
+    "write_oci_archive",
+    "write_oci_index_layout",
+    "write_oci_layout",
+]
 
 DockerArchiveStyle = Literal["legacy", "blobs"]
 IndexStyle = Literal["oci", "docker"]
@@ -78,28 +99,6 @@ ZLIB_9_GZIP = Gzip("zlib", 9)
 
 
 @dataclass(frozen=True)
-class LayerSpec:
-    """A layer of ``size`` bytes of file content drawn from ``seed``; size 0 is an empty tar."""
-
-    size: int
-    seed: int
-
-    def __post_init__(self) -> None:
-        if self.size < 0:
-            raise ValueError(f"layer size must not be negative, got {self.size}")
-
-
-@dataclass(frozen=True)
-class SampleImage:
-    """What was written: the config, its ID, the layers' diff IDs and any uncompressed tars."""
-
-    image_id: Digest
-    config: bytes
-    diff_ids: list[Digest]
-    layer_paths: list[Path]
-
-
-@dataclass(frozen=True)
 class OciSampleImage(SampleImage):
     """A sample written into an OCI layout, with the blobs a registry would receive."""
 
@@ -120,128 +119,10 @@ class OciSampleIndex:
     children: list[OciSampleImage]
 
 
-def _tar_info(name: str, *, size: int = 0, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.type = kind
-    info.mtime = SAMPLE_MTIME
-    info.mode = 0o644 if kind == tarfile.REGTYPE else 0o755
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
-def _header(info: tarfile.TarInfo) -> bytes:
-    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
-
-
-def _file_sizes(total: int) -> list[int]:
-    full, rest = divmod(total, MAX_FILE_SIZE)
-    return [MAX_FILE_SIZE] * full + ([rest] if rest else [])
-
-
-def _random_pieces(rng: random.Random, size: int) -> Iterator[bytes]:
-    remaining = size
-    while remaining > 0:
-        piece = min(PIECE_SIZE, remaining)
-        yield rng.randbytes(piece)
-        remaining -= piece
-
-
-def iter_layer_tar(spec: LayerSpec) -> Iterator[bytes]:
-    """The bytes of the layer tar for ``spec``, in pieces of at most ``PIECE_SIZE``."""
-    if spec.size:
-        rng = random.Random(spec.seed)
-        yield _header(_tar_info(f"{SAMPLE_DIR}/", kind=tarfile.DIRTYPE))
-        for n, size in enumerate(_file_sizes(spec.size)):
-            yield _header(_tar_info(f"{SAMPLE_DIR}/{spec.seed}-{n}.bin", size=size))
-            yield from _random_pieces(rng, size)
-            yield bytes(-size % _BLOCK_SIZE)
-    # Like Go's archive/tar (and so Docker), end with two zero blocks and no record padding.
-    yield _END_OF_ARCHIVE
-
-
-def write_layer_tar(path: Path, spec: LayerSpec) -> Digest:
-    """Write the layer tar for ``spec`` to ``path``; return its diff ID."""
-    hasher = hashlib.sha256()
-    with path.open("wb") as f:
-        for piece in iter_layer_tar(spec):
-            hasher.update(piece)
-            f.write(piece)
-    return Digest.from_hash(hasher)
-
-
-def _to_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def make_config(
-    diff_ids: Sequence[Digest],
-    *,
-    created: str = "2024-01-01T00:00:00Z",
-    architecture: str = "amd64",
-    os: str = "linux",
-    variant: str | None = None,
-) -> bytes:
-    """An image config for layers with these diff IDs, serialised the same way every time."""
-    platform = {"architecture": architecture, "os": os}
-    if variant:
-        platform["variant"] = variant
-    return _to_json(
-        {
-            **platform,
-            "created": created,
-            "config": {"Env": [f"PATH={_PATH}"]},
-            "rootfs": {"type": "layers", "diff_ids": [str(d) for d in diff_ids]},
-            "history": [
-                {"created": created, "created_by": f"hoist sample layer {i}"}
-                for i in range(len(diff_ids))
-            ],
-        }
-    )
-
-
-def _write_layer_tars(
-    work_dir: Path, layers: Sequence[LayerSpec]
-) -> tuple[list[Digest], list[Path]]:
-    work_dir.mkdir(parents=True, exist_ok=True)
-    paths = [work_dir / f"layer-{spec.size}-{spec.seed}.tar" for spec in layers]
-    diff_ids = [write_layer_tar(path, spec) for path, spec in zip(paths, layers, strict=True)]
-    return diff_ids, paths
-
-
-def _legacy_layer_ids(diff_ids: Sequence[Digest]) -> list[str]:
-    # Docker's v1 layer IDs chain each diff ID onto its parent's ID, so a repeated layer
-    # still gets its own directory; any stable chain serves a sample.
-    ids: list[str] = []
-    parent = ""
-    for diff_id in diff_ids:
-        parent = hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
-        ids.append(parent)
-    return ids
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    tar.addfile(_tar_info(name, size=len(data)), io.BytesIO(data))
-
-
-def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
-    with path.open("rb") as f:
-        tar.addfile(_tar_info(name, size=path.stat().st_size), f)
-
-
 def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
-    info = _tar_info(name, kind=tarfile.SYMTYPE)
+    info = tar_info(name, kind=tarfile.SYMTYPE)
     info.linkname = target
     tar.addfile(info)
-
-
-def _add_dir(tar: tarfile.TarFile, name: str) -> None:
-    tar.addfile(_tar_info(name, kind=tarfile.DIRTYPE))
-
-
-def _open_tar_for_writing(path: Path) -> tarfile.TarFile:
-    return tarfile.TarFile(path, "w", format=tarfile.PAX_FORMAT, copybufsize=PIECE_SIZE)
 
 
 def write_docker_archive(
@@ -261,13 +142,13 @@ def write_docker_archive(
     (``oci-layout``, ``index.json``, ``blobs/sha256/``) beside ``manifest.json``, whose layers are
     ``<layer id>/layer.tar`` symlinks into ``blobs/``.
     """
-    diff_ids, layer_paths = _write_layer_tars(work_dir, layers)
-    config = make_config(diff_ids, architecture=architecture)
-    sample = SampleImage(Digest.of(config), config, diff_ids, layer_paths)
-    with _open_tar_for_writing(path) as tar:
+    sample = write_sample_image(work_dir, layers, architecture=architecture)
+    with open_tar_for_writing(path) as tar:
         if style == "legacy":
-            members = [_gzipped(p, gzip) for p in layer_paths] if gzip else layer_paths
-            _add_legacy_image(tar, replace(sample, layer_paths=members), repo_tags)
+            members = (
+                [_gzipped(p, gzip) for p in sample.layer_paths] if gzip else sample.layer_paths
+            )
+            add_legacy_image(tar, replace(sample, layer_paths=members), repo_tags)
         else:
             _add_blobs_image(tar, sample, repo_tags)
     return sample
@@ -284,28 +165,15 @@ def _gzipped(tar_path: Path, gzip: Gzip) -> Path:
     return out
 
 
-def _add_legacy_image(tar: tarfile.TarFile, sample: SampleImage, repo_tags: Sequence[str]) -> None:
-    config_name = f"{sample.image_id.hex}.json"
-    _add_bytes(tar, config_name, sample.config)
-    layer_names: list[str] = []
-    for layer_id, layer_path in zip(
-        _legacy_layer_ids(sample.diff_ids), sample.layer_paths, strict=True
-    ):
-        _add_dir(tar, f"{layer_id}/")
-        _add_file(tar, f"{layer_id}/layer.tar", layer_path)
-        layer_names.append(f"{layer_id}/layer.tar")
-    _add_docker_manifest(tar, config_name, repo_tags, layer_names)
-
-
 def _add_blobs_image(tar: tarfile.TarFile, sample: SampleImage, repo_tags: Sequence[str]) -> None:
-    _add_dir(tar, "blobs/")
-    _add_dir(tar, "blobs/sha256/")
+    add_dir(tar, "blobs/")
+    add_dir(tar, "blobs/sha256/")
     config_name = f"blobs/sha256/{sample.image_id.hex}"
-    _add_bytes(tar, config_name, sample.config)
+    add_bytes(tar, config_name, sample.config)
     written: set[Digest] = set()
     for diff_id, layer_path in zip(sample.diff_ids, sample.layer_paths, strict=True):
         if diff_id not in written:
-            _add_file(tar, f"blobs/sha256/{diff_id.hex}", layer_path)
+            add_file(tar, f"blobs/sha256/{diff_id.hex}", layer_path)
             written.add(diff_id)
     manifest = _oci_manifest(
         Descriptor(OCI_CONFIG, sample.image_id, len(sample.config)),
@@ -315,33 +183,26 @@ def _add_blobs_image(tar: tarfile.TarFile, sample: SampleImage, repo_tags: Seque
         ],
     )
     manifest_digest = Digest.of(manifest)
-    _add_bytes(tar, f"blobs/sha256/{manifest_digest.hex}", manifest)
+    add_bytes(tar, f"blobs/sha256/{manifest_digest.hex}", manifest)
     layer_names: list[str] = []
-    for layer_id, diff_id in zip(_legacy_layer_ids(sample.diff_ids), sample.diff_ids, strict=True):
-        _add_dir(tar, f"{layer_id}/")
+    for layer_id, diff_id in zip(legacy_layer_ids(sample.diff_ids), sample.diff_ids, strict=True):
+        add_dir(tar, f"{layer_id}/")
         _add_symlink(tar, f"{layer_id}/layer.tar", f"../blobs/sha256/{diff_id.hex}")
         layer_names.append(f"{layer_id}/layer.tar")
     annotations = {REF_NAME_ANNOTATION: repo_tags[0]} if repo_tags else None
     descriptor = Descriptor(OCI_MANIFEST, manifest_digest, len(manifest), annotations=annotations)
-    _add_bytes(tar, "index.json", _oci_index([descriptor]))
-    _add_bytes(tar, "oci-layout", _LAYOUT_MARKER)
-    _add_docker_manifest(tar, config_name, repo_tags, layer_names)
+    add_bytes(tar, "index.json", _oci_index([descriptor]))
+    add_bytes(tar, "oci-layout", _LAYOUT_MARKER)
+    add_docker_manifest(tar, config_name, repo_tags, layer_names)
 
 
-def _add_docker_manifest(
-    tar: tarfile.TarFile, config_name: str, repo_tags: Sequence[str], layer_names: list[str]
-) -> None:
-    entry = {"Config": config_name, "RepoTags": list(repo_tags), "Layers": layer_names}
-    _add_bytes(tar, "manifest.json", _to_json([entry]))
-
-
-_LAYOUT_MARKER = _to_json({"imageLayoutVersion": "1.0.0"})
+_LAYOUT_MARKER = to_json({"imageLayoutVersion": "1.0.0"})
 
 
 def _oci_manifest(
     config: Descriptor, layers: Sequence[Descriptor], media_type: str = OCI_MANIFEST
 ) -> bytes:
-    return _to_json(
+    return to_json(
         {
             "schemaVersion": 2,
             "mediaType": media_type,
@@ -352,7 +213,7 @@ def _oci_manifest(
 
 
 def _oci_index(manifests: Sequence[Descriptor], media_type: str = OCI_INDEX) -> bytes:
-    return _to_json(
+    return to_json(
         {
             "schemaVersion": 2,
             "mediaType": media_type,
@@ -592,10 +453,10 @@ def write_oci_index_layout(
 
 def write_oci_archive(path: Path, layout_dir: Path) -> None:
     """Tar the OCI layout at ``layout_dir`` into ``path``, entries sorted, metadata fixed."""
-    with _open_tar_for_writing(path) as tar:
+    with open_tar_for_writing(path) as tar:
         for entry in sorted(layout_dir.rglob("*")):
             name = entry.relative_to(layout_dir).as_posix()
             if entry.is_dir():
-                _add_dir(tar, f"{name}/")
+                add_dir(tar, f"{name}/")
             elif entry.is_file() and not entry.name.startswith(".partial-"):
-                _add_file(tar, name, entry)
+                add_file(tar, name, entry)

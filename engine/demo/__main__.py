@@ -1,6 +1,6 @@
 """A real push to watch: start a local registry, make a sample image, push it with live progress.
 
-``python -m engine.testing.demo [--layers N] [--layer-mib M] [--progress MODE]``
+``python3 -m engine.demo [--layers N] [--layer-mib M] [--progress MODE]``
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.image.sample import LayerSpec, write_docker_archive
-from engine.testing.registry import running_registry
+from engine.demo.registry import running_registry
+from engine.demo.sample import LayerSpec, write_docker_archive
 
+#: Where ``cli.py`` lies: beside the ``engine`` package, in a checkout and in site-packages alike.
 ROOT = Path(__file__).resolve().parents[2]
 
 
