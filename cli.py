@@ -176,14 +176,14 @@ def _engine(args: argparse.Namespace) -> Engine:
 
 
 async def _push(args: argparse.Namespace) -> int:
-    from engine.errors import HoistError, UnauthorizedError
+    from engine.errors import UnauthorizedError, UsageError
     from engine.progress.render import make_renderer, render
 
     async with _engine(args) as engine:
         names = args.names
         if args.all_tags:
             if len(names) != 1:
-                raise HoistError("--all-tags takes one repository name")
+                raise UsageError("--all-tags takes one repository name")
             names = await engine.tags_of(names[0])
         queue: asyncio.Queue[Any] = asyncio.Queue()
         drawing = asyncio.create_task(
@@ -292,7 +292,7 @@ def _ask_credentials(username: str | None) -> tuple[str, str]:
 
 
 async def _login(args: argparse.Namespace) -> int:
-    from engine.errors import HoistError
+    from engine.errors import UsageError
     from engine.registry.credentials import AuthConfig
 
     username, password = args.username, args.password
@@ -303,16 +303,16 @@ async def _login(args: argparse.Namespace) -> int:
         )
     if args.password_stdin:
         if password is not None:
-            raise HoistError("--password and --password-stdin are mutually exclusive")
+            raise UsageError("--password and --password-stdin are mutually exclusive")
         if not username:
-            raise HoistError("Must provide --username with --password-stdin")
+            raise UsageError("Must provide --username with --password-stdin")
         password = sys.stdin.read().rstrip("\r\n")
     if not username or password is None:
         if not sys.stdin.isatty():
-            raise HoistError("cannot perform an interactive login from a non TTY device")
+            raise UsageError("cannot perform an interactive login from a non TTY device")
         username, password = await _ask_on_terminal(username)
         if not username or not password:
-            raise HoistError("login needs a username and a password")
+            raise UsageError("login needs a username and a password")
     async with _engine(args) as engine:
         config = await engine.config()
         outcome = await engine.login(args.server, AuthConfig(username=username, password=password))

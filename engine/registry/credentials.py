@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from engine.errors import HoistError
+from engine.errors import ConfigError
 from engine.registry.endpoints import DOCKER_HUB, DOCKER_HUB_PUSH_HOST
 from engine.registry.helpers import TOKEN_USERNAME, CredentialHelper, HelperCredentials
 
@@ -28,10 +28,6 @@ DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _DOCKER_HUB_NAMES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_PUSH_HOST})
 _SECRET_FIELDS = ("auth", "username", "password", "identitytoken", "registrytoken")
 _HIDDEN = "***"
-
-
-class ConfigError(HoistError):
-    """``config.json`` cannot be read, is not JSON, or holds values of the wrong kind."""
 
 
 @dataclass(frozen=True)

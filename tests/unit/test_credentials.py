@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from engine.errors import HoistError
+from engine.errors import ConfigError, CredentialHelperError, HoistError
 from engine.registry.credentials import (
     DOCKER_HUB_KEY,
     AuthConfig,
-    ConfigError,
     DockerConfig,
     config_dir,
     convert_to_hostname,
@@ -24,7 +23,6 @@ from engine.registry.credentials import (
     encode_auth,
     server_key,
 )
-from engine.registry.helpers import CredentialHelperError
 
 PASSWORD = "s3cr:et-pa:ss"  # contains ':' on purpose
 TOKEN = "refresh-token-7f3a9c"
