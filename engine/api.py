@@ -17,7 +17,6 @@ from types import TracebackType
 import anyio
 import structlog
 
-from engine import logs
 from engine.errors import (
     DigestReferenceError,
     HoistError,
@@ -93,7 +92,6 @@ class Engine:
         timeouts: Timeouts | None = None,
     ) -> None:
         """Flags given here add to (insecure registries) or override (uploads) daemon.json."""
-        logs.ensure_configured()
         self.store = Store(Path(root) if root is not None else default_root())
         self.relogin = relogin
         self._max_concurrent_uploads = max_concurrent_uploads

@@ -1,4 +1,8 @@
-"""Structured logs (structlog) to stderr, with secrets redacted before anything is written."""
+"""Structured logs (structlog) to stderr, with secrets redacted before anything is written.
+
+Only the command line calls ``configure``: structlog's configuration is the process's, so the
+library leaves it to whoever owns the process, and a library caller keeps their own logging.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,6 @@ def redact_secrets(
 def configure(level: str = "warning") -> None:
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             redact_secrets,
@@ -39,9 +42,3 @@ def configure(level: str = "warning") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-
-
-def ensure_configured() -> None:
-    """A library caller who configured nothing gets warnings only, not structlog's debug default."""
-    if not structlog.is_configured():
-        configure()
