@@ -19,13 +19,11 @@ from typing import Any
 
 import anyio
 
+from engine import docker_hub
 from engine.errors import ConfigError
-from engine.registry.endpoints import DOCKER_HUB, DOCKER_HUB_PUSH_HOST
 from engine.registry.helpers import TOKEN_USERNAME, CredentialHelper, HelperCredentials
 
 CONFIG_FILE = "config.json"
-DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-_DOCKER_HUB_NAMES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_PUSH_HOST})
 _SECRET_FIELDS = ("auth", "username", "password", "identitytoken", "registrytoken")
 _HIDDEN = "***"
 
@@ -80,8 +78,8 @@ def convert_to_hostname(address: str) -> str:
 
 def server_key(domain: str) -> str:
     """The ``config.json`` key of a registry: Docker Hub's historical index URL, else the host."""
-    if domain.lower() in _DOCKER_HUB_NAMES:
-        return DOCKER_HUB_KEY
+    if domain.lower() in docker_hub.ALIASES:
+        return docker_hub.CONFIG_KEY
     return domain
 
 
