@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from engine.api import BatchItem, Engine
     from engine.errors import HoistError
     from engine.progress.events import ProgressEvent
-    from engine.registry.credentials import AuthConfig
+    from engine.registry.auth_config import AuthConfig
     from engine.store import ImageSummary
 
 EXIT_ERROR = 1
@@ -262,7 +262,7 @@ async def _prompt_relogin(domain: str) -> AuthConfig | None:
     username, password = await _ask_on_terminal(None)
     if not username or not password:
         return None
-    from engine.registry.credentials import AuthConfig
+    from engine.registry.auth_config import AuthConfig
 
     return AuthConfig(username=username, password=password, server_address=domain)
 
@@ -301,7 +301,7 @@ def _ask_credentials(username: str | None) -> tuple[str, str]:
 
 async def _login(args: argparse.Namespace) -> int:
     from engine.errors import UsageError
-    from engine.registry.credentials import AuthConfig
+    from engine.registry.auth_config import AuthConfig
 
     username, password = args.username, args.password
     if password is not None:

@@ -45,7 +45,8 @@ from engine.reference import (
     parse_normalized_named,
 )
 from engine.registry import login as logins
-from engine.registry.credentials import AuthConfig, DockerConfig
+from engine.registry.auth_config import AuthConfig
+from engine.registry.credentials import DockerConfig
 from engine.registry.pool import RegistryPool, Timeouts
 from engine.retry import RetryPolicy
 from engine.settings import DEFAULT_MAX_CONCURRENT_UPLOADS, read_settings

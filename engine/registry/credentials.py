@@ -1,4 +1,4 @@
-"""Registry credentials: the ``AuthConfig`` value and Docker's ``config.json`` (auths, helpers).
+"""Registry credentials: Docker's ``config.json`` (auths, helpers) read into ``AuthConfig`` values.
 
 Lookup follows the Docker CLI: ``credHelpers[host]``, else ``credsStore``, else ``auths``. Keys
 are matched the way Docker does, so a file written by ``docker login`` (or a legacy one with
@@ -13,7 +13,6 @@ import binascii
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,39 +20,11 @@ import anyio
 
 from engine import docker_hub
 from engine.errors import ConfigError
+from engine.registry.auth_config import AuthConfig
 from engine.registry.helpers import TOKEN_USERNAME, CredentialHelper, HelperCredentials
 
 CONFIG_FILE = "config.json"
 _SECRET_FIELDS = ("auth", "username", "password", "identitytoken", "registrytoken")
-_HIDDEN = "***"
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    """Credentials for one registry, as Docker's ``types.AuthConfig`` carries them.
-
-    ``identity_token`` is an OAuth2 refresh token; ``registry_token`` a bearer token used as is.
-    The repr shows ``***`` for every secret that is set, so a credential never reaches a log.
-    """
-
-    username: str = ""
-    password: str = field(default="", repr=False)
-    identity_token: str = field(default="", repr=False)
-    registry_token: str = field(default="", repr=False)
-    server_address: str = ""
-
-    @property
-    def anonymous(self) -> bool:
-        return not (self.username or self.password or self.identity_token or self.registry_token)
-
-    def __repr__(self) -> str:
-        secrets = ("password", "identity_token", "registry_token")
-        shown = [f"username={self.username!r}"]
-        shown += [f"{name}={_HIDDEN!r}" for name in secrets if getattr(self, name)]
-        shown.append(f"server_address={self.server_address!r}")
-        return f"AuthConfig({', '.join(shown)})"
-
-    __str__ = __repr__
 
 
 # -- where the file is, and which key a registry has in it ----------------------------------------

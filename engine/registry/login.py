@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 from engine import docker_hub
 from engine.registry import protocol
 from engine.registry.auth import login_flow
-from engine.registry.credentials import AuthConfig, DockerConfig
+from engine.registry.auth_config import AuthConfig
+from engine.registry.credentials import DockerConfig
 from engine.registry.pool import RegistryPool
 
 

@@ -20,8 +20,8 @@ import structlog
 from engine.errors import RegistryError, TransportError
 from engine.registry import tls
 from engine.registry.auth import Authenticator
+from engine.registry.auth_config import AuthConfig
 from engine.registry.client import RegistryClient
-from engine.registry.credentials import AuthConfig
 from engine.registry.endpoints import Endpoint, push_endpoints
 from engine.registry.throttle import HostGate
 from engine.version import VERSION

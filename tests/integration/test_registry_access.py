@@ -20,7 +20,7 @@ from conftest import Hoist
 from engine import Engine
 from engine.errors import UnauthorizedError
 from engine.image.sample import LayerSpec, write_docker_archive
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 from tests.integration.conftest import SecuredRegistry
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ from aiohttp import web
 from engine.digest import Digest
 from engine.errors import TransportError
 from engine.registry.auth import Authenticator, HttpRequest, HttpResponse
+from engine.registry.auth_config import AuthConfig
 from engine.registry.client import RegistryClient
-from engine.registry.credentials import AuthConfig
 from engine.registry.throttle import HostGate
 
 pytestmark = pytest.mark.anyio

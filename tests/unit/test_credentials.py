@@ -14,8 +14,8 @@ import pytest
 
 from engine import docker_hub
 from engine.errors import ConfigError, CredentialHelperError, HoistError
+from engine.registry.auth_config import AuthConfig
 from engine.registry.credentials import (
-    AuthConfig,
     DockerConfig,
     config_dir,
     convert_to_hostname,

@@ -21,7 +21,7 @@ from engine.push.pusher import Pusher
 from engine.push.result import LayerOutcome
 from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 from engine.registry.protocol import Absence, UploadSession, UploadStatus
 from engine.retry import RetryPolicy
 from engine.transfer import TransferManager
