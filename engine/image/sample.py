@@ -24,9 +24,10 @@ from typing import Any, BinaryIO, Literal
 
 from isal import isal_zlib
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.image.base import Descriptor
-from engine.image.media_types import (
+from engine.image.oci_layout import REF_NAME_ANNOTATION
+from engine.media_types import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
@@ -37,7 +38,6 @@ from engine.image.media_types import (
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
 )
-from engine.image.oci_layout import REF_NAME_ANNOTATION
 
 #: Layer contents are produced and written in pieces of this size, so memory stays flat.
 PIECE_SIZE = 1 << 20

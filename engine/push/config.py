@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.image.base import Descriptor
 from engine.push.layer_blob import blob_key
 from engine.push.ledger import BlobLedger
 from engine.push.result import LayerOutcome, LayerResult

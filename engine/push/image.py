@@ -16,11 +16,12 @@ from functools import partial
 import anyio
 import structlog
 
+from engine import media_types
 from engine.concurrency import gather
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import RegistryResponseError
-from engine.image import media_types
-from engine.image.base import Descriptor, Image, Layer
+from engine.image.base import Image, Layer
 from engine.progress import events
 from engine.progress.events import LayerProgress, Message, ProgressSink
 from engine.push import manifest as manifests

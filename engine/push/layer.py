@@ -17,8 +17,9 @@ from typing import TypeVar
 
 import structlog
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.image.base import Descriptor, Layer
+from engine.image.base import Layer
 from engine.progress import events
 from engine.progress.events import LayerProgress
 from engine.push.encode import LayerStream

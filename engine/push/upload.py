@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import anyio
 import structlog
 
+from engine.descriptor import Descriptor
 from engine.errors import RegistryResponseError
-from engine.image.base import Descriptor
 from engine.push.encode import LayerStream, Reading
 from engine.registry.client import RegistryClient
 from engine.registry.protocol import UploadSession, UploadStatus

@@ -20,6 +20,7 @@ from typing import TypeVar
 import anyio
 import structlog
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import (
     HoistError,
@@ -28,8 +29,8 @@ from engine.errors import (
     InvalidReferenceError,
     StoreError,
 )
-from engine.image.base import Descriptor, FileLayer, Image, Layer, SourceImage
-from engine.image.media_types import DOCKER_CONFIG
+from engine.image.base import FileLayer, Image, Layer, SourceImage
+from engine.media_types import DOCKER_CONFIG
 from engine.offload import store_bound
 from engine.reference import (
     Reference,

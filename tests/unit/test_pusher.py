@@ -11,9 +11,9 @@ from typing import Any
 import anyio
 import pytest
 
+from engine import media_types
 from engine.digest import Digest
 from engine.errors import BlobUploadInvalidError
-from engine.image import media_types
 from engine.image.base import FileLayer, SourceImage
 from engine.image.sample import LayerSpec, make_config, write_layer_tar
 from engine.progress.events import LayerProgress, ProgressEvent, PushComplete

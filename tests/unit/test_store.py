@@ -16,6 +16,7 @@ import anyio
 import pytest
 from isal import igzip
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import (
     DigestMismatchError,
@@ -24,8 +25,8 @@ from engine.errors import (
     InvalidReferenceError,
     StoreError,
 )
-from engine.image.base import Descriptor, FileLayer, Layer, SourceImage
-from engine.image.media_types import (
+from engine.image.base import FileLayer, Layer, SourceImage
+from engine.media_types import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_LAYER_GZIP,
