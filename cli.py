@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.api import BatchItem, Engine
+    from engine.errors import HoistError
+    from engine.progress.events import ProgressEvent
+    from engine.registry.auth_config import AuthConfig
+    from engine.store import ImageSummary
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -179,16 +183,16 @@ async def _push(args: argparse.Namespace) -> int:
     import anyio
 
     from engine.concurrency import gather
-    from engine.errors import HoistError, UnauthorizedError
+    from engine.errors import UnauthorizedError, UsageError
     from engine.progress.render import make_renderer, render
 
     async with _engine(args) as engine:
         names = args.names
         if args.all_tags:
             if len(names) != 1:
-                raise HoistError("--all-tags takes one repository name")
+                raise UsageError("--all-tags takes one repository name")
             names = await engine.tags_of(names[0])
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
         renderer = make_renderer(args.progress, sys.stdout, quiet=args.quiet)
         batch: list[BatchItem] = []
 
@@ -220,7 +224,7 @@ async def _push(args: argparse.Namespace) -> int:
     return _report(batch, quiet=args.quiet) if len(names) > 1 else 0
 
 
-def _with_login_hint(exc: Exception, name: str) -> Exception:
+def _with_login_hint(exc: HoistError, name: str) -> HoistError:
     from engine.errors import UnauthorizedError
 
     if not isinstance(exc, UnauthorizedError):
@@ -228,21 +232,21 @@ def _with_login_hint(exc: Exception, name: str) -> Exception:
     return UnauthorizedError(f"{exc} (run 'hoist login {_domain(name)}')", status=exc.status)
 
 
-def _report(items: Sequence[Any], *, quiet: bool) -> int:
+def _report(items: Sequence[BatchItem], *, quiet: bool) -> int:
     """A batch's summary table (stdout) and one error line per failed image (stderr)."""
-    failed = [item for item in items if item.error is not None]
+    failed = [(item.ref, item.error) for item in items if item.error is not None]
     if not quiet:
-        rows = [("IMAGE", "DIGEST", "PUSHED", "MOUNTED", "EXISTS", "SENT")]
+        rows: list[tuple[str, ...]] = [("IMAGE", "DIGEST", "PUSHED", "MOUNTED", "EXISTS", "SENT")]
         for item in items:
             rows.append(_summary_row(item))
         print()
         _print_rows(rows)
-    for item in failed:
-        print(f"Error: {item.ref}: {_with_login_hint(item.error, item.ref)}", file=sys.stderr)
+    for ref, error in failed:
+        print(f"Error: {ref}: {_with_login_hint(error, ref)}", file=sys.stderr)
     return EXIT_ERROR if failed else 0
 
 
-def _summary_row(item: Any) -> tuple[str, ...]:
+def _summary_row(item: BatchItem) -> tuple[str, ...]:
     from engine.progress.units import human_size
 
     if item.result is None:
@@ -264,13 +268,13 @@ def _domain(name: str) -> str:
     return parse_normalized_named(name).domain
 
 
-async def _prompt_relogin(domain: str) -> Any:
+async def _prompt_relogin(domain: str) -> AuthConfig | None:
     """Docker's "Please login prior to push:" — ask on the terminal, once."""
     print("\nPlease login prior to push:", flush=True)
     username, password = await _ask_on_terminal(None)
     if not username or not password:
         return None
-    from engine.registry.credentials import AuthConfig
+    from engine.registry.auth_config import AuthConfig
 
     return AuthConfig(username=username, password=password, server_address=domain)
 
@@ -284,7 +288,11 @@ async def _ask_on_terminal(username: str | None) -> tuple[str, str]:
 
     def ask() -> None:
         result = _ask_credentials(username)
-        loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(result))
+        loop.call_soon_threadsafe(deliver, result)
+
+    def deliver(result: tuple[str, str]) -> None:
+        if not answer.done():  # Ctrl-C may have cancelled the wait meanwhile
+            answer.set_result(result)
 
     threading.Thread(target=ask, daemon=True).start()
     return await answer
@@ -304,8 +312,8 @@ def _ask_credentials(username: str | None) -> tuple[str, str]:
 
 
 async def _login(args: argparse.Namespace) -> int:
-    from engine.errors import HoistError
-    from engine.registry.credentials import AuthConfig
+    from engine.errors import UsageError
+    from engine.registry.auth_config import AuthConfig
 
     username, password = args.username, args.password
     if password is not None:
@@ -315,16 +323,16 @@ async def _login(args: argparse.Namespace) -> int:
         )
     if args.password_stdin:
         if password is not None:
-            raise HoistError("--password and --password-stdin are mutually exclusive")
+            raise UsageError("--password and --password-stdin are mutually exclusive")
         if not username:
-            raise HoistError("Must provide --username with --password-stdin")
+            raise UsageError("Must provide --username with --password-stdin")
         password = sys.stdin.read().rstrip("\r\n")
     if not username or password is None:
         if not sys.stdin.isatty():
-            raise HoistError("cannot perform an interactive login from a non TTY device")
+            raise UsageError("cannot perform an interactive login from a non TTY device")
         username, password = await _ask_on_terminal(username)
         if not username or not password:
-            raise HoistError("login needs a username and a password")
+            raise UsageError("login needs a username and a password")
     async with _engine(args) as engine:
         config = await engine.config()
         outcome = await engine.login(args.server, AuthConfig(username=username, password=password))
@@ -374,7 +382,7 @@ async def _images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_json(row: Any) -> dict[str, Any]:
+def _image_json(row: ImageSummary) -> dict[str, Any]:
     return {
         "Repository": row.repository,
         "Tag": row.tag,
@@ -384,10 +392,10 @@ def _image_json(row: Any) -> dict[str, Any]:
     }
 
 
-def _print_table(rows: Sequence[Any]) -> None:
+def _print_table(rows: Sequence[ImageSummary]) -> None:
     from engine.progress.units import human_size
 
-    table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    table: list[tuple[str, ...]] = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
     for row in rows:
         created = _ago(row.created)
         table.append(
@@ -442,14 +450,14 @@ def _import_aiohttp_without_default_trust() -> None:
 
     if "aiohttp" in sys.modules or "set_default_verify_paths" in vars(ssl.SSLContext):
         return  # already imported, or someone else's override: leave both alone
-    ssl.SSLContext.set_default_verify_paths = _trust_no_ca  # type: ignore[method-assign]
+    ssl.SSLContext.set_default_verify_paths = _trust_no_ca  # type: ignore[method-assign,assignment]
     try:
         import aiohttp  # noqa: F401
     finally:
         del ssl.SSLContext.set_default_verify_paths
 
 
-def _trust_no_ca(context: Any) -> None:
+def _trust_no_ca(context: object) -> None:
     return None
 
 

@@ -57,7 +57,7 @@ from benchmarks.report import (
     table,
     write_results,
 )
-from engine import Engine
+from engine import Engine, logs
 from tests.support.registry import LocalRegistry
 from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
@@ -458,6 +458,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    logs.configure()  # the benchmark owns its process, as the CLI does: warnings only, on stderr
     interrupt_on_sigterm()
     started = datetime.now(UTC)
     out = args.out or RESULTS / f"batch-{started:%Y%m%d-%H%M%S}.json"

@@ -16,7 +16,6 @@ from pathlib import Path
 from types import TracebackType
 
 import anyio
-import structlog
 
 from engine import logs
 from engine.concurrency import gather
@@ -48,14 +47,15 @@ from engine.reference import (
     parse_normalized_named,
 )
 from engine.registry import login as logins
-from engine.registry.credentials import AuthConfig, DockerConfig
+from engine.registry.auth_config import AuthConfig
+from engine.registry.credentials import DockerConfig
 from engine.registry.pool import RegistryPool, Timeouts
 from engine.retry import RetryPolicy
 from engine.settings import DEFAULT_MAX_CONCURRENT_UPLOADS, read_settings
 from engine.store import ImageSummary, Store, default_root
 from engine.transfer import TransferManager
 
-log = structlog.get_logger("engine")
+log = logs.get_logger("engine")
 
 ProgressTarget = asyncio.Queue[ProgressEvent | None] | ProgressSink | None
 
@@ -95,7 +95,6 @@ class Engine:
         timeouts: Timeouts | None = None,
     ) -> None:
         """Flags given here add to (insecure registries) or override (uploads) daemon.json."""
-        logs.ensure_configured()
         self.store = Store(Path(root) if root is not None else default_root())
         self.relogin = relogin
         self._max_concurrent_uploads = max_concurrent_uploads

@@ -1,9 +1,14 @@
 """One exception tree for everything Hoist raises on purpose.
 
     HoistError
+    ├── UsageError                                a command-line mistake (flags that clash)
     ├── InvalidReferenceError (also ValueError)   a reference that does not parse
     ├── ImageNotFoundError                        no such image or tag in the store
     ├── StoreError                                the local store is unreadable or inconsistent
+    ├── SettingsError                             daemon.json that cannot be used
+    ├── ConfigError                               config.json unreadable, not JSON, wrong kinds
+    ├── CredentialHelperError                     a credential helper missing, failed, off-protocol
+    ├── TLSConfigError                            a certs.d directory that cannot be used
     ├── ImageSourceError                          an archive or layout that cannot be used
     │   ├── UnsafeArchiveError                    an entry that escapes (.., absolute, links)
     │   └── DigestMismatchError                   content that does not hash to its digest
@@ -35,6 +40,10 @@ class HoistError(Exception):
     """Base of every error Hoist raises on purpose."""
 
 
+class UsageError(HoistError):
+    """A command-line mistake: options that do not go together, a value that does not parse."""
+
+
 class InvalidReferenceError(HoistError, ValueError):
     """A reference that does not follow Docker's grammar."""
 
@@ -45,6 +54,22 @@ class ImageNotFoundError(HoistError):
 
 class StoreError(HoistError):
     """The local store cannot be read or written."""
+
+
+class SettingsError(HoistError):
+    """daemon.json that cannot be used."""
+
+
+class ConfigError(HoistError):
+    """``config.json`` cannot be read, is not JSON, or holds values of the wrong kind."""
+
+
+class CredentialHelperError(HoistError):
+    """A credential helper is missing, failed, or answered something that is not its protocol."""
+
+
+class TLSConfigError(HoistError):
+    """A certs.d directory that cannot be used (a key without its certificate, unreadable files)."""
 
 
 class ImageSourceError(HoistError):

@@ -23,11 +23,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from engine import docker_hub
 from engine.digest import Digest
 from engine.errors import InvalidReferenceError
 
-DEFAULT_DOMAIN = "docker.io"
-LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 OFFICIAL_REPO_NAME = "library"
 DEFAULT_TAG = "latest"
 NAME_TOTAL_LENGTH_MAX = 255
@@ -122,7 +121,7 @@ def parse_named(text: str) -> Reference:
 
 def familiar_name(ref: Reference) -> str:
     """The name as Docker shows it: no ``docker.io/``, no ``library/`` for official images."""
-    if ref.domain != DEFAULT_DOMAIN:
+    if ref.domain != docker_hub.DOMAIN:
         return ref.name
     components = ref.path.split("/")
     if len(components) == 2 and components[0] == OFFICIAL_REPO_NAME:
@@ -154,10 +153,10 @@ def _split_docker_domain(text: str) -> tuple[str, str]:
     if slash and (first == "localhost" or "." in first or ":" in first):
         domain, remainder = first, rest
     else:
-        domain, remainder = DEFAULT_DOMAIN, text
-    if domain == LEGACY_DEFAULT_DOMAIN:
-        domain = DEFAULT_DOMAIN
-    if domain == DEFAULT_DOMAIN and "/" not in remainder:
+        domain, remainder = docker_hub.DOMAIN, text
+    if domain == docker_hub.LEGACY_DOMAIN:
+        domain = docker_hub.DOMAIN
+    if domain == docker_hub.DOMAIN and "/" not in remainder:
         remainder = f"{OFFICIAL_REPO_NAME}/{remainder}"
     return domain, remainder
 

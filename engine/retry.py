@@ -30,8 +30,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import anyio
-import structlog
 
+from engine import logs
 from engine.errors import (
     ImageSourceError,
     RegistryResponseError,
@@ -57,7 +57,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 #: Statuses that say "not now" rather than "no": every 5xx but the two that mean "never here".
 TEMPORARY_STATUSES: frozenset[int] = frozenset({408, 429} | (set(range(500, 600)) - {501, 505}))

@@ -11,14 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import HoistError
+from engine.errors import SettingsError
 
 FILE_NAME = "daemon.json"
 DEFAULT_MAX_CONCURRENT_UPLOADS = 5
-
-
-class SettingsError(HoistError):
-    """daemon.json that cannot be used."""
 
 
 @dataclass(frozen=True)

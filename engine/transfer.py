@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar, cast
 
-import structlog
-
+from engine import logs
 from engine.concurrency import Flight, SingleFlight
 from engine.progress.events import ProgressEvent, ProgressSink
 
@@ -31,7 +30,7 @@ __all__ = ["TransferContext", "TransferManager"]
 
 T = TypeVar("T")
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 
 class _ClaimState(enum.Enum):

@@ -1,8 +1,10 @@
-"""Images as an interface of blobs: every source implements ``Image``; the pusher knows no more."""
+"""Images as an interface of blobs: every source implements ``Image``; the pusher knows no more.
 
-from engine.image import media_types
+What a manifest says of a blob (``engine.descriptor``) and the media types (``engine.media_types``)
+are leaves beside this package, shared with the store and the pusher.
+"""
+
 from engine.image.base import (
-    Descriptor,
     FileLayer,
     Image,
     IndexChild,
@@ -12,12 +14,10 @@ from engine.image.base import (
 )
 
 __all__ = [
-    "Descriptor",
     "FileLayer",
     "Image",
     "IndexChild",
     "Layer",
     "SourceImage",
     "SourceIndex",
-    "media_types",
 ]

@@ -14,53 +14,17 @@ import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 import aiofiles
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import ImageSourceError
 from engine.image.index import Platform, choose_platform
 
 #: Read size for file-backed blobs: large enough that a thread hop per chunk costs nothing.
 CHUNK_SIZE = 1 << 20
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """An OCI content descriptor: what a manifest says of a blob."""
-
-    media_type: str
-    digest: Digest
-    size: int
-    urls: tuple[str, ...] = ()
-    annotations: dict[str, str] | None = None
-    platform: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "mediaType": self.media_type,
-            "size": self.size,
-            "digest": str(self.digest),
-        }
-        if self.urls:
-            out["urls"] = list(self.urls)
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        if self.platform:
-            out["platform"] = dict(self.platform)
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Descriptor:
-        return cls(
-            media_type=str(data.get("mediaType", "")),
-            digest=Digest.parse(str(data["digest"])),
-            size=int(data["size"]),
-            urls=tuple(data.get("urls") or ()),
-            annotations=data.get("annotations"),
-            platform=data.get("platform"),
-        )
 
 
 @runtime_checkable

@@ -19,9 +19,10 @@ from typing import Any
 
 import anyio.to_thread
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DigestMismatchError, ImageSourceError
-from engine.image.base import CHUNK_SIZE, Descriptor, FileLayer
+from engine.image.base import CHUNK_SIZE, FileLayer
 from engine.image.tarsafe import TarIndex, normalize_name, worker_checkpoint
 
 #: Manifests and configs larger than this are refused (as registries refuse them).

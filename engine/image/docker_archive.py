@@ -13,12 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import ImageSourceError
-from engine.image.base import Descriptor, FileLayer, SourceImage
+from engine.image.base import FileLayer, SourceImage
 from engine.image.blobs import Blobs, diff_ids_of, hash_location, read_head
-from engine.image.media_types import DOCKER_CONFIG, DOCKER_LAYER_GZIP
 from engine.image.tarsafe import GZIP_MAGIC
+from engine.media_types import DOCKER_CONFIG, DOCKER_LAYER_GZIP
 
 MANIFEST_FILE = "manifest.json"
 

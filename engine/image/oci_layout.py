@@ -16,12 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import ImageSourceError
-from engine.image.base import Descriptor, FileLayer, IndexChild, SourceImage, SourceIndex
+from engine.image.base import FileLayer, IndexChild, SourceImage, SourceIndex
 from engine.image.blobs import Blobs, blob_name, diff_ids_of, parse_json
 from engine.image.index import Platform
-from engine.image.media_types import INDEXES, MANIFESTS
+from engine.media_types import INDEXES, MANIFESTS
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"

@@ -17,7 +17,7 @@ from engine import gojson
 from engine.digest import Digest
 from engine.errors import InvalidReferenceError
 from engine.reference import parse_named
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 from engine.store.metadata import V2Metadata, check_hmac
 
 #: Layers up to this size get a single mount attempt: a round trip costs more than the upload.

@@ -16,8 +16,8 @@ from functools import cached_property
 
 import anyio
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.image.base import Descriptor
 from engine.push.layer_blob import blob_key
 from engine.push.ledger import BlobLedger
 from engine.push.result import LayerOutcome, LayerResult

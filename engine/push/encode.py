@@ -17,10 +17,11 @@ from typing import BinaryIO
 import anyio
 from isal import isal_zlib
 
+from engine import media_types
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DigestMismatchError
-from engine.image import media_types
-from engine.image.base import CHUNK_SIZE, Descriptor, Layer
+from engine.image.base import CHUNK_SIZE, Layer
 from engine.offload import cpu_bound
 
 #: isal level 1 compresses ~20× faster than zlib level 6 and still better than level 1 zlib.

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import anyio
-import structlog
 
+from engine import logs, media_types
 from engine.concurrency import gather
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import RegistryResponseError
-from engine.image import media_types
-from engine.image.base import Descriptor, Image, Layer
+from engine.image.base import Image, Layer
 from engine.progress import events
 from engine.progress.events import LayerProgress, Message, ProgressSink
 from engine.push import manifest as manifests
@@ -34,7 +34,7 @@ from engine.registry.api import RegistryAPI
 from engine.retry import retry_call
 from engine.transfer import TransferManager
 
-log = structlog.get_logger("engine.push")
+log = logs.get_logger("engine.push")
 
 #: Said when the registry refused a manifest for a blob it names (deleted meanwhile, or another
 #: process committing it at that moment) and every blob is checked again.

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import TypeVar
 
-import structlog
-
+from engine import logs
+from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.image.base import Descriptor, Layer
+from engine.image.base import Layer
 from engine.progress import events
 from engine.progress.events import LayerProgress
 from engine.push.encode import LayerStream
@@ -34,7 +34,7 @@ from engine.retry import Attempts, count_down, retrying
 from engine.store import V2Metadata
 from engine.transfer import TransferContext
 
-log = structlog.get_logger("engine.push")
+log = logs.get_logger("engine.push")
 
 T = TypeVar("T")
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine import media_types
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import ImageSourceError
-from engine.image import media_types
-from engine.image.base import Descriptor, Layer
+from engine.image.base import Layer
 from engine.store import V2Metadata
 
 #: Blob media types that a ToCompress layer of the same diff ID may name in its place.

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from engine.image.base import Descriptor
+from engine.descriptor import Descriptor
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from engine import media_types
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import PushError, RegistryResponseError
-from engine.image import media_types
-from engine.image.base import Descriptor
 
 #: Registries refuse larger manifests (Distribution's default limit).
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024

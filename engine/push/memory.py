@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.image.base import Descriptor, Layer
+from engine.image.base import Layer
 from engine.push import candidates
 from engine.push.encode import COMPRESSOR
 from engine.push.layer_blob import LayerBlob, ToCompress

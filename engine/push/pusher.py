@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from engine.concurrency import gather
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import RegistryResponseError
-from engine.image.base import Descriptor, Image, SourceIndex
+from engine.image.base import Image, SourceIndex
 from engine.progress.events import Message, ProgressSink, PushComplete
 from engine.push import manifest as manifests
 from engine.push.candidates import hmac_key

@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-import structlog
 
+from engine import logs
+from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.image.base import Descriptor
 from engine.push import upload_flow as flow
 from engine.registry.api import RegistryAPI, blob_size
 from engine.registry.protocol import UploadSession
 from engine.retry import Attempts, RetryPolicy
 
-log = structlog.get_logger("engine.push")
+log = logs.get_logger("engine.push")
 
 #: Blobs whose source is at most this long go in one request; held in memory meanwhile.
 SMALL_BLOB_SIZE = 2 << 20

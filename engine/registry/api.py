@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable
 from typing import Protocol
 
 from engine.digest import Digest
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 from engine.registry.protocol import Absence, UploadSession, UploadStatus
 
 

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import anyio.to_thread
-import structlog
 
+from engine import logs
 from engine.concurrency import Flight, SingleFlight
 from engine.digest import Digest
 from engine.errors import TransportError
@@ -28,7 +28,7 @@ from engine.registry.protocol import UploadSession, UploadStatus
 from engine.registry.throttle import HostGate
 from engine.retry import parse_retry_after
 
-log = structlog.get_logger("engine.registry")
+log = logs.get_logger("engine.registry")
 
 #: What the connection, not the registry, says: unreachable, reset, timed out, or an answer that
 #: is not HTTP at all. (The endpoint loop falls back on these; retries treat them as temporary.)

@@ -1,4 +1,4 @@
-"""Registry credentials: the ``AuthConfig`` value and Docker's ``config.json`` (auths, helpers).
+"""Registry credentials: Docker's ``config.json`` (auths, helpers) read into ``AuthConfig`` values.
 
 Lookup follows the Docker CLI: ``credHelpers[host]``, else ``credsStore``, else ``auths``. Keys
 are matched the way Docker does, so a file written by ``docker login`` (or a legacy one with
@@ -13,53 +13,18 @@ import binascii
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from engine.errors import HoistError
-from engine.registry.endpoints import DOCKER_HUB, DOCKER_HUB_PUSH_HOST
+from engine import docker_hub
+from engine.errors import ConfigError
+from engine.registry.auth_config import AuthConfig
 from engine.registry.helpers import TOKEN_USERNAME, CredentialHelper, HelperCredentials
 
 CONFIG_FILE = "config.json"
-DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-_DOCKER_HUB_NAMES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_PUSH_HOST})
 _SECRET_FIELDS = ("auth", "username", "password", "identitytoken", "registrytoken")
-_HIDDEN = "***"
-
-
-class ConfigError(HoistError):
-    """``config.json`` cannot be read, is not JSON, or holds values of the wrong kind."""
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    """Credentials for one registry, as Docker's ``types.AuthConfig`` carries them.
-
-    ``identity_token`` is an OAuth2 refresh token; ``registry_token`` a bearer token used as is.
-    The repr shows ``***`` for every secret that is set, so a credential never reaches a log.
-    """
-
-    username: str = ""
-    password: str = field(default="", repr=False)
-    identity_token: str = field(default="", repr=False)
-    registry_token: str = field(default="", repr=False)
-    server_address: str = ""
-
-    @property
-    def anonymous(self) -> bool:
-        return not (self.username or self.password or self.identity_token or self.registry_token)
-
-    def __repr__(self) -> str:
-        secrets = ("password", "identity_token", "registry_token")
-        shown = [f"username={self.username!r}"]
-        shown += [f"{name}={_HIDDEN!r}" for name in secrets if getattr(self, name)]
-        shown.append(f"server_address={self.server_address!r}")
-        return f"AuthConfig({', '.join(shown)})"
-
-    __str__ = __repr__
 
 
 # -- where the file is, and which key a registry has in it ----------------------------------------
@@ -84,8 +49,8 @@ def convert_to_hostname(address: str) -> str:
 
 def server_key(domain: str) -> str:
     """The ``config.json`` key of a registry: Docker Hub's historical index URL, else the host."""
-    if domain.lower() in _DOCKER_HUB_NAMES:
-        return DOCKER_HUB_KEY
+    if domain.lower() in docker_hub.ALIASES:
+        return docker_hub.CONFIG_KEY
     return domain
 
 

@@ -11,8 +11,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_PUSH_HOST = "registry-1.docker.io"
+from engine import docker_hub
+
 DEFAULT_INSECURE_CIDRS = ("127.0.0.0/8", "::1/128")
 
 
@@ -69,7 +69,7 @@ def is_insecure(
 
 
 def push_host(domain: str) -> str:
-    return DOCKER_HUB_PUSH_HOST if domain == DOCKER_HUB else domain
+    return docker_hub.PUSH_HOST if domain == docker_hub.DOMAIN else domain
 
 
 def push_endpoints(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from engine.errors import HoistError
+from engine.errors import CredentialHelperError
 
 HELPER_PREFIX = "docker-credential-"
 
@@ -26,10 +26,6 @@ NOT_FOUND_MESSAGE = "credentials not found in native keychain"
 
 #: How much of a helper's error output an exception may quote.
 _QUOTE_LIMIT = 200
-
-
-class CredentialHelperError(HoistError):
-    """A credential helper is missing, failed, or answered something that is not its protocol."""
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from engine.reference import DEFAULT_DOMAIN
+from engine import docker_hub
 from engine.registry import protocol
 from engine.registry.auth import login_flow
-from engine.registry.credentials import AuthConfig, DockerConfig
+from engine.registry.auth_config import AuthConfig
+from engine.registry.credentials import DockerConfig
 from engine.registry.pool import RegistryPool
-
-#: Hosts that all mean Docker Hub when logging in.
-DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
 @dataclass(frozen=True)
@@ -26,9 +24,9 @@ class LoginOutcome:
 def login_domain(server: str | None) -> str:
     """The registry a login is for: ``https://host/v1/`` → ``host``; nothing → Docker Hub."""
     if not server:
-        return DEFAULT_DOMAIN
+        return docker_hub.DOMAIN
     host = urlsplit(server).netloc if "://" in server else server.split("/", 1)[0]
-    return DEFAULT_DOMAIN if host in DOCKER_HUB_ALIASES else host
+    return docker_hub.DOMAIN if host in docker_hub.ALIASES else host
 
 
 async def login(

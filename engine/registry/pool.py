@@ -14,19 +14,19 @@ from pathlib import Path
 
 import aiohttp
 import anyio.to_thread
-import structlog
 
+from engine import logs
 from engine.concurrency import Flight, SingleFlight, join_shielded, retrieve
 from engine.errors import RegistryError, TransportError
 from engine.registry import tls
 from engine.registry.auth import Authenticator
+from engine.registry.auth_config import AuthConfig
 from engine.registry.client import RegistryClient
-from engine.registry.credentials import AuthConfig
 from engine.registry.endpoints import Endpoint, push_endpoints
 from engine.registry.throttle import HostGate
 from engine.version import VERSION
 
-log = structlog.get_logger("engine.registry")
+log = logs.get_logger("engine.registry")
 
 USER_AGENT = f"hoist/{VERSION}"
 

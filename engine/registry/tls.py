@@ -15,14 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import HoistError
+from engine.errors import TLSConfigError
 
 CERTS_D_ENV = "HOIST_CERTS_D"
 DOCKER_CERTS_D = Path("/etc/docker/certs.d")
-
-
-class TLSConfigError(HoistError):
-    """A certs.d directory that cannot be used (a key without its certificate, unreadable files)."""
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import HoistError, StoreError
-from engine.image.base import Descriptor
 from engine.store.atomic import read_json, write_json
 
 #: diff ID → what the compressor made of that layer

@@ -20,9 +20,10 @@ from typing import cast
 import anyio
 from isal import isal_zlib
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DigestMismatchError, ImageSourceError, StoreError
-from engine.image.base import CHUNK_SIZE, Descriptor, Layer
+from engine.image.base import CHUNK_SIZE, Layer
 from engine.offload import cpu_bound
 from engine.store.layers import LAYER_TAR, StagedLayer
 from engine.store.layout import Layout

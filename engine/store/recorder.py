@@ -26,9 +26,10 @@ from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 import anyio
-import structlog
 
-log = structlog.get_logger("engine.store")
+from engine import logs
+
+log = logs.get_logger("engine.store")
 
 T = TypeVar("T")
 

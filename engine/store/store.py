@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
-import structlog
 
+from engine import logs
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import (
     HoistError,
@@ -28,8 +29,8 @@ from engine.errors import (
     InvalidReferenceError,
     StoreError,
 )
-from engine.image.base import Descriptor, FileLayer, Image, Layer, SourceImage
-from engine.image.media_types import DOCKER_CONFIG
+from engine.image.base import FileLayer, Image, Layer, SourceImage
+from engine.media_types import DOCKER_CONFIG
 from engine.offload import store_bound
 from engine.reference import (
     Reference,
@@ -49,7 +50,7 @@ from engine.store.recorder import Recorder
 from engine.store.references import Repositories
 from engine.store.sweep import sweep_leftovers
 
-log = structlog.get_logger("engine.store")
+log = logs.get_logger("engine.store")
 
 T = TypeVar("T")
 
@@ -207,7 +208,8 @@ class Store:
     async def image_to_push(
         self, text: str, compressor: str
     ) -> tuple[SourceImage, dict[Digest, Knowledge]]:
-        """``image(resolve(text))`` and its layers' ``push_knowledge``, in one worker-thread call.
+        """The stored image ``text`` names and its layers' ``push_knowledge``, in one worker-thread
+        call: its config and one ``FileLayer`` per ``layer.tar``.
 
         The store's thread serves calls in turn: in a batch, the first image then starts after
         one call rather than behind the resolution of every other image.
@@ -219,10 +221,6 @@ class Store:
             return image, self._push_knowledge(diff_ids, compressor)
 
         return await store_bound(image_to_push)
-
-    async def image(self, image_id: Digest) -> SourceImage:
-        """A stored image as an ``Image``: its config and one ``FileLayer`` per ``layer.tar``."""
-        return await store_bound(self._image, image_id)
 
     def _image(self, image_id: Digest) -> SourceImage:
         config = imagedb.read_config(self._layout, image_id)
@@ -298,21 +296,9 @@ class Store:
 
     # -- distribution metadata --------------------------------------------------------------
 
-    async def v2_metadata(self, diff_id: Digest) -> list[V2Metadata]:
-        """Where the layer ``diff_id`` was pushed, oldest first."""
-        return await store_bound(metadata.read_v2_metadata, self._layout, diff_id)
-
-    async def add_v2_metadata(self, diff_id: Digest, entry: V2Metadata) -> None:
-        """Remember ``entry`` as the newest location of ``diff_id``, and its digest's diff ID."""
-        await store_bound(self._add_metadata, diff_id, entry)
-
     async def remove_v2_metadata(self, entry: V2Metadata) -> None:
         """Forget a location that turned out wrong (a mount from it failed)."""
         await store_bound(self._remove_metadata, entry)
-
-    def _add_metadata(self, diff_id: Digest, entry: V2Metadata) -> None:
-        with self._lock():
-            metadata.add_v2_metadata(self._layout, diff_id, entry)
 
     def _remove_metadata(self, entry: V2Metadata) -> None:
         with self._lock():
@@ -395,10 +381,6 @@ class Store:
             compressed.add_forms(path, _or_nothing(compressed.read_forms, path) or {}, made)
         except StoreError as exc:
             log.warning("compressed forms not recorded", compressor=compressor, error=str(exc))
-
-    async def diff_id_by_digest(self, digest: Digest) -> Digest | None:
-        """The diff ID a compressed blob ``digest`` decompresses to, if it was ever recorded."""
-        return await store_bound(metadata.read_diff_id_by_digest, self._layout, digest)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from engine.image import media_types
+from engine import media_types
 from tests.support.registry import LocalRegistry
 
 _ACCEPT = ", ".join(sorted(media_types.MANIFESTS | media_types.INDEXES))

@@ -756,6 +756,20 @@ def test_chunk_size_nonsense(
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["push", "-a", "localhost:5000/a", "localhost:5000/b"], "--all-tags takes one repository"),
+        (["login", "--password-stdin", "localhost:5000"], "Must provide --username with"),
+        (["login", "-u", "someone", "localhost:5000"], "interactive login from a non TTY"),
+    ],
+)
+def test_command_line_mistakes(hoist: Hoist, args: list[str], message: str) -> None:
+    """Options that do not go together are one error line and exit 1, as Docker's CLI says them
+    (stdin a pipe, never a terminal, so that no run asks for a password)."""
+    assert_one_error(hoist(*args, check=False, input=""), message)
+
+
+@pytest.mark.parametrize(
     ("platform", "message"),
     [
         ("windows/amd64", "has no manifest for platform windows/amd64"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -13,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from engine.digest import Digest
-from engine.store import Store
+from engine.store import metadata
+from engine.store.layout import Layout
 from tests.support.clients import Hoist, Skopeo
 from tests.support.proxy import Proxy, running_proxy
 from tests.support.registry import LocalRegistry, running_registry
@@ -170,15 +170,15 @@ def test_a_batch_sends_each_shared_layer_once(
     for ref in refs:
         repository = ref.rpartition(":")[0]
         for layer in _manifest_layers(skopeo, ref):
-            where = asyncio.run(_recorded_repositories(hoist.root, str(layer["digest"])))
+            where = _recorded_repositories(hoist.root, str(layer["digest"]))
             assert repository in where, f"{ref}: {layer['digest']} not recorded"
 
 
-async def _recorded_repositories(root: Path, digest: str) -> set[str]:
-    store = Store(root)
-    diff_id = await store.diff_id_by_digest(Digest.parse(digest))
+def _recorded_repositories(root: Path, digest: str) -> set[str]:
+    layout = Layout(root)
+    diff_id = metadata.read_diff_id_by_digest(layout, Digest.parse(digest))
     assert diff_id is not None
-    return {entry.source_repository for entry in await store.v2_metadata(diff_id)}
+    return {entry.source_repository for entry in metadata.read_v2_metadata(layout, diff_id)}
 
 
 def test_one_failing_image_does_not_stop_the_batch(

@@ -18,7 +18,7 @@ import pytest
 
 from engine import Engine
 from engine.errors import UnauthorizedError
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 from tests.support.clients import Hoist
 from tests.support.registry import SecuredRegistry
 from tests.support.sample import LayerSpec, write_docker_archive

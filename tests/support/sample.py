@@ -38,9 +38,10 @@ from engine.demo.sample import (
     write_layer_tar,
     write_sample_image,
 )
+from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.image.base import Descriptor
-from engine.image.media_types import (
+from engine.image.oci_layout import REF_NAME_ANNOTATION
+from engine.media_types import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
@@ -51,7 +52,6 @@ from engine.image.media_types import (
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
 )
-from engine.image.oci_layout import REF_NAME_ANNOTATION
 
 __all__ = [
     "ISAL_GZIP",

@@ -32,7 +32,7 @@ from engine.registry.auth import (
     repository_scope,
 )
 from engine.registry.auth.token import Token
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 
 ORIGIN = "https://registry.test"
 REALM = "https://auth.test/token"

@@ -19,7 +19,7 @@ from engine.push.candidates import (
     hmac_key,
     mount_candidates,
 )
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 from engine.store.metadata import V2Metadata, check_hmac, compute_hmac
 
 KiB = 1024

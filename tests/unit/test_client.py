@@ -20,8 +20,8 @@ from engine.digest import Digest
 from engine.errors import TransportError
 from engine.registry.api import blob_size
 from engine.registry.auth import Authenticator, HttpRequest, HttpResponse
+from engine.registry.auth_config import AuthConfig
 from engine.registry.client import RegistryClient
-from engine.registry.credentials import AuthConfig
 from engine.registry.throttle import HostGate
 
 pytestmark = pytest.mark.anyio

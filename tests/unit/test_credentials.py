@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from engine.errors import HoistError
+from engine import docker_hub
+from engine.errors import ConfigError, CredentialHelperError, HoistError
+from engine.registry.auth_config import AuthConfig
 from engine.registry.credentials import (
-    DOCKER_HUB_KEY,
-    AuthConfig,
-    ConfigError,
     DockerConfig,
     config_dir,
     convert_to_hostname,
@@ -24,7 +23,6 @@ from engine.registry.credentials import (
     encode_auth,
     server_key,
 )
-from engine.registry.helpers import CredentialHelperError
 
 PASSWORD = "s3cr:et-pa:ss"  # contains ':' on purpose
 TOKEN = "refresh-token-7f3a9c"
@@ -142,9 +140,9 @@ def test_config_dir_prefers_explicit_then_env_then_home(
 @pytest.mark.parametrize(
     ("domain", "key"),
     [
-        ("docker.io", DOCKER_HUB_KEY),
-        ("index.docker.io", DOCKER_HUB_KEY),
-        ("registry-1.docker.io", DOCKER_HUB_KEY),
+        ("docker.io", docker_hub.CONFIG_KEY),
+        ("index.docker.io", docker_hub.CONFIG_KEY),
+        ("registry-1.docker.io", docker_hub.CONFIG_KEY),
         ("localhost:5000", "localhost:5000"),
         ("ghcr.io", "ghcr.io"),
     ],
@@ -265,7 +263,7 @@ async def test_missing_file_is_an_empty_configuration(tmp_path: Path) -> None:
     config = await DockerConfig.load(tmp_path / "nowhere")
     auth = await config.get("docker.io")
     assert auth.anonymous
-    assert auth.server_address == DOCKER_HUB_KEY
+    assert auth.server_address == docker_hub.CONFIG_KEY
 
 
 @pytest.mark.anyio
@@ -342,7 +340,7 @@ async def test_store_creates_the_directory_and_uses_docker_hub_key(tmp_path: Pat
     config = await DockerConfig.load(directory)
     await config.store("docker.io", AuthConfig(identity_token=TOKEN))
     document = json.loads((directory / "config.json").read_text())
-    assert document == {"auths": {DOCKER_HUB_KEY: {"identitytoken": TOKEN}}}
+    assert document == {"auths": {docker_hub.CONFIG_KEY: {"identitytoken": TOKEN}}}
     assert stat.S_IMODE((directory / "config.json").stat().st_mode) == 0o600
     assert (await config.get("index.docker.io")).identity_token == TOKEN
 
@@ -431,7 +429,7 @@ async def test_helper_token_username_means_identity_token(tmp_path: Path, helper
     config = await DockerConfig.load(tmp_path)
     await config.store("docker.io", AuthConfig(username="joe", identity_token=TOKEN))
     assert helper_state(helper_dir, "alpha") == {
-        DOCKER_HUB_KEY: {"Username": "<token>", "Secret": TOKEN}
+        docker_hub.CONFIG_KEY: {"Username": "<token>", "Secret": TOKEN}
     }
     auth = await config.get("docker.io")
     assert (auth.username, auth.password, auth.identity_token) == ("", "", TOKEN)

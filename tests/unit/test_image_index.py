@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 import anyio.to_thread
 import pytest
 
+from engine import media_types
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import ImageSourceError
-from engine.image import media_types
-from engine.image.base import Descriptor, Layer, SourceImage, SourceIndex
+from engine.image.base import Layer, SourceImage, SourceIndex
 from engine.image.detect import open_archive
 from engine.image.index import Platform
 from engine.image.oci_layout import REF_NAME_ANNOTATION

@@ -18,9 +18,9 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from engine import media_types
 from engine.digest import Digest
 from engine.errors import DigestMismatchError, ImageSourceError, UnsafeArchiveError
-from engine.image import media_types
 from engine.image.base import CHUNK_SIZE, Layer
 from engine.image.blobs import DirectoryBlobs
 from engine.image.detect import ImageArchive, open_archive

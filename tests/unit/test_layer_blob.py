@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from engine import media_types
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import ImageSourceError
-from engine.image import media_types
-from engine.image.base import Descriptor, FileLayer
+from engine.image.base import FileLayer
 from engine.push.layer_blob import FixedBlob, ToCompress, blob_key, layer_blob
 from engine.push.memory import Check, PushMemory
 from engine.store import Knowledge, PushRecord, V2Metadata

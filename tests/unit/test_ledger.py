@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.image.base import Descriptor
 from engine.push.ledger import BlobLedger, Placed, Placement
 
 pytestmark = pytest.mark.anyio

@@ -9,12 +9,13 @@ from engine.errors import (
     BlobUnknownError,
     DeniedError,
     RegistryResponseError,
+    SettingsError,
     TooManyRequestsError,
     UnauthorizedError,
 )
 from engine.registry import protocol
 from engine.registry.endpoints import is_insecure, push_endpoints
-from engine.settings import Settings, SettingsError
+from engine.settings import Settings
 
 DIGEST = Digest("sha256:" + "ab" * 32)
 

@@ -10,16 +10,16 @@ from typing import Any
 import anyio
 import pytest
 
+from engine import media_types
 from engine.digest import Digest
 from engine.errors import BlobUploadInvalidError, RegistryResponseError
-from engine.image import media_types
 from engine.image.base import FileLayer, SourceImage
 from engine.progress.events import LayerProgress, ProgressEvent, PushComplete
 from engine.push.pusher import Pusher
 from engine.push.result import LayerOutcome
 from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 from engine.retry import RetryPolicy
 from engine.transfer import TransferManager
 from tests.support.memory_registry import Faults, MemoryRegistry

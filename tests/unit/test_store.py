@@ -16,6 +16,7 @@ import anyio
 import pytest
 from isal import igzip
 
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import (
     DigestMismatchError,
@@ -24,8 +25,8 @@ from engine.errors import (
     InvalidReferenceError,
     StoreError,
 )
-from engine.image.base import Descriptor, FileLayer, Layer, SourceImage
-from engine.image.media_types import (
+from engine.image.base import FileLayer, Layer, SourceImage
+from engine.media_types import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_LAYER_GZIP,
@@ -42,8 +43,13 @@ from engine.store import (
     check_hmac,
     compute_hmac,
     default_root,
+    metadata,
 )
 from engine.store.ingest import MAX_INFLATE, _Gunzip
+from engine.store.layout import Layout
+
+#: The compressor name a push would pass; these tests read and write its records.
+COMPRESSOR = "gzip-test"
 
 # -- building images in the test --------------------------------------------------------------
 
@@ -137,6 +143,12 @@ def ref(text: str) -> Reference:
     return parse_normalized_named(text)
 
 
+async def stored_image(store: Store, image_id: Digest) -> SourceImage:
+    """The stored image ``image_id`` as a push reads it."""
+    image, _ = await store.image_to_push(str(image_id), COMPRESSOR)
+    return image
+
+
 # -- round trip and layout --------------------------------------------------------------------
 
 
@@ -149,7 +161,7 @@ async def test_round_trip_add_tag_resolve_and_stream_back(store: Store, builder:
 
     for text in ["app", "app:latest", "docker.io/library/app:latest", str(image_id)]:
         assert await store.resolve(text) == image_id
-    stored = await store.image(image_id)
+    stored = await stored_image(store, image_id)
     assert stored.config == source.config
     assert stored.config_media_type == DOCKER_CONFIG
     assert stored.names == ("app:latest",)
@@ -334,7 +346,7 @@ async def test_gzip_layer_is_decompressed_and_verified(
         config_media_type=DOCKER_CONFIG,
     )
     image_id = await store.add_image(source)
-    stored = await store.image(image_id)
+    stored = await stored_image(store, image_id)
     assert [await read_all(layer) for layer in stored.layers] == [BASE, APP]
     assert [layer.diff_id for layer in stored.layers] == [sha256(BASE), sha256(APP)]
 
@@ -350,7 +362,7 @@ async def test_concatenated_gzip_members_are_one_stream(store: Store, builder: B
         descriptor=Descriptor(DOCKER_LAYER_GZIP, sha256(blob), len(blob)),
     )
     source = SourceImage(config=config_for([APP]), layers=[layer], config_media_type="")
-    stored = await store.image(await store.add_image(source))
+    stored = await stored_image(store, await store.add_image(source))
     assert await read_all(stored.layers[0]) == APP
 
 
@@ -554,7 +566,7 @@ async def test_rmi_untags_then_deletes_unused_layers(store: Store, builder: Buil
     ]
     assert image_files(store) == [tools.hex]
     assert sha256(BASE).hex in layer_dirs(store)
-    stored = await store.image(tools)
+    stored = await stored_image(store, tools)
     assert [await read_all(layer) for layer in stored.layers] == [BASE, TOOLS]
     with pytest.raises(ImageNotFoundError):
         await store.resolve("app:2")
@@ -601,6 +613,22 @@ async def test_rmi_of_an_untagged_image(store: Store, builder: Builder) -> None:
 # -- distribution metadata --------------------------------------------------------------------
 
 
+async def pushed_to(store: Store, diff_id: Digest) -> list[V2Metadata]:
+    """Where the store says the layer ``diff_id`` was pushed, as a push reads it."""
+    return (await store.push_knowledge([diff_id], COMPRESSOR))[diff_id].metadata
+
+
+async def record_push(store: Store, diff_id: Digest, entry: V2Metadata) -> None:
+    """``entry`` recorded as a push records it."""
+    await store.record_pushes([PushRecord(diff_id, entry)], COMPRESSOR)
+
+
+async def diff_id_of(store: Store, digest: Digest) -> Digest | None:
+    """The layer a compressed ``digest`` was recorded for (what forgetting a location reads)."""
+    layout = Layout(store.root)
+    return await anyio.to_thread.run_sync(metadata.read_diff_id_by_digest, layout, digest)
+
+
 def entry(n: int, repository: str = "docker.io/library/app", hmac: str = "") -> V2Metadata:
     return V2Metadata(sha256(f"blob {n}".encode()), repository, hmac)
 
@@ -608,29 +636,29 @@ def entry(n: int, repository: str = "docker.io/library/app", hmac: str = "") -> 
 @pytest.mark.anyio
 async def test_metadata_is_capped_and_deduplicated(store: Store) -> None:
     diff_id = sha256(APP)
-    assert await store.v2_metadata(diff_id) == []
+    assert await pushed_to(store, diff_id) == []
     for n in range(60):
-        await store.add_v2_metadata(diff_id, entry(n))
-    kept = await store.v2_metadata(diff_id)
+        await record_push(store, diff_id, entry(n))
+    kept = await pushed_to(store, diff_id)
     assert MAX_METADATA == 50
     assert kept == [entry(n) for n in range(10, 60)]
 
     # The same digest and repository again: moved to the newest place, not duplicated.
-    await store.add_v2_metadata(diff_id, entry(20, hmac="ab" * 32))
-    kept = await store.v2_metadata(diff_id)
+    await record_push(store, diff_id, entry(20, hmac="ab" * 32))
+    kept = await pushed_to(store, diff_id)
     assert len(kept) == 50
     assert kept[-1] == entry(20, hmac="ab" * 32)
     assert [e.digest for e in kept].count(entry(20).digest) == 1
 
     # The same digest in another repository is another location.
-    await store.add_v2_metadata(diff_id, entry(20, repository="localhost:5000/x"))
-    assert [e.digest for e in await store.v2_metadata(diff_id)].count(entry(20).digest) == 2
+    await record_push(store, diff_id, entry(20, repository="localhost:5000/x"))
+    assert [e.digest for e in await pushed_to(store, diff_id)].count(entry(20).digest) == 2
 
 
 @pytest.mark.anyio
 async def test_metadata_files_have_dockers_shape(store: Store) -> None:
     diff_id = sha256(APP)
-    await store.add_v2_metadata(diff_id, entry(1, hmac="cd" * 32))
+    await record_push(store, diff_id, entry(1, hmac="cd" * 32))
     path = store.root / "distribution" / "v2metadata-by-diffid" / "sha256" / diff_id.hex
     assert json.loads(path.read_text()) == [
         {
@@ -641,8 +669,8 @@ async def test_metadata_files_have_dockers_shape(store: Store) -> None:
     ]
     by_digest = store.root / "distribution" / "diffid-by-digest" / "sha256" / entry(1).digest.hex
     assert by_digest.read_text() == diff_id
-    assert await store.diff_id_by_digest(entry(1).digest) == diff_id
-    assert await store.diff_id_by_digest(entry(2).digest) is None
+    assert await diff_id_of(store, entry(1).digest) == diff_id
+    assert await diff_id_of(store, entry(2).digest) is None
 
 
 @pytest.mark.anyio
@@ -651,25 +679,25 @@ async def test_metadata_keeps_a_media_type_beside_dockers_fields(store: Store) -
     as Docker and older Hoist wrote them, still read."""
     diff_id = sha256(APP)
     typed = V2Metadata(entry(1).digest, "docker.io/library/app", media_type=OCI_LAYER_ZSTD)
-    await store.add_v2_metadata(diff_id, typed)
-    await store.add_v2_metadata(diff_id, entry(2))
+    await record_push(store, diff_id, typed)
+    await record_push(store, diff_id, entry(2))
     path = store.root / "distribution" / "v2metadata-by-diffid" / "sha256" / diff_id.hex
     assert [item.get("MediaType") for item in json.loads(path.read_text())] == [
         OCI_LAYER_ZSTD,
         None,
     ]
-    assert await store.v2_metadata(diff_id) == [typed, entry(2)]
+    assert await pushed_to(store, diff_id) == [typed, entry(2)]
 
 
 @pytest.mark.anyio
 async def test_metadata_removal(store: Store) -> None:
     diff_id = sha256(APP)
-    await store.add_v2_metadata(diff_id, entry(1))
-    await store.add_v2_metadata(diff_id, entry(2))
+    await record_push(store, diff_id, entry(1))
+    await record_push(store, diff_id, entry(2))
     await store.remove_v2_metadata(entry(1))
-    assert await store.v2_metadata(diff_id) == [entry(2)]
+    assert await pushed_to(store, diff_id) == [entry(2)]
     await store.remove_v2_metadata(entry(9))  # never recorded: nothing to do
-    assert await store.v2_metadata(diff_id) == [entry(2)]
+    assert await pushed_to(store, diff_id) == [entry(2)]
 
 
 def test_hmac_ties_an_entry_to_its_key() -> None:
@@ -692,21 +720,23 @@ async def test_corrupt_json_is_a_store_error_naming_the_file(
     store: Store, builder: Builder
 ) -> None:
     image_id = await store.add_image(builder.image([BASE]))
+    config = store.root / "imagedb" / "content" / "sha256" / image_id.hex
+    config.write_text("not json")
+    with pytest.raises(StoreError, match=str(config)):
+        await stored_image(store, image_id)
+
     repositories = store.root / "repositories.json"
     repositories.write_text('{"Repositories": {"app": ')
     with pytest.raises(StoreError, match=str(repositories)):
         await store.resolve("app")
 
-    metadata = store.root / "distribution" / "v2metadata-by-diffid" / "sha256" / sha256(APP).hex
-    metadata.parent.mkdir(parents=True)
-    metadata.write_text("[{]")
-    with pytest.raises(StoreError, match=str(metadata)):
-        await store.v2_metadata(sha256(APP))
-
-    config = store.root / "imagedb" / "content" / "sha256" / image_id.hex
-    config.write_text("not json")
-    with pytest.raises(StoreError, match=str(config)):
-        await store.image(image_id)
+    # What a push reads takes a damaged record for none (test_push_knowledge_…); the reader
+    # underneath still says which file it could not read.
+    damaged = store.root / "distribution" / "v2metadata-by-diffid" / "sha256" / sha256(APP).hex
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text("[{]")
+    with pytest.raises(StoreError, match=str(damaged)):
+        await anyio.to_thread.run_sync(metadata.read_v2_metadata, Layout(store.root), sha256(APP))
 
 
 @pytest.mark.anyio
@@ -838,7 +868,7 @@ async def test_concurrent_imports_of_one_image_in_one_process(
             tg.start_soon(add)
     assert results == [sha256(source.config)] * 4
     assert len(layer_dirs(store)) == 3
-    stored = await store.image(results[0])
+    stored = await stored_image(store, results[0])
     assert [await read_all(layer) for layer in stored.layers] == [BASE, APP, TOOLS]
 
 
@@ -910,7 +940,7 @@ async def test_concurrent_push_records_all_land_and_unchanged_files_stay(tmp_pat
         for location in locations:
             group.start_soon(store.record_pushes, [PushRecord(diff_id, location, blob)], "gz")
 
-    assert (await store.v2_metadata(diff_id)) == locations
+    assert (await pushed_to(store, diff_id)) == locations
     layout = tmp_path / "root/distribution"
     files = [
         layout / "v2metadata-by-diffid/sha256" / diff_id.hex,
@@ -920,5 +950,5 @@ async def test_concurrent_push_records_all_land_and_unchanged_files_stay(tmp_pat
     await store.record_pushes([PushRecord(diff_id, locations[-1], blob)], "gz")
     assert [path.stat().st_ino for path in files] == before, "rewritten though unchanged"
     await store.record_pushes([PushRecord(diff_id, locations[0], blob)], "gz")
-    assert (await store.v2_metadata(diff_id))[-1] == locations[0]
+    assert (await pushed_to(store, diff_id))[-1] == locations[0]
     assert files[0].stat().st_ino != before[0]

@@ -14,10 +14,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from engine import media_types
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DeniedError, DigestMismatchError
-from engine.image import media_types
-from engine.image.base import CHUNK_SIZE, Descriptor, FileLayer
+from engine.image.base import CHUNK_SIZE, FileLayer
 from engine.push.encode import LayerStream
 from engine.push.upload import SMALL_BLOB_SIZE, BlobSender
 from engine.retry import Attempts

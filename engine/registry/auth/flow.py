@@ -38,7 +38,7 @@ from engine.registry.auth.token import (
     parse_token_response,
     token_request,
 )
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 from engine.registry.protocol import origin_prefix, same_origin
 
 #: What a flow is: yields requests, is sent responses, returns the caller's final response.

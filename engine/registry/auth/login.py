@@ -30,7 +30,7 @@ from engine.registry.auth.token import (
     redact,
     token_request,
 )
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 
 
 @dataclass(frozen=True)

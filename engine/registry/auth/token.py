@@ -28,7 +28,7 @@ from engine.registry.auth.messages import (
     HttpResponse,
     basic_authorization,
 )
-from engine.registry.credentials import AuthConfig
+from engine.registry.auth_config import AuthConfig
 
 #: Older Docker clients assumed 60 s; servers promise at least that, so a shorter one is a typo.
 MINIMUM_LIFETIME = 60.0

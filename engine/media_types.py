@@ -1,4 +1,4 @@
-"""Media types of the Docker schema 2 and OCI image specs."""
+"""Media types of the Docker schema 2 and OCI image specs. A leaf: it imports nothing."""
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
