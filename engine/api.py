@@ -2,6 +2,8 @@
 
 One Engine holds one store, one connection pool and one TransferManager, so every push made
 through it shares the upload limit (Docker's ``max-concurrent-uploads``) and the dedup of layers.
+Written for asyncio (the caller's loop; a queue of events, a task per ``push_events``); batches
+run as a task group (``concurrency.gather``).
 """
 
 from __future__ import annotations

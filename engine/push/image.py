@@ -3,7 +3,8 @@
 Layers go through the shared TransferManager (one coroutine each, a global slot limit, dedup);
 the first failure cancels the others. The config follows, and the manifest is PUT only once
 every blob it names is committed. A manifest the registry refuses for a blob it names has every
-blob checked again, by a ledger that knows nothing yet, and is PUT once more.
+blob checked again, by a ledger that knows nothing yet, and is PUT once more. Written for
+anyio: the layers and the store's write beside the config and manifest are task groups.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from engine.push import manifest as manifests
 from engine.push.config import ConfigUpload, worth_checking
 from engine.push.layer import LayerUpload
 from engine.push.ledger import BlobLedger
-from engine.push.memory import PushMemory
+from engine.push.metadata_service import MetadataService
 from engine.push.result import LayerResult
 from engine.push.upload import UploadOptions
 from engine.reference import Reference
@@ -51,12 +52,12 @@ class PushedImage:
 
 @dataclass(frozen=True)
 class ImagePush:
-    """One image to one repository, by the run's ledger, with the store's knowledge of it."""
+    """One image to one repository, by the run's ledger, with the store's metadata of it."""
 
     client: RegistryAPI
     ref: Reference
     image: Image
-    memory: PushMemory
+    metadata: MetadataService
     progress: ProgressSink
     transfers: TransferManager
     ledger: BlobLedger
@@ -67,7 +68,7 @@ class ImagePush:
         try:
             layers = await self._place_layers(self.ledger)
         except BaseException:
-            await self.memory.flush()
+            await self.metadata.flush()
             raise
         # Where the layers went is written to the store while the config and manifest go: the
         # store's thread is busiest when a batch's pushes finish, and the registry need not wait.
@@ -78,7 +79,7 @@ class ImagePush:
             # Shielded: a push cancelled now (a sibling failed, Ctrl-C) still records its layers.
             with anyio.CancelScope(shield=True):
                 try:
-                    await self.memory.flush()
+                    await self.metadata.flush()
                 except Exception as error:
                     unrecorded.append(error)  # raised once the push's own error has not come
 
@@ -118,7 +119,7 @@ class ImagePush:
         try:
             layers = await self._place_layers(fresh, again=True)
         finally:
-            await self.memory.flush()
+            await self.metadata.flush()
         await self._place_config(layers, fresh, check_first=True)
         return layers, *_manifest(self.image, layers)
 
@@ -130,7 +131,7 @@ class ImagePush:
                 target=self.ref.name,
                 layer=layer,
                 layer_id=layer_id(layer),
-                memory=self.memory,
+                metadata=self.metadata,
                 ledger=ledger,
                 options=self.options,
                 again=again,

@@ -5,7 +5,7 @@ mounted from another repository of the registry (placed there earlier in this ru
 remembered in the push metadata)? → "Mounted from …". Otherwise stream one ``PATCH`` of the
 (compressed) body into a session — the one a failed mount opened, or a new one — check it is what
 the source promised, and ``PUT ?digest=`` to commit. A session that will not be committed is
-deleted, shielded from cancellation.
+deleted, shielded from cancellation. It starts no task: the TransferManager runs it in one.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from engine.progress import events
 from engine.progress.events import LayerProgress
 from engine.push.encode import LayerStream
 from engine.push.layer_blob import LayerBlob, layer_blob
-from engine.push.ledger import BlobLedger, Placed
-from engine.push.memory import Prior, PushMemory
+from engine.push.ledger import BlobLedger, Placement
+from engine.push.metadata_service import Candidates, MetadataService
 from engine.push.result import LayerOutcome, LayerResult
 from engine.push.upload import SMALL_BLOB_SIZE, BlobSender, UploadOptions, abandon
 from engine.reference import parse_normalized_named
@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Source:
+class MountCandidate:
     """A repository that may hold the blob, as a mount's ``from``."""
 
     repository: str  # path within the registry
@@ -56,10 +56,10 @@ class LayerUpload:
     target: str  # full name, as the push metadata records it
     layer: Layer
     layer_id: str
-    memory: PushMemory
+    metadata: MetadataService
     ledger: BlobLedger
     options: UploadOptions = field(default_factory=UploadOptions)
-    #: Placed again after the registry refused a manifest: never joins a transfer that may still
+    #: Placement again after the registry refused a manifest: never joins a transfer that may still
     #: go by the knowledge the refusal disproved.
     again: bool = False
 
@@ -92,21 +92,23 @@ class LayerUpload:
                 result = await self._place(ctx, placement.elsewhere)
                 placement.record(_blob(result))
         made = result.outcome is LayerOutcome.PUSHED
-        self.memory.remember(self.blob, self.target, _blob(result), made=made)
+        self.metadata.remember(self.blob, self.target, _blob(result), made=made)
         return result
 
-    async def _place(self, ctx: TransferContext, elsewhere: Placed | None) -> LayerResult:
-        prior = self.memory.prior(self.blob, self.target)
+    async def _place(self, ctx: TransferContext, elsewhere: Placement | None) -> LayerResult:
+        candidates = self.metadata.candidates(self.blob, self.target)
         # Placed elsewhere in this run: a mount says "already here" too, in one request.
         if elsewhere is None:
-            existing = await self._retrying(ctx, partial(self._find_existing, prior))
+            existing = await self._retrying(ctx, partial(self._find_existing, candidates))
             if existing is not None:
                 return self._exists(ctx, existing)
-        sources = []
+        mounts = []
         if elsewhere is not None:
-            sources.append(Source(elsewhere.repository, elsewhere.blob.digest, elsewhere.blob.size))
-        sources += [_source(entry) for entry in prior.mounts]
-        mounted, session = await self._retrying(ctx, partial(self._mount, ctx, sources, prior))
+            mounts.append(
+                MountCandidate(elsewhere.repository, elsewhere.blob.digest, elsewhere.blob.size)
+            )
+        mounts += [_mount_candidate(entry) for entry in candidates.mounts]
+        mounted, session = await self._retrying(ctx, partial(self._mount, ctx, mounts, candidates))
         if mounted is not None:
             return mounted
         try:
@@ -123,13 +125,13 @@ class LayerUpload:
         ctx.progress(LayerProgress(self.layer_id, events.PUSHED))
         return result
 
-    async def _find_existing(self, prior: Prior) -> Descriptor | None:
-        for check in prior.existence:
+    async def _find_existing(self, candidates: Candidates) -> Descriptor | None:
+        for check in candidates.existence:
             size = await self.client.head_blob(self.repository, check.digest)
             if isinstance(size, int):
                 return self.blob.found(check.digest, size)
-            if size is Absence.MISSING and check.record is not None:
-                await self.memory.forget(check.record)
+            if size is Absence.MISSING and check.entry is not None:
+                await self.metadata.forget(check.entry)
         return None
 
     def _exists(self, ctx: TransferContext, blob: Descriptor) -> LayerResult:
@@ -137,39 +139,40 @@ class LayerUpload:
         return self._result(blob, LayerOutcome.EXISTS)
 
     async def _mount(
-        self, ctx: TransferContext, sources: Sequence[Source], prior: Prior
+        self, ctx: TransferContext, mounts: Sequence[MountCandidate], candidates: Candidates
     ) -> tuple[LayerResult | None, UploadSession | None]:
-        """Try each source; a mounted result, or the upload session the last refusal opened."""
+        """Try each candidate; a mounted result, or the upload session the last refusal opened."""
         session: UploadSession | None = None
         try:
-            for source in sources:
+            for mount in mounts:
                 answer = await self.client.mount_blob(
-                    self.repository, source.digest, source.repository
+                    self.repository, mount.digest, mount.repository
                 )
                 if answer is None:
-                    blob = await self._mounted(source.digest, source.size)
+                    blob = await self._mounted(mount.digest, mount.size)
                     if blob is None:
                         continue  # linked, but its size is not shown: not enough to name it
-                    mounted = events.mounted_from(source.repository)
+                    mounted = events.mounted_from(mount.repository)
                     ctx.progress(LayerProgress(self.layer_id, mounted))
-                    return self._result(blob, LayerOutcome.MOUNTED, source.repository), None
+                    return self._result(blob, LayerOutcome.MOUNTED, mount.repository), None
                 if session is not None:
                     await abandon(self.client, self.repository, session.location)
                 session = answer
-                if source.entry is not None:
-                    await self.memory.forget(source.entry)
+                if mount.entry is not None:
+                    await self.metadata.forget(mount.entry)
         except BaseException:
             if session is not None:
                 await abandon(self.client, self.repository, session.location)
             raise
-        if session is None and prior.digest is not None:
+        if session is None and candidates.digest is not None:
             # OCI 1.1's anonymous mount: a registry that has the blob anywhere links it here.
-            session = await self.client.mount_blob(self.repository, prior.digest, None)
+            # To the user the registry already had it (no repository to name as the source),
+            # and the line and the outcome say the same.
+            session = await self.client.mount_blob(self.repository, candidates.digest, None)
             if session is None:
-                blob = await self._mounted(prior.digest, None)
+                blob = await self._mounted(candidates.digest, None)
                 if blob is not None:
-                    ctx.progress(LayerProgress(self.layer_id, events.LAYER_EXISTS))
-                    return self._result(blob, LayerOutcome.MOUNTED), None
+                    return self._exists(ctx, blob), None
         return None, session
 
     async def _mounted(self, digest: Digest, size: int | None) -> Descriptor | None:
@@ -231,8 +234,10 @@ class LayerUpload:
         )
 
 
-def _source(entry: V2Metadata) -> Source:
-    return Source(parse_normalized_named(entry.source_repository).path, entry.digest, entry=entry)
+def _mount_candidate(entry: V2Metadata) -> MountCandidate:
+    return MountCandidate(
+        parse_normalized_named(entry.source_repository).path, entry.digest, entry=entry
+    )
 
 
 def _blob(result: LayerResult) -> Descriptor:

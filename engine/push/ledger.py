@@ -3,7 +3,8 @@
 When two pushes of one run need the same blob (a layer, or the config of one image pushed under
 several names) in two repositories of a registry, the first uploads it and the second waits,
 then mounts it from the first's repository; a third that needs it in a repository where it was
-already placed needs no request at all.
+already placed needs no request at all. Written for asyncio: a placement is a future that the
+push placing the blob settles itself (no task is started), and others wait on.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from engine.descriptor import Descriptor
 
 
 @dataclass(frozen=True)
-class Placed:
+class Placement:
     blob: Descriptor
     repository: str  # path within the registry
 
 
 @dataclass
-class Placement:
+class Placing:
     """What the run knows of a blob about to be placed in ``repository``.
 
     ``here``: it is already there (placed earlier in this run): nothing to do. Otherwise
@@ -32,13 +33,13 @@ class Placement:
     """
 
     repository: str
-    here: Placed | None = None
-    elsewhere: Placed | None = None
-    _claim: asyncio.Future[Placed] | None = field(default=None, repr=False)
+    here: Placement | None = None
+    elsewhere: Placement | None = None
+    _claim: asyncio.Future[Placement] | None = field(default=None, repr=False)
 
     def record(self, blob: Descriptor) -> None:
         assert self._claim is not None, "a blob already here is not placed again"
-        self._claim.set_result(Placed(blob, self.repository))
+        self._claim.set_result(Placement(blob, self.repository))
 
 
 _Key = tuple[str, str]
@@ -47,8 +48,8 @@ _Key = tuple[str, str]
 class BlobLedger:
     def __init__(self) -> None:
         # The first placement of each blob in each registry, and its placement per repository.
-        self._anywhere: dict[_Key, asyncio.Future[Placed]] = {}
-        self._here: dict[tuple[str, str, str], asyncio.Future[Placed]] = {}
+        self._anywhere: dict[_Key, asyncio.Future[Placement]] = {}
+        self._here: dict[tuple[str, str, str], asyncio.Future[Placement]] = {}
 
     @asynccontextmanager
     async def placing(
@@ -58,7 +59,7 @@ class BlobLedger:
         content: str,
         *,
         on_wait: Callable[[], None] | None = None,
-    ) -> AsyncIterator[Placement]:
+    ) -> AsyncIterator[Placing]:
         """Place ``content`` in ``repository``, after any push of this run already placing it.
 
         Waits (``on_wait`` is told) for an earlier placement into the same repository, or else
@@ -70,21 +71,21 @@ class BlobLedger:
         while (earlier := self._here.get(here_key)) is not None:
             placed = await _settled(earlier, on_wait)
             if placed is not None:
-                yield Placement(repository, here=placed)
+                yield Placing(repository, here=placed)
                 return
-        claim: asyncio.Future[Placed] = asyncio.get_running_loop().create_future()
+        claim: asyncio.Future[Placement] = asyncio.get_running_loop().create_future()
         self._here[here_key] = claim
         anywhere_key = (registry, content)
         try:
             placed = await self._first_placement(anywhere_key, claim, on_wait)
-            yield Placement(repository, elsewhere=placed, _claim=claim)
+            yield Placing(repository, elsewhere=placed, _claim=claim)
         finally:
             if not claim.done() or claim.cancelled():
                 self._withdraw(here_key, anywhere_key, claim)
 
     async def _first_placement(
-        self, key: _Key, claim: asyncio.Future[Placed], on_wait: Callable[[], None] | None
-    ) -> Placed | None:
+        self, key: _Key, claim: asyncio.Future[Placement], on_wait: Callable[[], None] | None
+    ) -> Placement | None:
         """The first placement of the blob in the registry, once it is done; None when this
         claim is to be the first. When the first gives up, one of its waiters takes over and the
         others wait for that one: the blob still crosses the wire once."""
@@ -109,7 +110,7 @@ class BlobLedger:
                 del self._anywhere[anywhere_key]
 
     def _withdraw(
-        self, here_key: tuple[str, str, str], anywhere_key: _Key, claim: asyncio.Future[Placed]
+        self, here_key: tuple[str, str, str], anywhere_key: _Key, claim: asyncio.Future[Placement]
     ) -> None:
         if self._here.get(here_key) is claim:
             del self._here[here_key]
@@ -118,17 +119,17 @@ class BlobLedger:
         claim.cancel()
 
 
-def _placed_in(future: asyncio.Future[Placed], repository: str) -> bool:
+def _placed_in(future: asyncio.Future[Placement], repository: str) -> bool:
     return future.done() and not _failed(future) and future.result().repository == repository
 
 
-def _failed(future: asyncio.Future[Placed]) -> bool:
+def _failed(future: asyncio.Future[Placement]) -> bool:
     return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 async def _settled(
-    placement: asyncio.Future[Placed], on_wait: Callable[[], None] | None
-) -> Placed | None:
+    placement: asyncio.Future[Placement], on_wait: Callable[[], None] | None
+) -> Placement | None:
     """Wait for another push's placement; None if it gave up (failed or cancelled)."""
     if not placement.done():
         if on_wait is not None:

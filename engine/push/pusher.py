@@ -17,13 +17,13 @@ from engine.push import manifest as manifests
 from engine.push.candidates import hmac_key
 from engine.push.image import ImagePush, PushedImage
 from engine.push.ledger import BlobLedger
-from engine.push.memory import PushMemory
+from engine.push.metadata_service import MetadataService
 from engine.push.result import LayerResult, PushResult
 from engine.push.upload import UploadOptions
 from engine.reference import Reference
 from engine.registry.api import Registries, RegistryAPI
 from engine.retry import retry_call
-from engine.store import Knowledge, Store
+from engine.store import LayerMetadata, Store
 from engine.transfer import TransferManager
 
 
@@ -40,7 +40,7 @@ class Pusher:
         ref: Reference,
         image: Image,
         progress: ProgressSink,
-        known: Mapping[Digest, Knowledge] | None = None,
+        known: Mapping[Digest, LayerMetadata] | None = None,
     ) -> PushResult:
         """Push ``image`` as ``ref`` (which carries its tag); ``known``: what the store knows of
         its layers, when the caller read it already."""
@@ -84,13 +84,13 @@ class Pusher:
         reference: str,
         image: Image,
         progress: ProgressSink,
-        known: Mapping[Digest, Knowledge] | None = None,
+        known: Mapping[Digest, LayerMetadata] | None = None,
     ) -> PushedImage:
         """One image, its manifest PUT as ``reference`` (a tag or its digest)."""
-        memory = PushMemory(self.store, hmac_key(await self.pool.credentials(ref.domain)))
-        await memory.load(image.layers, known)
+        metadata = MetadataService(self.store, hmac_key(await self.pool.credentials(ref.domain)))
+        await metadata.load(image.layers, known)
         pushing = ImagePush(
-            client, ref, image, memory, progress, self.transfers, self.ledger, self.options
+            client, ref, image, metadata, progress, self.transfers, self.ledger, self.options
         )
         return await pushing.run(reference)
 

@@ -2,8 +2,8 @@
 
 The flow decides; this module does the I/O it asks for: reading the blob (from an offset, in
 chunks, or whole for a small blob), sending it, and deleting a session the upload leaves
-uncommitted — shielded from cancellation, so nothing stays open in the registry. It is written
-for asyncio (aiohttp's writer task reads the bodies it hands out).
+uncommitted — shielded from cancellation, so nothing stays open in the registry. Written for
+anyio (cancel scopes shield and bound that ``DELETE``); it starts no task.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 One ``RegistryClient`` talks to one endpoint (scheme + host) through a shared keep-alive pool.
 Each request runs through the host's auth flow (challenge → token → retry), which is pure: this
 module only sends what the flow yields. Each method is one protocol step, named as the spec
-names it.
+names it. Written for asyncio, as aiohttp is; a token request shared by flows is a
+``SingleFlight``.
 """
 
 from __future__ import annotations

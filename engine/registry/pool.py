@@ -2,7 +2,9 @@
 
 For each registry domain: its credentials (config.json, a helper, or what a re-login gave), its
 TLS context (certs.d), and the first push endpoint that answers ``/v2/`` — https first; http only
-for an insecure registry and only when https could not even be spoken.
+for an insecure registry and only when https could not even be spoken. Concurrent pushes to a
+domain share one connection attempt (a ``SingleFlight``); anyio runs the blocking TLS set-up in
+a thread.
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@
 from engine.store.layers import chain_ids
 from engine.store.layout import default_root
 from engine.store.metadata import MAX_METADATA, V2Metadata, check_hmac, compute_hmac
-from engine.store.store import ImageSummary, Knowledge, PushRecord, Store
+from engine.store.store import ImageSummary, LayerMetadata, MetadataUpdate, Store
 
 __all__ = [
     "MAX_METADATA",
     "ImageSummary",
-    "Knowledge",
-    "PushRecord",
+    "LayerMetadata",
+    "MetadataUpdate",
     "Store",
     "V2Metadata",
     "chain_ids",

@@ -12,7 +12,8 @@ since the last write; otherwise its records wait for a write scheduled for then,
 still waiting is written when the batch ends, before it returns. Records are hints (a lost one
 costs a ``HEAD`` or a mount later): a batch killed outright loses the records of its last
 ``every`` seconds, and a batch cancelled twice, the second time while it writes its last
-records, may lose those.
+records, may lose those. Written for asyncio (a lock, a scheduled write as a task that the
+batches under way own); anyio only shields the last write from cancellation.
 """
 
 from __future__ import annotations

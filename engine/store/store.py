@@ -83,7 +83,7 @@ class Store:
             self._layout.repositories, references.load_repositories
         )
         self._forms: dict[str, ParsedOnce[compressed.Forms]] = {}
-        self._recorder: Recorder[tuple[PushRecord, str]] = Recorder(self._write_records)
+        self._recorder: Recorder[tuple[MetadataUpdate, str]] = Recorder(self._write_records)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -207,18 +207,18 @@ class Store:
 
     async def image_to_push(
         self, text: str, compressor: str
-    ) -> tuple[SourceImage, dict[Digest, Knowledge]]:
-        """The stored image ``text`` names and its layers' ``push_knowledge``, in one worker-thread
+    ) -> tuple[SourceImage, dict[Digest, LayerMetadata]]:
+        """The stored image ``text`` names and its layers' ``layer_metadata``, in one worker-thread
         call: its config and one ``FileLayer`` per ``layer.tar``.
 
         The store's thread serves calls in turn: in a batch, the first image then starts after
         one call rather than behind the resolution of every other image.
         """
 
-        def image_to_push() -> tuple[SourceImage, dict[Digest, Knowledge]]:
+        def image_to_push() -> tuple[SourceImage, dict[Digest, LayerMetadata]]:
             image = self._image(self._resolve(text))
             diff_ids = [layer.diff_id for layer in image.layers if layer.diff_id is not None]
-            return image, self._push_knowledge(diff_ids, compressor)
+            return image, self._layer_metadata(diff_ids, compressor)
 
         return await store_bound(image_to_push)
 
@@ -306,22 +306,22 @@ class Store:
 
     # -- what a push knows, in one go ---------------------------------------------------------
 
-    async def push_knowledge(
+    async def layer_metadata(
         self, diff_ids: Sequence[Digest], compressor: str
-    ) -> dict[Digest, Knowledge]:
+    ) -> dict[Digest, LayerMetadata]:
         """For each diff ID: where it was pushed, and what ``compressor`` made of it.
 
         One worker-thread call for a whole image. An unreadable record is no record: push
         metadata is a hint, and written without fsync.
         """
-        return await store_bound(self._push_knowledge, diff_ids, compressor)
+        return await store_bound(self._layer_metadata, diff_ids, compressor)
 
-    def _push_knowledge(
+    def _layer_metadata(
         self, diff_ids: Sequence[Digest], compressor: str
-    ) -> dict[Digest, Knowledge]:
+    ) -> dict[Digest, LayerMetadata]:
         forms = _or_nothing(self._compressed_forms(compressor).get) or {}
         return {
-            diff_id: Knowledge(
+            diff_id: LayerMetadata(
                 _or_nothing(metadata.read_v2_metadata, self._layout, diff_id) or [],
                 forms.get(diff_id),
             )
@@ -335,7 +335,7 @@ class Store:
             self._forms[compressor] = forms
         return forms
 
-    async def record_pushes(self, records: Sequence[PushRecord], compressor: str) -> None:
+    async def record_pushes(self, records: Sequence[MetadataUpdate], compressor: str) -> None:
         """Remember where layers now are (and what they compressed to); return once written, or,
         inside ``batched_records``, once left to the batch's next write (see ``Recorder``).
 
@@ -348,10 +348,10 @@ class Store:
         """A batch push: its records are written a few times a second and when it ends."""
         return self._recorder.batched()
 
-    async def _write_records(self, group: list[tuple[PushRecord, str]]) -> None:
+    async def _write_records(self, group: list[tuple[MetadataUpdate, str]]) -> None:
         await store_bound(self._record_pushes, group)
 
-    def _record_pushes(self, batch: Sequence[tuple[PushRecord, str]]) -> None:
+    def _record_pushes(self, batch: Sequence[tuple[MetadataUpdate, str]]) -> None:
         entries: dict[Digest, list[V2Metadata]] = {}
         forms: dict[str, compressed.Forms] = {}
         for record, compressor in batch:
@@ -384,7 +384,7 @@ class Store:
 
 
 @dataclass(frozen=True)
-class Knowledge:
+class LayerMetadata:
     """What the store knows of one layer before a push."""
 
     metadata: list[V2Metadata]
@@ -392,7 +392,7 @@ class Knowledge:
 
 
 @dataclass(frozen=True)
-class PushRecord:
+class MetadataUpdate:
     """A layer now in a repository: the metadata entry, and its compressed form if Hoist made it."""
 
     diff_id: Digest

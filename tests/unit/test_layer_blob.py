@@ -1,7 +1,7 @@
 """The two kinds of layer, and what the push metadata may say of each (pure logic).
 
 The audit of issue 11, one case each: every place a layer is identified (transfer and ledger
-keys, existence checks, mount sources, the anonymous mount, what is recorded) must keep a blob
+keys, existence checks, mount mounts, the anonymous mount, what is recorded) must keep a blob
 its source fixes apart from a tar Hoist compresses, even when a digest equals a diff ID.
 """
 
@@ -17,8 +17,8 @@ from engine.digest import Digest
 from engine.errors import ImageSourceError
 from engine.image.base import FileLayer
 from engine.push.layer_blob import FixedBlob, ToCompress, blob_key, layer_blob
-from engine.push.memory import Check, PushMemory
-from engine.store import Knowledge, PushRecord, V2Metadata
+from engine.push.metadata_service import ExistenceCandidate, MetadataService
+from engine.store import LayerMetadata, MetadataUpdate, V2Metadata
 
 DIFF_ID = Digest.of(b"the tar")
 HOIST_GZIP = Descriptor(media_types.DOCKER_LAYER_GZIP, Digest.of(b"isal gzip"), 90)
@@ -30,14 +30,16 @@ def _layer(descriptor: Descriptor | None = None, diff_id: Digest | None = DIFF_I
     return FileLayer(Path("/nonexistent"), size=100, diff_id=diff_id, descriptor=descriptor)
 
 
-async def _memory(*metadata: V2Metadata, compressed: Descriptor | None = HOIST_GZIP) -> PushMemory:
-    memory = _recording_memory()
-    await memory.load([_layer()], {DIFF_ID: Knowledge(list(metadata), compressed)})
-    return memory
+async def _metadata_service(
+    *metadata: V2Metadata, compressed: Descriptor | None = HOIST_GZIP
+) -> MetadataService:
+    service = _recording_service()
+    await service.load([_layer()], {DIFF_ID: LayerMetadata(list(metadata), compressed)})
+    return service
 
 
 class _Forgetting:
-    """Stands for the store where a memory only keeps records and forgets them."""
+    """Stands for the store where a service only keeps records and forgets them."""
 
     def __init__(self) -> None:
         self.removed: list[V2Metadata] = []
@@ -46,9 +48,9 @@ class _Forgetting:
         self.removed.append(entry)
 
 
-def _recording_memory() -> PushMemory:
-    """A memory that keeps records (as with a store) without ever flushing them."""
-    return PushMemory(store=_Forgetting(), hmac_key=b"")  # type: ignore[arg-type]
+def _recording_service() -> MetadataService:
+    """A service that keeps records (as with a store) without ever flushing them."""
+    return MetadataService(store=_Forgetting(), hmac_key=b"")  # type: ignore[arg-type]
 
 
 def _in(repository: str, blob: Descriptor = HOIST_GZIP) -> V2Metadata:
@@ -76,23 +78,27 @@ def test_a_tar_without_a_diff_id_cannot_be_named_so_is_refused() -> None:
 @pytest.mark.anyio
 async def test_a_fixed_blob_hears_only_of_its_own_digest() -> None:
     """Hoist's blob in ``a`` is another blob than the layout's: neither checked nor mounted."""
-    memory = await _memory(_in("a"), _in("c", OTHER_GZIP), _in("b"))
-    prior = memory.prior(FixedBlob(OTHER_GZIP, DIFF_ID), TARGET)
+    service = await _metadata_service(_in("a"), _in("c", OTHER_GZIP), _in("b"))
+    candidates = service.candidates(FixedBlob(OTHER_GZIP, DIFF_ID), TARGET)
 
-    assert [check.digest for check in prior.existence] == [OTHER_GZIP.digest]
-    assert [entry.source_repository for entry in prior.mounts] == ["127.0.0.1:5000/c"]
-    assert {entry.digest for entry in prior.mounts} == {OTHER_GZIP.digest}
-    assert prior.digest == OTHER_GZIP.digest
+    assert [check.digest for check in candidates.existence] == [OTHER_GZIP.digest]
+    assert [entry.source_repository for entry in candidates.mounts] == ["127.0.0.1:5000/c"]
+    assert {entry.digest for entry in candidates.mounts} == {OTHER_GZIP.digest}
+    assert candidates.digest == OTHER_GZIP.digest
 
 
 @pytest.mark.anyio
 async def test_a_tar_may_use_any_gzip_blob_of_its_diff_id() -> None:
-    memory = await _memory(_in("a"), _in("c", OTHER_GZIP))
-    prior = memory.prior(ToCompress(DIFF_ID, 20 << 20), TARGET)  # big: several mounts tried
+    service = await _metadata_service(_in("a"), _in("c", OTHER_GZIP))
+    candidates = service.candidates(
+        ToCompress(DIFF_ID, 20 << 20), TARGET
+    )  # big: several mounts tried
 
-    assert prior.existence[0] == Check(HOIST_GZIP.digest)  # Hoist's own form, first
-    assert {entry.digest for entry in prior.mounts} == {HOIST_GZIP.digest, OTHER_GZIP.digest}
-    assert prior.digest == HOIST_GZIP.digest
+    assert candidates.existence[0] == ExistenceCandidate(
+        HOIST_GZIP.digest
+    )  # Hoist's own form, first
+    assert {entry.digest for entry in candidates.mounts} == {HOIST_GZIP.digest, OTHER_GZIP.digest}
+    assert candidates.digest == HOIST_GZIP.digest
 
 
 UNCOMPRESSED = Descriptor(media_types.OCI_LAYER, DIFF_ID, 100)
@@ -117,31 +123,33 @@ def test_an_older_record_without_a_media_type_counts_only_for_hoists_own_blob() 
 @pytest.mark.anyio
 async def test_a_record_of_the_target_itself_is_the_one_a_missing_blob_disproves() -> None:
     here = _in("b", OTHER_GZIP)
-    memory = await _memory(here, compressed=None)
-    prior = memory.prior(ToCompress(DIFF_ID, 100), TARGET)
-    assert prior.existence == (Check(OTHER_GZIP.digest, here),)
+    service = await _metadata_service(here, compressed=None)
+    candidates = service.candidates(ToCompress(DIFF_ID, 100), TARGET)
+    assert candidates.existence == (ExistenceCandidate(OTHER_GZIP.digest, here),)
 
 
 @pytest.mark.anyio
 async def test_a_forgotten_record_is_offered_no_more() -> None:
     stale = _in("c")  # the newest record: offered first, until forgotten
-    memory = await _memory(_in("a"), stale)
+    service = await _metadata_service(_in("a"), stale)
     tar = ToCompress(DIFF_ID, 20 << 20)
-    assert memory.prior(tar, TARGET).mounts == (stale, _in("a"))
-    await memory.forget(stale)
-    assert memory.prior(tar, TARGET).mounts == (_in("a"),)
-    assert isinstance(memory.store, _Forgetting) and memory.store.removed == [stale]
+    assert service.candidates(tar, TARGET).mounts == (stale, _in("a"))
+    await service.forget(stale)
+    assert service.candidates(tar, TARGET).mounts == (_in("a"),)
+    assert isinstance(service.store, _Forgetting) and service.store.removed == [stale]
 
 
 @pytest.mark.anyio
 async def test_what_a_push_placed_is_known_to_it_at_once() -> None:
     """A manifest refused for a blob has each checked again before anything is sent anew."""
-    memory = await _memory(compressed=None)
+    service = await _metadata_service(compressed=None)
     tar = ToCompress(DIFF_ID, 100)
-    assert memory.prior(tar, TARGET).existence == ()
-    memory.remember(tar, TARGET, HOIST_GZIP, made=True)
+    assert service.candidates(tar, TARGET).existence == ()
+    service.remember(tar, TARGET, HOIST_GZIP, made=True)
     record = V2Metadata(HOIST_GZIP.digest, TARGET, media_type=HOIST_GZIP.media_type)
-    assert memory.prior(tar, TARGET).existence == (Check(HOIST_GZIP.digest, record),)
+    assert service.candidates(tar, TARGET).existence == (
+        ExistenceCandidate(HOIST_GZIP.digest, record),
+    )
 
 
 def test_found_evidence_names_the_blob_of_the_layers_kind() -> None:
@@ -155,10 +163,10 @@ def test_found_evidence_names_the_blob_of_the_layers_kind() -> None:
 
 @pytest.mark.parametrize("blob", [OTHER_GZIP, UNCOMPRESSED, ZSTD])
 def test_a_fixed_blob_is_recorded_with_its_media_type(blob: Descriptor) -> None:
-    memory = _recording_memory()
-    memory.remember(FixedBlob(blob, DIFF_ID), TARGET, blob, made=True)
+    service = _recording_service()
+    service.remember(FixedBlob(blob, DIFF_ID), TARGET, blob, made=True)
     record = V2Metadata(blob.digest, TARGET, media_type=blob.media_type)
-    assert memory._pending == [PushRecord(DIFF_ID, record, None)]
+    assert service._pending == [MetadataUpdate(DIFF_ID, record, None)]
 
 
 @pytest.mark.parametrize(("made", "form"), [(True, HOIST_GZIP), (False, None)])
@@ -166,7 +174,7 @@ def test_a_tar_records_a_compressed_form_only_when_hoist_made_it(
     made: bool, form: Descriptor | None
 ) -> None:
     """A blob found or mounted may be another tool's gzip: no record of what isal makes."""
-    memory = _recording_memory()
-    memory.remember(ToCompress(DIFF_ID, 100), TARGET, HOIST_GZIP, made=made)
+    service = _recording_service()
+    service.remember(ToCompress(DIFF_ID, 100), TARGET, HOIST_GZIP, made=made)
     record = V2Metadata(HOIST_GZIP.digest, TARGET, media_type=HOIST_GZIP.media_type)
-    assert memory._pending == [PushRecord(DIFF_ID, record, form)]
+    assert service._pending == [MetadataUpdate(DIFF_ID, record, form)]

@@ -8,7 +8,7 @@ import pytest
 
 from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.push.ledger import BlobLedger, Placed, Placement
+from engine.push.ledger import BlobLedger, Placement, Placing
 
 pytestmark = pytest.mark.anyio
 
@@ -18,7 +18,7 @@ CONTENT = str(BLOB.digest)
 
 
 async def _place(
-    ledger: BlobLedger, repository: str, seen: list[tuple[str, Placement]], go: asyncio.Event
+    ledger: BlobLedger, repository: str, seen: list[tuple[str, Placing]], go: asyncio.Event
 ) -> None:
     async with ledger.placing(REGISTRY, repository, CONTENT) as placement:
         seen.append((repository, placement))
@@ -37,12 +37,12 @@ async def test_the_first_places_others_mount_or_find_it_here(anyio_backend: str)
     await asyncio.gather(first, *others)
 
     by_order = [(repo, p.here, p.elsewhere) for repo, p in seen]
-    in_a = Placed(BLOB, "a")
+    in_a = Placement(BLOB, "a")
     assert by_order[0] == ("a", None, None)
     # The second "a" waits for the first and needs nothing; the first "b" mounts from "a";
     # the second "b" waits for the first "b" and needs nothing either.
     assert sorted(by_order[1:], key=repr) == sorted(
-        [("a", in_a, None), ("b", None, in_a), ("b", Placed(BLOB, "b"), None)], key=repr
+        [("a", in_a, None), ("b", None, in_a), ("b", Placement(BLOB, "b"), None)], key=repr
     )
 
 
@@ -64,7 +64,7 @@ async def test_when_the_first_gives_up_one_waiter_takes_over(anyio_backend: str)
     """The first upload fails while two other repositories wait for it: one of them uploads,
     the other mounts from it. The blob still crosses the wire once."""
     ledger, fail = BlobLedger(), asyncio.Event()
-    seen: dict[str, Placement] = {}
+    seen: dict[str, Placing] = {}
 
     async def first() -> None:
         with pytest.raises(RuntimeError):
@@ -89,7 +89,7 @@ async def test_when_the_first_gives_up_one_waiter_takes_over(anyio_backend: str)
     uploaders = [repo for repo in ("b", "c") if seen[repo].elsewhere is None]
     assert len(uploaders) == 1
     mounter = ({"b", "c"} - set(uploaders)).pop()
-    assert seen[mounter].elsewhere == Placed(BLOB, uploaders[0])
+    assert seen[mounter].elsewhere == Placement(BLOB, uploaders[0])
 
 
 async def test_a_disowned_repository_is_no_evidence_for_later_pushes(anyio_backend: str) -> None:
@@ -106,4 +106,4 @@ async def test_a_disowned_repository_is_no_evidence_for_later_pushes(anyio_backe
         assert again.elsewhere is None or again.elsewhere.repository != "a"
         again.record(BLOB)
     async with ledger.placing(REGISTRY, "b", CONTENT) as other:
-        assert other.here == Placed(BLOB, "b")  # another repository's placement still stands
+        assert other.here == Placement(BLOB, "b")  # another repository's placement still stands

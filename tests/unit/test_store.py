@@ -36,7 +36,7 @@ from engine.media_types import (
 from engine.reference import Reference, parse_normalized_named
 from engine.store import (
     MAX_METADATA,
-    PushRecord,
+    MetadataUpdate,
     Store,
     V2Metadata,
     chain_ids,
@@ -615,12 +615,12 @@ async def test_rmi_of_an_untagged_image(store: Store, builder: Builder) -> None:
 
 async def pushed_to(store: Store, diff_id: Digest) -> list[V2Metadata]:
     """Where the store says the layer ``diff_id`` was pushed, as a push reads it."""
-    return (await store.push_knowledge([diff_id], COMPRESSOR))[diff_id].metadata
+    return (await store.layer_metadata([diff_id], COMPRESSOR))[diff_id].metadata
 
 
 async def record_push(store: Store, diff_id: Digest, entry: V2Metadata) -> None:
     """``entry`` recorded as a push records it."""
-    await store.record_pushes([PushRecord(diff_id, entry)], COMPRESSOR)
+    await store.record_pushes([MetadataUpdate(diff_id, entry)], COMPRESSOR)
 
 
 async def diff_id_of(store: Store, digest: Digest) -> Digest | None:
@@ -880,17 +880,17 @@ async def test_push_knowledge_round_trip_and_damage_is_no_record(tmp_path: Path)
     blob = Descriptor(DOCKER_LAYER_GZIP, Digest.of(b"gz"), 12)
     entry = V2Metadata(blob.digest, "127.0.0.1:5000/a/b")
 
-    assert (await store.push_knowledge([diff_id], "gzip-test"))[diff_id].metadata == []
-    await store.record_pushes([PushRecord(diff_id, entry, blob)], "gzip-test")
-    known = await store.push_knowledge([diff_id, other], "gzip-test")
+    assert (await store.layer_metadata([diff_id], "gzip-test"))[diff_id].metadata == []
+    await store.record_pushes([MetadataUpdate(diff_id, entry, blob)], "gzip-test")
+    known = await store.layer_metadata([diff_id, other], "gzip-test")
 
     assert known[diff_id].metadata == [entry] and known[diff_id].compressed == blob
     assert known[other].metadata == [] and known[other].compressed is None
-    assert (await store.push_knowledge([diff_id], "another-compressor"))[diff_id].compressed is None
+    assert (await store.layer_metadata([diff_id], "another-compressor"))[diff_id].compressed is None
 
     path = tmp_path / "root/distribution/v2metadata-by-diffid/sha256" / diff_id.hex
     await anyio.to_thread.run_sync(path.write_bytes, b"{not json")
-    damaged = await store.push_knowledge([diff_id], "gzip-test")
+    damaged = await store.layer_metadata([diff_id], "gzip-test")
     assert damaged[diff_id].metadata == [] and damaged[diff_id].compressed == blob
 
 
@@ -902,28 +902,28 @@ async def test_compressed_forms_share_one_file_and_a_damaged_one_is_no_record(
     diff_ids = [Digest.of(f"layer {n}".encode()) for n in range(5)]
     blobs = [Descriptor(DOCKER_LAYER_GZIP, Digest.of(f"gz {n}".encode()), n + 1) for n in range(5)]
     records = [
-        PushRecord(d, V2Metadata(b.digest, "127.0.0.1:5000/a/b"), b)
+        MetadataUpdate(d, V2Metadata(b.digest, "127.0.0.1:5000/a/b"), b)
         for d, b in zip(diff_ids, blobs, strict=True)
     ]
     await store.record_pushes(records, "gzip-test")
 
     forms = tmp_path / "root/layerdb/compressed"
     assert [p.name for p in forms.iterdir()] == ["gzip-test.json"]
-    known = await store.push_knowledge(diff_ids, "gzip-test")
+    known = await store.layer_metadata(diff_ids, "gzip-test")
     assert [known[d].compressed for d in diff_ids] == blobs
     # Another Store on the root (another process) reads what this one wrote.
-    assert (await Store(tmp_path / "root").push_knowledge(diff_ids[:1], "gzip-test"))[
+    assert (await Store(tmp_path / "root").layer_metadata(diff_ids[:1], "gzip-test"))[
         diff_ids[0]
     ].compressed == blobs[0]
 
     damage = forms / "damage.tmp"
     await anyio.to_thread.run_sync(damage.write_bytes, b"[1, 2")
     await anyio.to_thread.run_sync(damage.replace, forms / "gzip-test.json")  # as writers do
-    damaged = await store.push_knowledge(diff_ids, "gzip-test")
+    damaged = await store.layer_metadata(diff_ids, "gzip-test")
     assert [damaged[d].compressed for d in diff_ids] == [None] * 5
     assert [damaged[d].metadata for d in diff_ids] == [[r.entry] for r in records]
     await store.record_pushes(records[:1], "gzip-test")  # written anew, whole
-    healed = await store.push_knowledge(diff_ids, "gzip-test")
+    healed = await store.layer_metadata(diff_ids, "gzip-test")
     assert [healed[d].compressed for d in diff_ids] == [blobs[0], None, None, None, None]
 
 
@@ -938,7 +938,7 @@ async def test_concurrent_push_records_all_land_and_unchanged_files_stay(tmp_pat
 
     async with anyio.create_task_group() as group:
         for location in locations:
-            group.start_soon(store.record_pushes, [PushRecord(diff_id, location, blob)], "gz")
+            group.start_soon(store.record_pushes, [MetadataUpdate(diff_id, location, blob)], "gz")
 
     assert (await pushed_to(store, diff_id)) == locations
     layout = tmp_path / "root/distribution"
@@ -947,8 +947,8 @@ async def test_concurrent_push_records_all_land_and_unchanged_files_stay(tmp_pat
         layout / "diffid-by-digest/sha256" / blob.digest.hex,
     ]
     before = [path.stat().st_ino for path in files]
-    await store.record_pushes([PushRecord(diff_id, locations[-1], blob)], "gz")
+    await store.record_pushes([MetadataUpdate(diff_id, locations[-1], blob)], "gz")
     assert [path.stat().st_ino for path in files] == before, "rewritten though unchanged"
-    await store.record_pushes([PushRecord(diff_id, locations[0], blob)], "gz")
+    await store.record_pushes([MetadataUpdate(diff_id, locations[0], blob)], "gz")
     assert (await pushed_to(store, diff_id))[-1] == locations[0]
     assert files[0].stat().st_ino != before[0]

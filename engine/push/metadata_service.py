@@ -20,25 +20,25 @@ from engine.image.base import Layer
 from engine.push import candidates
 from engine.push.encode import COMPRESSOR
 from engine.push.layer_blob import LayerBlob, ToCompress
-from engine.store import Knowledge, PushRecord, Store, V2Metadata, compute_hmac
+from engine.store import LayerMetadata, MetadataUpdate, Store, V2Metadata, compute_hmac
 
 
 @dataclass(frozen=True)
-class Check:
+class ExistenceCandidate:
     """A digest to ``HEAD`` in the target repository."""
 
     digest: Digest
-    #: The record that placed it in the target itself: wrong, and forgotten, if the target lacks
-    #: it. (A record of another repository says nothing when the target lacks the blob.)
-    record: V2Metadata | None = None
+    #: The V2Metadata that placed it in the target itself: wrong, and forgotten, if the target
+    #: lacks it. (One of another repository says nothing when the target lacks the blob.)
+    entry: V2Metadata | None = None
 
 
 @dataclass(frozen=True)
-class Prior:
+class Candidates:
     """Everything known of one layer before its upload."""
 
     #: Digests to HEAD in the target repository, most promising first.
-    existence: tuple[Check, ...]
+    existence: tuple[ExistenceCandidate, ...]
     #: Where else in this registry the blob may be mounted from, in Docker's order.
     mounts: tuple[V2Metadata, ...]
     #: The blob's digest when it is known but no repository is (for an anonymous mount).
@@ -46,8 +46,8 @@ class Prior:
 
 
 @dataclass
-class PushMemory:
-    """The store's knowledge, for pushes made with one set of credentials.
+class MetadataService:
+    """Docker's V2MetadataService for one image push, made with one set of credentials.
 
     Read once per image before its layers go (``load``), written once after (``flush``): two
     worker-thread calls per image instead of several per layer. What it offers a layer is what
@@ -56,28 +56,28 @@ class PushMemory:
 
     store: Store | None
     hmac_key: bytes
-    _known: dict[Digest, Knowledge] = field(default_factory=dict)
-    _pending: list[PushRecord] = field(default_factory=list)
+    _known: dict[Digest, LayerMetadata] = field(default_factory=dict)
+    _pending: list[MetadataUpdate] = field(default_factory=list)
     _forgotten: set[V2Metadata] = field(default_factory=set)
 
     async def load(
-        self, layers: Sequence[Layer], known: Mapping[Digest, Knowledge] | None = None
+        self, layers: Sequence[Layer], known: Mapping[Digest, LayerMetadata] | None = None
     ) -> None:
         """What the store knows of ``layers``: ``known``, when the caller read it already."""
         diff_ids = [layer.diff_id for layer in layers if layer.diff_id is not None]
         if known is None and self.store is not None and diff_ids:
-            known = await self.store.push_knowledge(diff_ids, COMPRESSOR)
+            known = await self.store.layer_metadata(diff_ids, COMPRESSOR)
         self._known.update(known or {})
 
-    def prior(self, blob: LayerBlob, target: str) -> Prior:
-        knowledge = self._known.get(blob.diff_id) if blob.diff_id else None
+    def candidates(self, blob: LayerBlob, target: str) -> Candidates:
+        layer = self._known.get(blob.diff_id) if blob.diff_id else None
         # What Hoist's compressor made of the tar before: the digest both kinds weigh.
-        own = knowledge.compressed.digest if knowledge and knowledge.compressed else None
-        metadata = blob.locations(self._metadata(knowledge), own)
+        own = layer.compressed.digest if layer and layer.compressed else None
+        metadata = blob.locations(self._metadata(layer), own)
         known = blob.known_digest(own)
         attempts = candidates.attempts_for(blob.size)
         existence = [
-            Check(entry.digest, entry if entry.source_repository == target else None)
+            ExistenceCandidate(entry.digest, entry if entry.source_repository == target else None)
             for entry in candidates.existence_candidates(
                 target,
                 metadata,
@@ -87,10 +87,11 @@ class PushMemory:
             )
         ]
         if known is not None:  # the most promising digest: first, with any record naming it
-            record = next((check.record for check in existence if check.digest == known), None)
-            existence = [Check(known, record), *(c for c in existence if c.digest != known)]
+            entry = next((check.entry for check in existence if check.digest == known), None)
+            rest = (c for c in existence if c.digest != known)
+            existence = [ExistenceCandidate(known, entry), *rest]
         mounts = candidates.mount_candidates(target, self.hmac_key, metadata, attempts.mounts)
-        return Prior(tuple(existence), tuple(mounts), known)
+        return Candidates(tuple(existence), tuple(mounts), known)
 
     def remember(self, blob: LayerBlob, target: str, placed: Descriptor, *, made: bool) -> None:
         """The layer is now in ``target`` as ``placed`` (Docker's ``TagAndAdd``); kept to flush.
@@ -108,11 +109,11 @@ class PushMemory:
             media_type=placed.media_type,
         )
         compressed = placed if made and isinstance(blob, ToCompress) else None
-        self._pending.append(PushRecord(blob.diff_id, entry, compressed))
+        self._pending.append(MetadataUpdate(blob.diff_id, entry, compressed))
         # Known from now on to this push too: a manifest refused for one of its blobs has each
         # checked again (HEAD) before anything is sent anew.
         before = self._known.get(blob.diff_id)
-        self._known[blob.diff_id] = Knowledge(
+        self._known[blob.diff_id] = LayerMetadata(
             [*(before.metadata if before else ()), entry],
             compressed or (before.compressed if before else None),
         )
@@ -131,7 +132,7 @@ class PushMemory:
         if self.store is not None:
             await self.store.remove_v2_metadata(entry)
 
-    def _metadata(self, knowledge: Knowledge | None) -> list[V2Metadata]:
-        if knowledge is None:
+    def _metadata(self, layer: LayerMetadata | None) -> list[V2Metadata]:
+        if layer is None:
             return []
-        return [entry for entry in knowledge.metadata if entry not in self._forgotten]
+        return [entry for entry in layer.metadata if entry not in self._forgotten]
