@@ -27,7 +27,7 @@ MIDDLE_LAYER_MAX_SIZE = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Attempts:
+class Effort:
     """How hard to look for a layer before uploading it."""
 
     mounts: int
@@ -36,12 +36,12 @@ class Attempts:
     check_other_repositories: bool
 
 
-_SMALL = Attempts(mounts=1, existence_checks=1, check_other_repositories=False)
-_MIDDLE = Attempts(mounts=3, existence_checks=1, check_other_repositories=False)
-_BIG = Attempts(mounts=4, existence_checks=3, check_other_repositories=True)
+_SMALL = Effort(mounts=1, existence_checks=1, check_other_repositories=False)
+_MIDDLE = Effort(mounts=3, existence_checks=1, check_other_repositories=False)
+_BIG = Effort(mounts=4, existence_checks=3, check_other_repositories=True)
 
 
-def attempts_for(size: int | None) -> Attempts:
+def effort_for(size: int | None) -> Effort:
     """Docker's ``getMaxMountAndExistenceCheckAttempts`` for a layer of ``size`` bytes."""
     if size is None:
         return _MIDDLE  # Docker treats a layer of unknown size as a middle-sized one.

@@ -59,7 +59,7 @@ class LayerUpload:
     metadata: MetadataService
     ledger: BlobLedger
     options: UploadOptions = field(default_factory=UploadOptions)
-    #: Placement again after the registry refused a manifest: never joins a transfer that may still
+    #: Placed again after the registry refused a manifest: never joins a transfer that may still
     #: go by the knowledge the refusal disproved.
     again: bool = False
 

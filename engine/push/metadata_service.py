@@ -75,14 +75,14 @@ class MetadataService:
         own = layer.compressed.digest if layer and layer.compressed else None
         metadata = blob.locations(self._metadata(layer), own)
         known = blob.known_digest(own)
-        attempts = candidates.attempts_for(blob.size)
+        effort = candidates.effort_for(blob.size)
         existence = [
             ExistenceCandidate(entry.digest, entry if entry.source_repository == target else None)
             for entry in candidates.existence_candidates(
                 target,
                 metadata,
-                attempts.existence_checks,
-                attempts.check_other_repositories,
+                effort.existence_checks,
+                effort.check_other_repositories,
                 key=self.hmac_key,
             )
         ]
@@ -90,7 +90,7 @@ class MetadataService:
             entry = next((check.entry for check in existence if check.digest == known), None)
             rest = (c for c in existence if c.digest != known)
             existence = [ExistenceCandidate(known, entry), *rest]
-        mounts = candidates.mount_candidates(target, self.hmac_key, metadata, attempts.mounts)
+        mounts = candidates.mount_candidates(target, self.hmac_key, metadata, effort.mounts)
         return Candidates(tuple(existence), tuple(mounts), known)
 
     def remember(self, blob: LayerBlob, target: str, placed: Descriptor, *, made: bool) -> None:

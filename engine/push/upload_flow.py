@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from engine.registry.protocol import UploadSession, UploadStatus
 from engine.retry import Attempts, Decision, Remedy
@@ -31,17 +31,19 @@ AUTO_CHUNK_SIZE = 8 << 20
 class Step(Generic[A]):
     """Something for the driver to do; its answer is an ``A``."""
 
+    #: The type of the answer, checked: a driver's mistake fails here, not three steps later.
+    answers: ClassVar[type | tuple[type, ...]] = type(None)
+
     def accepted(self, answer: object) -> A:
-        raise NotImplementedError
+        assert isinstance(answer, self.answers), (self, answer)
+        return cast(A, answer)
 
 
 @dataclass(frozen=True)
 class Open(Step[UploadSession]):
     """``POST`` a new upload session."""
 
-    def accepted(self, answer: object) -> UploadSession:
-        assert isinstance(answer, UploadSession), answer
-        return answer
+    answers = UploadSession
 
 
 @dataclass(frozen=True)
@@ -57,25 +59,21 @@ class Sent:
 class Patch(Step[Sent]):
     """Stream the blob from ``offset`` to its end in one ``PATCH``."""
 
+    answers = Sent
+
     location: str
     offset: int
-
-    def accepted(self, answer: object) -> Sent:
-        assert isinstance(answer, Sent), answer
-        return answer
 
 
 @dataclass(frozen=True)
 class PatchChunk(Step[Sent]):
     """Send at most ``size`` bytes from ``start`` with ``Content-Range`` (none once at the end)."""
 
+    answers = Sent
+
     location: str
     start: int
     size: int
-
-    def accepted(self, answer: object) -> Sent:
-        assert isinstance(answer, Sent), answer
-        return answer
 
 
 @dataclass(frozen=True)
@@ -85,28 +83,21 @@ class Commit(Step[None]):
     location: str
     whole: bool = False
 
-    def accepted(self, answer: object) -> None:
-        assert answer is None, answer
-
 
 @dataclass(frozen=True)
 class Status(Step[UploadStatus | None]):
     """``GET`` the session: what the registry kept (None: it cannot be told)."""
 
-    location: str
+    answers = (UploadStatus, type(None))
 
-    def accepted(self, answer: object) -> UploadStatus | None:
-        assert answer is None or isinstance(answer, UploadStatus), answer
-        return answer
+    location: str
 
 
 @dataclass(frozen=True)
 class Committed(Step[bool]):
     """``HEAD`` the blob: whether a commit whose answer was lost went through."""
 
-    def accepted(self, answer: object) -> bool:
-        assert isinstance(answer, bool), answer
-        return answer
+    answers = bool
 
 
 @dataclass(frozen=True)
@@ -115,18 +106,12 @@ class Abandon(Step[None]):
 
     location: str
 
-    def accepted(self, answer: object) -> None:
-        return None
-
 
 @dataclass(frozen=True)
 class Wait(Step[None]):
     """Wait ``delay`` seconds before trying again (the driver may give its slot back)."""
 
     delay: float
-
-    def accepted(self, answer: object) -> None:
-        return None
 
 
 Flow = Generator[Step[Any], object, None]

@@ -3,8 +3,9 @@
 The real registry is exercised in tests/integration (and through a fault proxy there); this one
 makes failures exact and countable: which request breaks, after how many bytes, and whether the
 registry keeps the part of a body that reached it (as the spec says) or drops the session (as
-CNCF Distribution does). Blobs are not kept per repository: the push logic under test never
-relies on that.
+CNCF Distribution does). As in a real registry, a blob's bytes are kept once (``blobs``) and
+linked into each repository that holds it (``links``): by a commit, or by a mount from a
+repository that has it (or, anonymous, from anywhere).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from engine.errors import (
     TransportError,
 )
 from engine.registry.protocol import Absence, UploadSession, UploadStatus
+from engine.store import V2Metadata
 
 
 @dataclass
@@ -52,6 +54,7 @@ class MemoryRegistry:
     faults: Faults = field(default_factory=Faults)
     base: str = "memory://registry"
     blobs: dict[str, bytes] = field(default_factory=dict)
+    links: dict[str, set[str]] = field(default_factory=dict)  # repository → digests
     manifests: dict[str, bytes] = field(default_factory=dict)  # by tag or digest
     sessions: dict[str, bytearray] = field(default_factory=dict)
     patches: list[tuple[str, int | None, int]] = field(default_factory=list)  # (loc, start, n)
@@ -69,8 +72,9 @@ class MemoryRegistry:
 
     async def head_blob(self, repository: str, digest: Digest) -> int | Absence:
         self._call("head_blob")
-        blob = self.blobs.get(digest)
-        return Absence.MISSING if blob is None else len(blob)
+        if digest not in self.links.get(repository, set()):
+            return Absence.MISSING
+        return len(self.blobs[digest])
 
     async def initiate_upload(self, repository: str) -> UploadSession:
         self._call("initiate_upload")
@@ -83,7 +87,9 @@ class MemoryRegistry:
         self, repository: str, digest: Digest, source: str | None
     ) -> UploadSession | None:
         self._call("mount_blob")
-        if digest in self.blobs:
+        held = digest in self.blobs if source is None else digest in self.links.get(source, set())
+        if held:
+            self.links.setdefault(repository, set()).add(digest)
             return None
         self.calls["initiate_upload"] -= 1  # one request, not two
         return await self.initiate_upload(repository)
@@ -140,6 +146,7 @@ class MemoryRegistry:
         data = bytes(self.sessions.pop(location)) + body
         assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
         self.blobs[digest] = data
+        self.links.setdefault(repository, set()).add(digest)
         if self.faults.lose_commit_answer:
             self.faults.lose_commit_answer = False
             raise TransportError("the answer never came")
@@ -169,3 +176,13 @@ class MemoryRegistry:
         if session is None:
             raise BlobUploadUnknownError("blob upload unknown", status=404, url=location)
         return session
+
+
+class MemoryMetadataStore:
+    """Stands for the store under a ``MetadataService``: keeps what it is told to forget."""
+
+    def __init__(self) -> None:
+        self.removed: list[V2Metadata] = []
+
+    async def remove_v2_metadata(self, entry: V2Metadata) -> None:
+        self.removed.append(entry)

@@ -13,8 +13,8 @@ import pytest
 
 from engine.digest import Digest
 from engine.push.candidates import (
-    Attempts,
-    attempts_for,
+    Effort,
+    effort_for,
     existence_candidates,
     hmac_key,
     mount_candidates,
@@ -55,16 +55,16 @@ def plain(name: str, repository: str = "", hmac: str = "") -> V2Metadata:
 @pytest.mark.parametrize(
     ("size", "expected"),
     [
-        (0, Attempts(1, 1, False)),
-        (100 * KiB, Attempts(1, 1, False)),
-        (100 * KiB + 1, Attempts(3, 1, False)),
-        (10 * MiB, Attempts(3, 1, False)),
-        (10 * MiB + 1, Attempts(4, 3, True)),
-        (None, Attempts(3, 1, False)),
+        (0, Effort(1, 1, False)),
+        (100 * KiB, Effort(1, 1, False)),
+        (100 * KiB + 1, Effort(3, 1, False)),
+        (10 * MiB, Effort(3, 1, False)),
+        (10 * MiB + 1, Effort(4, 3, True)),
+        (None, Effort(3, 1, False)),
     ],
 )
-def test_attempts_for_size(size: int | None, expected: Attempts) -> None:
-    assert attempts_for(size) == expected
+def test_effort_for_size(size: int | None, expected: Effort) -> None:
+    assert effort_for(size) == expected
 
 
 # -- mount candidates (Docker's TestGetRepositoryMountCandidates) --------------------------------

@@ -19,6 +19,7 @@ from engine.image.base import FileLayer
 from engine.push.layer_blob import FixedBlob, ToCompress, blob_key, layer_blob
 from engine.push.metadata_service import ExistenceCandidate, MetadataService
 from engine.store import LayerMetadata, MetadataUpdate, V2Metadata
+from tests.support.memory_registry import MemoryMetadataStore
 
 DIFF_ID = Digest.of(b"the tar")
 HOIST_GZIP = Descriptor(media_types.DOCKER_LAYER_GZIP, Digest.of(b"isal gzip"), 90)
@@ -38,19 +39,9 @@ async def _metadata_service(
     return service
 
 
-class _Forgetting:
-    """Stands for the store where a service only keeps records and forgets them."""
-
-    def __init__(self) -> None:
-        self.removed: list[V2Metadata] = []
-
-    async def remove_v2_metadata(self, entry: V2Metadata) -> None:
-        self.removed.append(entry)
-
-
 def _recording_service() -> MetadataService:
     """A service that keeps records (as with a store) without ever flushing them."""
-    return MetadataService(store=_Forgetting(), hmac_key=b"")  # type: ignore[arg-type]
+    return MetadataService(store=MemoryMetadataStore(), hmac_key=b"")  # type: ignore[arg-type]
 
 
 def _in(repository: str, blob: Descriptor = HOIST_GZIP) -> V2Metadata:
@@ -136,7 +127,7 @@ async def test_a_forgotten_record_is_offered_no_more() -> None:
     assert service.candidates(tar, TARGET).mounts == (stale, _in("a"))
     await service.forget(stale)
     assert service.candidates(tar, TARGET).mounts == (_in("a"),)
-    assert isinstance(service.store, _Forgetting) and service.store.removed == [stale]
+    assert isinstance(service.store, MemoryMetadataStore) and service.store.removed == [stale]
 
 
 @pytest.mark.anyio
@@ -178,3 +169,15 @@ def test_a_tar_records_a_compressed_form_only_when_hoist_made_it(
     service.remember(ToCompress(DIFF_ID, 100), TARGET, HOIST_GZIP, made=made)
     record = V2Metadata(HOIST_GZIP.digest, TARGET, media_type=HOIST_GZIP.media_type)
     assert service._pending == [MetadataUpdate(DIFF_ID, record, form)]
+
+
+@pytest.mark.anyio
+async def test_without_a_store_a_forgotten_record_is_still_offered_no_more() -> None:
+    stale = _in("c")
+    service = MetadataService(store=None, hmac_key=b"")
+    await service.load([_layer()], {DIFF_ID: LayerMetadata([stale, _in("a")], HOIST_GZIP)})
+    tar = ToCompress(DIFF_ID, 20 << 20)
+
+    await service.forget(stale)
+
+    assert service.candidates(tar, TARGET).mounts == (_in("a"),)

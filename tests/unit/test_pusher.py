@@ -12,9 +12,10 @@ import pytest
 
 from engine import media_types
 from engine.digest import Digest
-from engine.errors import BlobUploadInvalidError, RegistryResponseError
+from engine.errors import BlobUploadInvalidError, PushError, RegistryResponseError
 from engine.image.base import FileLayer, SourceImage
 from engine.progress.events import LayerProgress, ProgressEvent, PushComplete
+from engine.push import manifest as manifests
 from engine.push.pusher import Pusher
 from engine.push.result import LayerOutcome
 from engine.push.upload import UploadOptions
@@ -157,3 +158,9 @@ async def test_a_layer_is_tried_as_often_as_the_policy_says_and_no_more(
     failed = sum(registry.calls[name] for name in down)
     assert failed == retry.attempts, "each try of the layer is one request that failed"
     assert registry.manifests == {} and not registry.sessions
+
+
+def test_a_manifest_over_the_registry_s_limit_is_refused_before_it_is_sent() -> None:
+    manifests.check_size(b" " * manifests.MAX_MANIFEST_SIZE)
+    with pytest.raises(PushError, match="over the"):
+        manifests.check_size(b" " * (manifests.MAX_MANIFEST_SIZE + 1))

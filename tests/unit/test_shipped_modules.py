@@ -49,17 +49,20 @@ print(json.dumps({"from": engine.__file__, "imported": imported, "failed": faile
 """
 
 
-def _import_all_shipped() -> dict[str, object]:
+def _probe(script: str, *, check: bool) -> subprocess.CompletedProcess[str]:
     # A fresh interpreter: this one has imported the test kit and its dependencies long ago.
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, ",".join(ABSENT)],
+    return subprocess.run(
+        [sys.executable, "-c", script, ",".join(ABSENT)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        check=True,
+        check=check,
         timeout=120,
     )
-    result: dict[str, object] = json.loads(out.stdout)
+
+
+def _import_all_shipped() -> dict[str, object]:
+    result: dict[str, object] = json.loads(_probe(_PROBE, check=True).stdout)
     return result
 
 
@@ -82,13 +85,6 @@ def test_the_probe_does_block_the_test_extras() -> None:
         + "sys.meta_path.insert(0, Absent())\n"
         + "import cryptography\n"
     )
-    answer = subprocess.run(
-        [sys.executable, "-c", script, ",".join(ABSENT)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    answer = _probe(script, check=False)
     assert answer.returncode != 0
     assert "absent from a plain install" in answer.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -209,3 +210,28 @@ def test_tries_spent_before_the_upload_count_against_it() -> None:
     steps, error = play(UploadFlow(attempts), respond)
     assert isinstance(error, TransportError)
     assert sum(isinstance(step, Patch) for step in steps) == POLICY.attempts - 2
+
+
+def test_a_status_that_fails_for_a_moment_is_asked_again_after_a_wait() -> None:
+    steps, error = play(
+        flow(), registry((Patch, TransportError("reset")), (Status, answer(503)), kept=700)
+    )
+    assert error is None
+    assert steps == [
+        Open(),
+        Patch("s1", 0),
+        Wait(1.0),
+        Status("s1"),
+        Wait(2.0),
+        Status("s1"),
+        Patch("s1", 700),
+        Commit("s1"),
+    ]
+
+
+def test_a_status_that_cannot_be_asked_at_all_ends_the_upload() -> None:
+    untrusted = TransportError("certificate verify failed")
+    untrusted.__cause__ = ssl.SSLCertVerificationError("self-signed")
+    steps, error = play(flow(), registry((Patch, TransportError("reset")), (Status, untrusted)))
+    assert error is untrusted
+    assert steps[-1] == Status("s1")
