@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import platform as platform_module
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from engine.errors import (
     ImageNotFoundError,
     InvalidReferenceError,
     UnauthorizedError,
+    UsageError,
 )
 from engine.image.base import SourceIndex
 from engine.progress.events import (
@@ -101,15 +103,17 @@ class Engine:
         self.relogin = relogin
         self._max_concurrent_uploads = max_concurrent_uploads
         self._insecure_registries = tuple(insecure_registries)
-        self._config_dir = Path(config_dir) if config_dir is not None else None
-        self._docker_config: DockerConfig | None = None
+        self._config = _ConfigFile(Path(config_dir) if config_dir is not None else None)
         self._opened = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._relogin_lock = asyncio.Lock()
         self._relogins: dict[str, bool] = {}
         self.transfers = TransferManager(max_concurrent_uploads or DEFAULT_MAX_CONCURRENT_UPLOADS)
         self.pool = RegistryPool(
             insecure_registries=self._insecure_registries,
-            credentials=self._credentials,
+            # Not a method of the Engine: a pool that pointed back at it would keep a dropped
+            # Engine in a cycle, collected in no set order with its connections.
+            credentials=self._config.credentials,
             timeouts=timeouts,
         )
         options = UploadOptions(retry=retry or RetryPolicy(), chunk_size=chunk_size)
@@ -120,7 +124,16 @@ class Engine:
         return self
 
     async def _open(self) -> None:
-        """Once, before the first operation: read daemon.json, sweep interrupted writes."""
+        """Once, before the first operation: read daemon.json, sweep interrupted writes. And at
+        every operation: the Engine's connections and locks belong to its first event loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise UsageError(
+                "this Engine was first used in another event loop: make one Engine per loop "
+                "(each asyncio.run() starts a new one)"
+            )
         if self._opened:
             return
         settings = await anyio.to_thread.run_sync(read_settings, self.store.root)
@@ -133,12 +146,7 @@ class Engine:
 
     async def config(self) -> DockerConfig:
         """config.json (``config_dir``, ``$DOCKER_CONFIG`` or ``~/.docker``), read once."""
-        if self._docker_config is None:
-            self._docker_config = await DockerConfig.load(self._config_dir)
-        return self._docker_config
-
-    async def _credentials(self, domain: str) -> AuthConfig:
-        return await (await self.config()).get(domain)
+        return await self._config.read()
 
     async def __aexit__(
         self,
@@ -150,6 +158,18 @@ class Engine:
 
     async def aclose(self) -> None:
         await self.pool.close()
+
+    def __del__(self) -> None:
+        # An Engine dropped without ``aclose``: one warning that says what to do, instead of
+        # aiohttp's about a session and a connector the caller never made.
+        if self.pool.close_abandoned():
+            warnings.warn(
+                "an Engine was never closed: use 'async with Engine(...)' or "
+                "'await engine.aclose()'",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
 
     async def _tmp_dir(self) -> Path:
         """Scratch space for decompressed archives, on the store's filesystem."""
@@ -186,7 +206,7 @@ class Engine:
         await self._open()
         named = parse_normalized_named(target)
         if named.digest is not None:
-            raise InvalidReferenceError("refusing to create a tag with a digest reference")
+            raise InvalidReferenceError("refusing to create a tag with a digest reference", target)
         image_id = await self.store.resolve(source)
         await self.store.tag(_tagged(named), image_id)
 
@@ -301,7 +321,7 @@ class Engine:
         """``--all-tags``: every tagged reference of the repository ``name`` in the store."""
         named = parse_normalized_named(name)
         if named.tag is not None or named.digest is not None:
-            raise InvalidReferenceError("tag can't be used with --all-tags/-a")
+            raise InvalidReferenceError("tag can't be used with --all-tags/-a", name)
         tagged = [str(ref) for ref, _ in await self.store.references_by_name(named)]
         if not tagged:
             raise ImageNotFoundError(
@@ -341,6 +361,22 @@ class Engine:
                 await asyncio.gather(task, return_exceptions=True)
 
 
+@dataclass
+class _ConfigFile:
+    """config.json, read once when first needed."""
+
+    directory: Path | None
+    _read: DockerConfig | None = None
+
+    async def read(self) -> DockerConfig:
+        if self._read is None:
+            self._read = await DockerConfig.load(self.directory)
+        return self._read
+
+    async def credentials(self, domain: str) -> AuthConfig:
+        return await (await self.read()).get(domain)
+
+
 def host_platform() -> str:
     """This machine as an OCI platform: ``linux/amd64``, ``linux/arm64``…"""
     machine = platform_module.machine().lower()
@@ -374,6 +410,6 @@ def _load_names(kind: str, names: Iterable[str]) -> list[Reference]:
             continue
         named = parse_normalized_named(name)
         if named.digest is not None:
-            raise InvalidReferenceError(f'invalid tag "{name}": a tag cannot carry a digest')
+            raise InvalidReferenceError("a tag cannot carry a digest", name)
         refs.append(_tagged(named))
     return refs

@@ -1,7 +1,8 @@
 """One exception tree for everything Hoist raises on purpose.
 
     HoistError
-    ├── UsageError                                a command-line mistake (flags that clash)
+    ├── UsageError                                a mistake in the call: flags that clash, an
+    │                                             Engine used from a second event loop
     ├── InvalidReferenceError (also ValueError)   a reference that does not parse
     ├── ImageNotFoundError                        no such image or tag in the store
     ├── StoreError                                the local store is unreadable or inconsistent
@@ -41,11 +42,23 @@ class HoistError(Exception):
 
 
 class UsageError(HoistError):
-    """A command-line mistake: options that do not go together, a value that does not parse."""
+    """A mistake in how Hoist is called: command-line options that do not go together, a value
+    that does not parse, an ``Engine`` used from another event loop than its first."""
 
 
 class InvalidReferenceError(HoistError, ValueError):
-    """A reference that does not follow Docker's grammar."""
+    """A reference that does not follow Docker's grammar: ``reason`` says why (Docker's words),
+    ``reference`` is the text refused, when there was one to name."""
+
+    def __init__(self, reason: str, reference: str | None = None) -> None:
+        super().__init__(reason if reference is None else f'{reason}: "{_shown(reference)}"')
+        self.reason = reason
+        self.reference = reference
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """``text`` for a one-line message: a 20 000-character reference is cut, not printed."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 class ImageNotFoundError(HoistError):
@@ -103,7 +116,13 @@ class RegistryError(HoistError):
 
 
 class TransportError(RegistryError):
-    """The connection failed: refused, reset, timed out, or TLS."""
+    """The connection failed: refused, reset, timed out, or TLS. ``method`` and ``url`` (without
+    its query) name the request, when it was one."""
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
 
 
 class RegistryResponseError(RegistryError):

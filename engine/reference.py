@@ -99,7 +99,17 @@ class Reference:
 
 
 def parse_normalized_named(text: str) -> Reference:
-    """Parse what a user typed (``ubuntu``, ``user/app:1``) into a full reference."""
+    """Parse what a user typed (``ubuntu``, ``user/app:1``) into a full reference; an
+    ``InvalidReferenceError`` names ``text``."""
+    try:
+        return _parse_normalized(text)
+    except InvalidReferenceError as error:
+        if error.reference is not None:
+            raise
+        raise InvalidReferenceError(error.reason, text) from None
+
+
+def _parse_normalized(text: str) -> Reference:
     if _IDENTIFIER_RE.fullmatch(text):
         raise InvalidReferenceError(
             f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings"
@@ -115,7 +125,7 @@ def parse_named(text: str) -> Reference:
     """Parse a reference that must already be in canonical form (``docker.io/library/x:y``)."""
     ref = parse_normalized_named(text)
     if str(ref) != text:
-        raise InvalidReferenceError("repository name must be canonical")
+        raise InvalidReferenceError("repository name must be canonical", text)
     return ref
 
 

@@ -10,6 +10,7 @@ names it. Written for asyncio, as aiohttp is; a token request shared by flows is
 from __future__ import annotations
 
 import asyncio
+import io
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Mapping, Sequence
@@ -39,6 +40,9 @@ T = TypeVar("T")
 
 #: Answers that send a blob request elsewhere (object storage behind the registry).
 REDIRECTS = (301, 302, 303, 307, 308)
+
+#: Bytes bodies longer than this go to aiohttp as a file object (its own limit for raw bytes).
+RAW_BODY_MAX = 1 << 20
 
 #: Bodies longer than this ask for "100 Continue" first.
 EXPECT_CONTINUE_ABOVE = 64 * 1024
@@ -146,7 +150,7 @@ class RegistryClient:
             async with self.session.request(
                 request.method,
                 request.url,
-                data=body,
+                data=_payload(body),
                 headers=request.headers,
                 allow_redirects=False,
                 ssl=await self._ssl_for(request.url),
@@ -156,8 +160,10 @@ class RegistryClient:
             ) as response:
                 answer = HttpResponse(response.status, response.headers, await response.read())
         except NETWORK_ERRORS as exc:
-            where = f"{request.method} {_without_query(request.url)}"
-            raise TransportError(f"{where}: {_network_failure(exc)}") from exc
+            url = _without_query(request.url)
+            raise TransportError(
+                f"{request.method} {url}: {_network_failure(exc)}", method=request.method, url=url
+            ) from exc
         url = _without_query(request.url)
         log.debug("http", method=request.method, url=url, status=answer.status)
         delay = _retry_after(answer)
@@ -324,6 +330,15 @@ async def _retrieving_writer_failure(body: AsyncIterable[bytes]) -> AsyncIterato
 def _retrieve(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _payload(body: Body) -> Body | io.BytesIO:
+    """What aiohttp is handed: bytes over its limit for a raw body (1 MiB; it warns, as the
+    write may hold the loop) as a file object it reads in pieces. Made anew for each request,
+    so a body sent again (re-authentication) is read again from its start."""
+    if isinstance(body, bytes) and len(body) > RAW_BODY_MAX:
+        return io.BytesIO(body)
+    return body
 
 
 def _worth_a_continue(body: Body) -> bool:

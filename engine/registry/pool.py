@@ -9,6 +9,7 @@ a thread.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -108,6 +109,19 @@ class RegistryPool:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def close_abandoned(self) -> bool:
+        """Close the connections of a pool its owner never closed, without a loop (garbage
+        collection); whether there were any. Flights cannot run on: their loop is gone or idle."""
+        session, self._session = self._session, None
+        if session is None or session.closed:
+            return False
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing left to close
+                connector.close()
+        return True
 
     def use_credentials(self, domain: str, credentials: AuthConfig) -> None:
         """Credentials for ``domain`` from now on (a re-login); its tokens are dropped."""

@@ -79,7 +79,7 @@ def add_reference(repositories: Repositories, ref: Reference, image_id: Digest) 
     if familiar_name(ref) == "sha256":
         # "sha256:<hex>" would then read as both a tag and an image ID.
         raise InvalidReferenceError(
-            "refusing to create an ambiguous tag using digest algorithm as name"
+            "refusing to create an ambiguous tag using digest algorithm as name", str(ref)
         )
     repositories.setdefault(familiar_name(ref), {})[familiar_string(ref)] = str(image_id)
 

@@ -159,7 +159,9 @@ class Store:
     async def tag(self, ref: Reference, image_id: Digest) -> None:
         """Point ``ref`` (``latest`` when it has no tag) at a stored image."""
         if ref.digest is not None:
-            raise InvalidReferenceError("refusing to create a tag with a digest reference")
+            raise InvalidReferenceError(
+                "refusing to create a tag with a digest reference", str(ref)
+            )
         await store_bound(self._tag, ref, image_id)
 
     def _tag(self, ref: Reference, image_id: Digest) -> None:

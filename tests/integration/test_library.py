@@ -101,3 +101,19 @@ async def test_push_events_iterates_and_shares_uploads(
     for events in (first, second):
         done = {e.id for e in events if isinstance(e, LayerProgress) and e.status == "Pushed"}
         assert len(done) == len(specs)
+
+
+@pytest.mark.filterwarnings("error")
+async def test_a_blob_sent_whole_in_its_commit_raises_no_warning(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    # Over aiohttp's 1 MiB limit for a raw bytes body, under Hoist's 2 MiB for a blob sent
+    # whole in its PUT: aiohttp would warn "Sending a large body directly with raw bytes".
+    target = f"{registry.host}/lib/whole:v1"
+    await _archive(tmp_path / "whole.tar", [LayerSpec(3 * MiB // 2, 21)], target)
+
+    async with Engine(tmp_path / "root") as engine:
+        result = await engine.push(target, source=tmp_path / "whole.tar")
+
+    assert [layer.outcome for layer in result.layers] == [LayerOutcome.PUSHED]
+    assert MiB < result.layers[0].size < 2 * MiB

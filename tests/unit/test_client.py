@@ -8,6 +8,7 @@ registry in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
@@ -277,3 +278,20 @@ async def test_a_layer_body_waits_for_100_continue(anyio_backend: str) -> None:
         with pytest.raises(TransportError):
             await client.request("PUT", url, ok=(201,), data=body)
     assert [kwargs["expect100"] for _, kwargs in session.seen] == [False, False, True, True]
+
+
+@pytest.mark.anyio
+async def test_a_failed_connection_names_its_request_in_plain_words(anyio_backend: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"https://127.0.0.1:{port}"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    async with aiohttp.ClientSession() as session:
+        auth = Authenticator(AuthConfig())
+        client = RegistryClient(session, base, auth=auth, ssl_context=context)
+        with pytest.raises(TransportError) as raised:
+            await client.ping()
+    assert (raised.value.method, raised.value.url) == ("GET", f"{base}/v2/")
+    assert str(raised.value).startswith(f"GET {base}/v2/: cannot connect")
+    assert "SSLContext" not in str(raised.value) and "object at" not in str(raised.value)
