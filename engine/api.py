@@ -410,6 +410,6 @@ def _load_names(kind: str, names: Iterable[str]) -> list[Reference]:
             continue
         named = parse_normalized_named(name)
         if named.digest is not None:
-            raise InvalidReferenceError("a tag cannot carry a digest", name)
+            raise InvalidReferenceError("invalid tag: a tag cannot carry a digest", name)
         refs.append(_tagged(named))
     return refs
