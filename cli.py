@@ -192,33 +192,30 @@ async def _push(args: argparse.Namespace) -> int:
             if len(names) != 1:
                 raise UsageError("--all-tags takes one repository name")
             names = await engine.tags_of(names[0])
-        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+        queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
         renderer = make_renderer(args.progress, sys.stdout, quiet=args.quiet)
         batch: list[BatchItem] = []
 
         async def pushing() -> None:
+            if len(names) > 1:
+                batch.extend(
+                    await engine.push_many(
+                        names, source=args.source, platform=args.platform, progress=queue
+                    )
+                )
+                return
             try:
-                if len(names) > 1:
-                    batch.extend(
-                        await engine.push_many(
-                            names, source=args.source, platform=args.platform, progress=queue
-                        )
-                    )
-                    return
-                try:
-                    await engine.push(
-                        names[0], source=args.source, platform=args.platform, progress=queue
-                    )
-                except UnauthorizedError as exc:
-                    raise _with_login_hint(exc, names[0]) from exc
-            finally:
-                queue.put_nowait(None)
+                await engine.push(
+                    names[0], source=args.source, platform=args.platform, progress=queue
+                )
+            except UnauthorizedError as exc:
+                raise _with_login_hint(exc, names[0]) from exc
 
         async def drawing() -> None:
-            # Shielded: every event the push sent is drawn, its end included, before an error
-            # (or Ctrl-C) is reported; the push's own ending always ends the queue.
+            # Shielded: every event the pushes sent is drawn, their ends included, before an
+            # error (or Ctrl-C) is reported; each push ends with one PushEnded however it ends.
             with anyio.CancelScope(shield=True):
-                await render(queue, renderer)
+                await render(queue, renderer, pushes=len(names))
 
         await gather([pushing, drawing])
     return _report(batch, quiet=args.quiet) if len(names) > 1 else 0

@@ -35,6 +35,8 @@ from engine.progress.events import (
     Message,
     ProgressEvent,
     ProgressSink,
+    PushCancelled,
+    PushEnded,
     PushFailed,
     discard,
 )
@@ -61,7 +63,8 @@ from engine.transfer import TransferManager
 
 log = logs.get_logger("engine")
 
-ProgressTarget = asyncio.Queue[ProgressEvent | None] | ProgressSink | None
+#: Where a push sends its events: a queue (``put_nowait``), a callable, or nowhere.
+ProgressTarget = asyncio.Queue[ProgressEvent] | ProgressSink | None
 
 #: The blobs placed by the current ``push`` or ``push_many`` call. A run's knowledge, never an
 #: Engine's: a blob an earlier call placed may have been deleted since (garbage collection, a
@@ -229,9 +232,10 @@ class Engine:
         """Push ``ref`` from the store, or straight from an archive or layout at ``source``.
 
         A multi-platform ``source`` is pushed whole (children, then the index), or only its
-        ``platform`` child (``os/arch[/variant]``). ``progress`` is a queue (events, then nothing:
-        the caller ends its own stream) or a callable. Raises a HoistError when the push fails;
-        no manifest is PUT then.
+        ``platform`` child (``os/arch[/variant]``). ``progress`` is a queue or a callable; its
+        last event is always one ``PushEnded``, sent before this returns or raises:
+        ``PushComplete``, ``PushFailed`` (the error as ``error``) or ``PushCancelled``. Raises a
+        HoistError when the push fails; no manifest is PUT then.
         """
         sink = _sink(progress)
         try:
@@ -248,8 +252,8 @@ class Engine:
                 if not await self._relogin(named.domain):
                     raise
                 return await self._push(named, source, platform, sink)
-        except HoistError as exc:
-            sink(PushFailed(str(exc)))
+        except BaseException as exc:
+            sink(_ending(ref, exc))
             raise
 
     async def _push(
@@ -299,10 +303,13 @@ class Engine:
 
         A blob shared by several of them crosses the wire once per registry: the first push
         uploads it, the others mount it from there. Their push records are written in groups,
-        all of them before this returns.
+        all of them before this returns. ``progress`` gets one ``PushEnded`` per ref, each the
+        last event of its push.
         """
+        started = [False] * len(refs)
 
-        async def one(ref: str) -> BatchItem:
+        async def one(index: int, ref: str) -> BatchItem:
+            started[index] = True
             try:
                 pushed = await self.push(ref, source=source, platform=platform, progress=progress)
                 return BatchItem(ref, pushed)
@@ -313,7 +320,14 @@ class Engine:
         run = _run_ledger.set(BlobLedger())
         try:
             async with self.store.batched_records():
-                return await gather([partial(one, ref) for ref in refs])
+                return await gather([partial(one, i, ref) for i, ref in enumerate(refs)])
+        except BaseException as exc:
+            # A push stopped before it began still ends, so that a watcher counting ends does.
+            sink = _sink(progress)
+            for ref, went in zip(refs, started, strict=True):
+                if not went:
+                    sink(_ending(ref, exc))
+            raise
         finally:
             _run_ledger.reset(run)
 
@@ -343,17 +357,20 @@ class Engine:
     ) -> AsyncIterator[ProgressEvent]:
         """The push's progress as an async iterator; the push's error is raised at its end.
 
-        The push runs in a task this iterator owns: leaving it early (``break``, or closing it,
-        best with ``contextlib.aclosing``) cancels the push and waits for it to end.
+        The last event is the push's ``PushEnded``. The push runs in a task this iterator owns:
+        leaving it early (``break``, or closing it, best with ``contextlib.aclosing``) cancels
+        the push and waits for it to end.
         """
-        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+        queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
         task = asyncio.create_task(
             self.push(ref, source=source, progress=queue), name=f"push {ref}"
         )
-        task.add_done_callback(lambda _: queue.put_nowait(None))
         try:
-            while (event := await queue.get()) is not None:
+            while True:
+                event = await queue.get()
                 yield event
+                if isinstance(event, PushEnded):
+                    break
             await task
         finally:
             if not task.done():
@@ -392,6 +409,13 @@ def _sink(progress: ProgressTarget) -> ProgressSink:
     if isinstance(progress, asyncio.Queue):
         return progress.put_nowait
     return progress
+
+
+def _ending(ref: str, exc: BaseException) -> PushFailed | PushCancelled:
+    """The last event of a push of ``ref`` that ``exc`` ended."""
+    if isinstance(exc, Exception):
+        return PushFailed(str(exc) or type(exc).__name__, ref, exc)
+    return PushCancelled(ref)  # cancelled, or the process interrupted
 
 
 def _tagged(ref: Reference) -> Reference:

@@ -165,10 +165,13 @@ class TransferContext:
         """Whether this transfer holds a slot now."""
         return self._claim.state is _ClaimState.HELD
 
-    async def wait_started(self) -> None:
+    async def wait_started(self, on_wait: Callable[[], None] | None = None) -> None:
         """Wait until this transfer holds a slot, queueing for one if it is not queued yet (at
-        the back, after ``set_inactive``): the one way to take a slot."""
+        the back, after ``set_inactive``): the one way to take a slot. ``on_wait`` is told when
+        no slot is free at once, so that "Waiting" is said only of a layer that waits."""
         self._slots.request(self._claim)
+        if not self._claim.granted.is_set() and on_wait is not None:
+            on_wait()
         await self._claim.granted.wait()
 
     def set_inactive(self) -> None:

@@ -14,6 +14,7 @@ from engine.progress.events import (
     LayerProgress,
     Message,
     ProgressEvent,
+    PushCancelled,
     PushComplete,
     PushFailed,
 )
@@ -37,7 +38,7 @@ def layer_message(event: LayerProgress) -> JSONObject:
         detail["current"] = event.current
     if event.total:
         detail["total"] = event.total
-    message: JSONObject = {"status": event.status, "progressDetail": detail}
+    message: JSONObject = {"status": event.text, "progressDetail": detail}
     bar = progress_bar(event.current or 0, event.total)
     if bar:
         message["progress"] = bar
@@ -72,7 +73,11 @@ def messages_for(event: ProgressEvent) -> list[JSONObject]:
         return [status_message(event.text)]
     if isinstance(event, PushComplete):
         return [status_message(digest_line(event)), aux_message(event)]
-    return [error_message(event)]
+    if isinstance(event, PushFailed):
+        return [error_message(event)]
+    # PushCancelled: Docker's daemon just ends the stream of a push whose client went away.
+    assert isinstance(event, PushCancelled)
+    return []
 
 
 class JsonRenderer:

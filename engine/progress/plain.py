@@ -26,7 +26,8 @@ class LineRenderer:
             self._section(event.text)
         elif isinstance(event, PushComplete):
             self._section(digest_line(event))
-        # PushFailed: the CLI prints the ``Error: …`` line itself.
+        # PushFailed: the CLI prints the ``Error: …`` line itself; PushCancelled: nothing, as
+        # Docker's client prints nothing more when interrupted.
 
     def _layer(self, event: LayerProgress) -> None:
         raise NotImplementedError
@@ -50,10 +51,10 @@ class PlainRenderer(LineRenderer):
         self._out.flush()
 
     def _layer(self, event: LayerProgress) -> None:
-        if self._status_by_id.get(event.id) == event.status:
+        if self._status_by_id.get(event.id) == event.text:
             return
-        self._status_by_id[event.id] = event.status
-        self._write(layer_line(event.id, event.status))
+        self._status_by_id[event.id] = event.text
+        self._write(layer_line(event.id, event.text))
 
     def _section(self, text: str) -> None:
         # A line without a layer starts a new section (the next tag of an --all-tags push),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from engine.progress.events import ProgressEvent, PushComplete
+from engine.progress.events import ProgressEvent, PushComplete, PushEnded
 from engine.progress.jsonstream import JsonRenderer
 from engine.progress.plain import PlainRenderer
 from engine.progress.tty import TtyRenderer
@@ -71,12 +71,17 @@ def make_renderer(mode: str, out: TextIO, *, quiet: bool = False) -> Renderer:
     return PlainRenderer(out)
 
 
-async def render(queue: asyncio.Queue[ProgressEvent | None], renderer: Renderer) -> None:
-    """Draw events from ``queue`` until ``None``; close the renderer however this ends."""
+async def render(
+    queue: asyncio.Queue[ProgressEvent], renderer: Renderer, *, pushes: int = 1
+) -> None:
+    """Draw events from ``queue`` until ``pushes`` pushes have ended (each push's last event is
+    a ``PushEnded``); close the renderer however this ends."""
     try:
-        while (event := await queue.get()) is not None:
+        while pushes > 0:
+            event = await queue.get()
             renderer.handle(event)
             queue.task_done()
-        queue.task_done()
+            if isinstance(event, PushEnded):
+                pushes -= 1
     finally:
         renderer.close()

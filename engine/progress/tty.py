@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from engine.progress.events import PUSHING, LayerProgress
+from engine.progress.events import LayerProgress, LayerStatus
 from engine.progress.plain import LineRenderer, layer_line
 from engine.progress.units import MIN_WIDTH_FOR_BAR, progress_text
 
@@ -48,7 +48,7 @@ class _Line:
     """A layer's line: where it is and what it shows."""
 
     index: int
-    status: str
+    status: str  # as drawn: Docker's words
     drawn_at: float
     pending: LayerProgress | None = None
 
@@ -75,7 +75,7 @@ class TtyRenderer(LineRenderer):
     def _layer(self, event: LayerProgress) -> None:
         line = self._lines.get(event.id)
         if line is None:
-            line = _Line(index=len(self._lines), status=event.status, drawn_at=0.0)
+            line = _Line(index=len(self._lines), status=event.text, drawn_at=0.0)
             self._lines[event.id] = line
             self._out.write("\n")
         elif not self._due(line, event):
@@ -85,17 +85,17 @@ class TtyRenderer(LineRenderer):
 
     def _due(self, line: _Line, event: LayerProgress) -> bool:
         """Whether ``event`` must be drawn now rather than folded into a later redraw."""
-        if event.status != line.status or event.status != PUSHING:
+        if event.text != line.status or event.status is not LayerStatus.PUSHING:
             return True
         finished = event.total is not None and event.current == event.total
         return finished or self._clock() - line.drawn_at >= REDRAW_INTERVAL
 
     def _draw(self, line: _Line, event: LayerProgress) -> None:
         rows_up = len(self._lines) - line.index
-        text = self._fit(layer_line(event.id, f"{event.status} {self._progress(event)}"))
+        text = self._fit(layer_line(event.id, f"{event.text} {self._progress(event)}"))
         self._out.write(f"{cursor_up(rows_up)}{ERASE_LINE}\r{text}\r{cursor_down(rows_up)}")
         self._out.flush()
-        line.status = event.status
+        line.status = event.text
         line.drawn_at = self._clock()
         line.pending = None
 

@@ -20,9 +20,8 @@ from engine.concurrency import gather
 from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import RegistryResponseError
-from engine.image.base import Image, Layer
-from engine.progress import events
-from engine.progress.events import LayerProgress, Message, ProgressSink
+from engine.image.base import Image
+from engine.progress.events import LayerProgress, LayerStatus, Message, ProgressSink
 from engine.push import manifest as manifests
 from engine.push.config import ConfigUpload, worth_checking
 from engine.push.layer import LayerUpload
@@ -130,7 +129,6 @@ class ImagePush:
                 repository=self.ref.path,
                 target=self.ref.name,
                 layer=layer,
-                layer_id=layer_id(layer),
                 metadata=self.metadata,
                 ledger=ledger,
                 options=self.options,
@@ -174,18 +172,10 @@ class ImagePush:
         distinct = list({upload.key: upload for upload in uploads}.values())
         # Docker lists the top layer first.
         for upload in reversed(distinct):
-            self.progress(LayerProgress(upload.layer_id, events.PREPARING))
+            self.progress(LayerProgress(upload.identity, LayerStatus.PREPARING))
         calls = [partial(self.transfers.transfer, u.key, u, self.progress) for u in distinct]
         by_key = dict(zip([u.key for u in distinct], await gather(calls), strict=True))
         return [by_key[upload.key] for upload in uploads]
-
-
-def layer_id(layer: Layer) -> str:
-    """The 12 hex characters Docker shows for a layer: its diff ID's, else its digest's."""
-    if layer.diff_id is not None:
-        return layer.diff_id.short
-    assert layer.descriptor is not None
-    return layer.descriptor.digest.short
 
 
 def _manifest(image: Image, layers: Sequence[LayerResult]) -> tuple[str, bytes]:

@@ -20,9 +20,9 @@ from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.image.base import Layer
 from engine.progress import events
-from engine.progress.events import LayerProgress
+from engine.progress.events import LayerProgress, LayerStatus, Measure
 from engine.push.encode import LayerStream
-from engine.push.layer_blob import LayerBlob, layer_blob
+from engine.push.layer_blob import FixedBlob, LayerBlob, layer_blob
 from engine.push.ledger import BlobLedger, Placement
 from engine.push.metadata_service import Candidates, MetadataService
 from engine.push.result import LayerOutcome, LayerResult
@@ -55,7 +55,6 @@ class LayerUpload:
     repository: str  # path within the registry
     target: str  # full name, as the push metadata records it
     layer: Layer
-    layer_id: str
     metadata: MetadataService
     ledger: BlobLedger
     options: UploadOptions = field(default_factory=UploadOptions)
@@ -66,6 +65,10 @@ class LayerUpload:
     @cached_property
     def blob(self) -> LayerBlob:
         return layer_blob(self.layer)
+
+    @cached_property
+    def identity(self) -> Digest:
+        return identity(self.layer)
 
     @cached_property
     def attempts(self) -> Attempts:
@@ -81,7 +84,7 @@ class LayerUpload:
     async def __call__(self, ctx: TransferContext) -> LayerResult:
         # An upload slot is for moving a layer's bytes: the HEADs and mounts before go without.
         ctx.set_inactive()
-        waiting = partial(ctx.progress, LayerProgress(self.layer_id, events.WAITING))
+        waiting = partial(self._say, ctx, LayerStatus.WAITING)
         async with self.ledger.placing(
             self.client.base, self.repository, self.blob.key, on_wait=waiting
         ) as placement:
@@ -112,9 +115,7 @@ class LayerUpload:
         if mounted is not None:
             return mounted
         try:
-            if not ctx.started:
-                ctx.progress(LayerProgress(self.layer_id, events.WAITING))
-                await ctx.wait_started()
+            await ctx.wait_started(on_wait=partial(self._say, ctx, LayerStatus.WAITING))
         except BaseException:
             # Cancelled while queued: the session a refused mount opened must not stay open.
             if session is not None:
@@ -122,7 +123,7 @@ class LayerUpload:
             raise
         result = await self._upload(ctx, session)
         ctx.set_inactive()
-        ctx.progress(LayerProgress(self.layer_id, events.PUSHED))
+        self._say(ctx, LayerStatus.PUSHED)
         return result
 
     async def _find_existing(self, candidates: Candidates) -> Descriptor | None:
@@ -135,7 +136,7 @@ class LayerUpload:
         return None
 
     def _exists(self, ctx: TransferContext, blob: Descriptor) -> LayerResult:
-        ctx.progress(LayerProgress(self.layer_id, events.LAYER_EXISTS))
+        self._say(ctx, LayerStatus.EXISTS)
         return self._result(blob, LayerOutcome.EXISTS)
 
     async def _mount(
@@ -152,8 +153,7 @@ class LayerUpload:
                     blob = await self._mounted(mount.digest, mount.size)
                     if blob is None:
                         continue  # linked, but its size is not shown: not enough to name it
-                    mounted = events.mounted_from(mount.repository)
-                    ctx.progress(LayerProgress(self.layer_id, mounted))
+                    ctx.progress(events.mounted(self.identity, mount.repository))
                     return self._result(blob, LayerOutcome.MOUNTED, mount.repository), None
                 if session is not None:
                     await abandon(self.client, self.repository, session.location)
@@ -186,9 +186,11 @@ class LayerUpload:
 
     async def _upload(self, ctx: TransferContext, session: UploadSession | None) -> LayerResult:
         total = self.layer.size
+        # What the stream reads: the blob itself, or the tar it compresses on the way.
+        measure = Measure.BLOB if isinstance(self.blob, FixedBlob) else Measure.TAR
 
         def on_read(position: int) -> None:
-            ctx.progress(LayerProgress(self.layer_id, events.PUSHING, position, total))
+            ctx.progress(events.pushing(self.identity, position, total, measure))
 
         on_read(0)
         sender = BlobSender(
@@ -208,17 +210,20 @@ class LayerUpload:
         ctx.set_inactive()
 
         def tick(seconds: int) -> None:
-            ctx.progress(LayerProgress(self.layer_id, events.retrying_in(seconds)))
+            ctx.progress(events.retrying(self.identity, seconds))
 
         await count_down(delay, tick)
         if held:
-            await ctx.wait_started()
+            await ctx.wait_started(on_wait=partial(self._say, ctx, LayerStatus.WAITING))
 
     async def _retrying(self, ctx: TransferContext, step: Callable[[], Awaitable[T]]) -> T:
         """A step of the layer's upload, tried again on temporary errors as the policy says."""
         return await retrying(
             lambda _attempt: step(), self.attempts, sleep=partial(self._wait_to_retry, ctx)
         )
+
+    def _say(self, ctx: TransferContext, status: LayerStatus) -> None:
+        ctx.progress(LayerProgress(self.identity, status))
 
     def _result(
         self, blob: Descriptor, outcome: LayerOutcome, source: str | None = None, sent: int = 0
@@ -231,7 +236,16 @@ class LayerUpload:
             diff_id=self.layer.diff_id,
             bytes_sent=sent,
             source=source,
+            layer=self.identity,
         )
+
+
+def identity(layer: Layer) -> Digest:
+    """What names a layer in its events and its result: its diff ID, else its blob's digest."""
+    if layer.diff_id is not None:
+        return layer.diff_id
+    assert layer.descriptor is not None, "a source knows a layer's diff ID or its blob"
+    return layer.descriptor.digest
 
 
 def _mount_candidate(entry: V2Metadata) -> MountCandidate:

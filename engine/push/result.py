@@ -16,6 +16,9 @@ class LayerOutcome(StrEnum):
 
 @dataclass(frozen=True)
 class LayerResult:
+    """One layer of a push: the blob the manifest names (``digest``, ``size``, ``media_type``)
+    and how it got there."""
+
     digest: Digest
     size: int
     media_type: str
@@ -25,6 +28,14 @@ class LayerResult:
     bytes_sent: int = 0
     #: The repository it was mounted from.
     source: str | None = None
+    #: The layer's identity, the one its ``LayerProgress`` events carry: its diff ID, or its
+    #: blob's digest when the source does not know the diff ID.
+    layer: Digest = field(kw_only=True)
+
+    @property
+    def id(self) -> str:
+        """The 12 hex characters Docker shows for the layer, as its events' ``id``."""
+        return self.layer.short
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class PushResult:
     digest: Digest
     size: int  # manifest bytes
     media_type: str
+    #: In manifest order; a multi-platform push lists each child's layers in turn.
     layers: list[LayerResult] = field(default_factory=list)
 
     @property

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from engine import Engine, LayerProgress, PushComplete
+from engine.progress.events import LayerStatus, ProgressEvent
 from engine.push.result import LayerOutcome
 from tests.support.clients import Skopeo
 from tests.support.registry import LocalRegistry, running_registry
@@ -36,7 +37,7 @@ async def test_engine_pushes_a_64_mib_layer(
     target = f"{registry.host}/lib/big:v1"
     specs = [LayerSpec(64 * MiB, 11), LayerSpec(2 * MiB, 12)]
     await _archive(tmp_path / "big.tar", specs, target)
-    queue: asyncio.Queue[object] = asyncio.Queue()
+    queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
 
     async with Engine(tmp_path / "root") as engine:
         assert await engine.load(tmp_path / "big.tar") == [f"Loaded image: {target}"]
@@ -46,7 +47,9 @@ async def test_engine_pushes_a_64_mib_layer(
     assert result.tag == "v1" and result.repository == f"{registry.host}/lib/big"
     assert [layer.outcome for layer in result.layers] == [LayerOutcome.PUSHED] * 2
     assert result.bytes_sent == sum(layer.size for layer in result.layers)
-    pushing = [e for e in events if isinstance(e, LayerProgress) and e.status == "Pushing"]
+    pushing = [
+        e for e in events if isinstance(e, LayerProgress) and e.status is LayerStatus.PUSHING
+    ]
     counted = sorted({e.current for e in pushing if e.current})
     assert len(counted) > 64, "byte progress is reported per chunk, not once"
     assert max(counted) == max(e.total or 0 for e in pushing)
@@ -99,7 +102,9 @@ async def test_push_events_iterates_and_shares_uploads(
     layers = {digest: n for digest, n in committed.items() if digest != image_id}
     assert len(layers) == len(specs) and set(layers.values()) == {1}, committed
     for events in (first, second):
-        done = {e.id for e in events if isinstance(e, LayerProgress) and e.status == "Pushed"}
+        done = {
+            e.id for e in events if isinstance(e, LayerProgress) and e.status is LayerStatus.PUSHED
+        }
         assert len(done) == len(specs)
 
 

@@ -13,7 +13,7 @@ from engine import media_types
 from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.image.base import FileLayer
-from engine.progress.events import LayerProgress, ProgressEvent
+from engine.progress.events import LayerProgress, LayerStatus, ProgressEvent
 from engine.push.layer import LayerUpload
 from engine.push.ledger import BlobLedger
 from engine.push.metadata_service import MetadataService
@@ -46,7 +46,6 @@ async def _upload(
         repository="app",
         target=f"{REGISTRY}/app",
         layer=layer,
-        layer_id="layer",
         metadata=metadata,
         ledger=BlobLedger(),
     )
@@ -95,7 +94,7 @@ async def test_an_anonymous_mount_says_and_records_that_the_layer_exists(tmp_pat
 
     assert result.outcome is LayerOutcome.EXISTS and result.bytes_sent == 0
     said = [e.status for e in events if isinstance(e, LayerProgress)]
-    assert said == ["Layer already exists"]
+    assert said == [LayerStatus.EXISTS]
     assert registry.calls["mount_blob"] == 1 and not registry.sessions
 
 
@@ -115,7 +114,7 @@ async def test_a_layer_cancelled_while_it_waits_for_a_slot_deletes_the_refused_m
         await anyio.sleep_forever()
 
     def heard(event: ProgressEvent) -> None:
-        if isinstance(event, LayerProgress) and event.status == "Waiting":
+        if isinstance(event, LayerProgress) and event.status is LayerStatus.WAITING:
             waiting.set()
 
     with anyio.fail_after(10):

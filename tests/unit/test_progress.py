@@ -10,18 +10,15 @@ import pytest
 
 from engine.digest import Digest
 from engine.progress.events import (
-    LAYER_EXISTS,
-    PREPARING,
-    PUSHED,
-    PUSHING,
-    WAITING,
     LayerProgress,
+    LayerStatus,
     Message,
     ProgressEvent,
+    PushCancelled,
     PushComplete,
     PushFailed,
-    mounted_from,
-    retrying_in,
+    mounted,
+    retrying,
 )
 from engine.progress.jsonstream import JsonRenderer
 from engine.progress.plain import PlainRenderer
@@ -61,24 +58,28 @@ class FakeClock:
 
 
 DIGEST = Digest.of(b'{"schemaVersion":2}')
-LAYER_A = "0123456789ab"
-LAYER_B = "ba9876543210"
+PREPARING, WAITING, PUSHING = LayerStatus.PREPARING, LayerStatus.WAITING, LayerStatus.PUSHING
+PUSHED, LAYER_EXISTS = LayerStatus.PUSHED, LayerStatus.EXISTS
+#: Two layers' identities (what events carry), and the IDs Docker shows for them.
+A = Digest.parse("sha256:0123456789ab" + "0" * 52)
+B = Digest.parse("sha256:ba9876543210" + "f" * 52)
+LAYER_A, LAYER_B = A.short, B.short
 FIRST_LINE = "The push refers to repository [localhost:5000/demo]"
 
 
 def a_push() -> list[ProgressEvent]:
     return [
         Message(FIRST_LINE),
-        LayerProgress(LAYER_A, PREPARING),
-        LayerProgress(LAYER_B, PREPARING),
-        LayerProgress(LAYER_B, WAITING),
-        LayerProgress(LAYER_A, PUSHING, 0, 2048),
-        LayerProgress(LAYER_A, PUSHING, 1024, 2048),
-        LayerProgress(LAYER_A, retrying_in(5)),
-        LayerProgress(LAYER_A, PUSHING, 512, 2048),
-        LayerProgress(LAYER_A, PUSHING, 2048, 2048),
-        LayerProgress(LAYER_A, PUSHED),
-        LayerProgress(LAYER_B, mounted_from("library/base")),
+        LayerProgress(A, PREPARING),
+        LayerProgress(B, PREPARING),
+        LayerProgress(B, WAITING),
+        LayerProgress(A, PUSHING, 0, 2048),
+        LayerProgress(A, PUSHING, 1024, 2048),
+        retrying(A, 5),
+        LayerProgress(A, PUSHING, 512, 2048),
+        LayerProgress(A, PUSHING, 2048, 2048),
+        LayerProgress(A, PUSHED),
+        mounted(B, "library/base"),
         PushComplete("localhost:5000/demo", "latest", DIGEST, 528),
     ]
 
@@ -169,9 +170,9 @@ def test_plain_reports_layers_afresh_after_a_message() -> None:
     # The second tag of an --all-tags push reports the same layer's state again.
     out = io.StringIO()
     events: list[ProgressEvent] = [
-        LayerProgress(LAYER_A, LAYER_EXISTS),
+        LayerProgress(A, LAYER_EXISTS),
         PushComplete("localhost:5000/demo", "v1", DIGEST, 528),
-        LayerProgress(LAYER_A, LAYER_EXISTS),
+        LayerProgress(A, LAYER_EXISTS),
     ]
     feed(PlainRenderer(out), events)
     assert out.getvalue().splitlines() == [
@@ -188,9 +189,9 @@ def test_json_stream_lines_are_dockers() -> None:
     out = io.StringIO()
     events: list[ProgressEvent] = [
         Message(FIRST_LINE),
-        LayerProgress(LAYER_A, PREPARING),
-        LayerProgress(LAYER_A, PUSHING, 1024, 2048),
-        LayerProgress(LAYER_A, PUSHED),
+        LayerProgress(A, PREPARING),
+        LayerProgress(A, PUSHING, 1024, 2048),
+        LayerProgress(A, PUSHED),
         PushComplete("localhost:5000/demo", "latest", DIGEST, 528),
     ]
     feed(JsonRenderer(out), events)
@@ -213,7 +214,7 @@ def test_json_lines_parse_with_the_right_fields() -> None:
     messages = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(messages) == len(a_push()) + 1  # PushComplete is two objects
     pushing = messages[5]
-    assert pushing["status"] == PUSHING
+    assert pushing["status"] == "Pushing"
     assert pushing["id"] == LAYER_A
     assert pushing["progressDetail"] == {"current": 1024, "total": 2048}
     assert pushing["progress"] == progress_bar(1024, 2048)
@@ -224,7 +225,7 @@ def test_json_lines_parse_with_the_right_fields() -> None:
 
 def test_json_size_unknown_shows_count_only() -> None:
     out = io.StringIO()
-    feed(JsonRenderer(out), [LayerProgress(LAYER_A, PUSHING, 1_200_000, None)])
+    feed(JsonRenderer(out), [LayerProgress(A, PUSHING, 1_200_000, None)])
     message = json.loads(out.getvalue())
     assert message["progressDetail"] == {"current": 1_200_000}
     assert message["progress"] == "   1.2MB"
@@ -252,18 +253,18 @@ def test_json_keeps_non_ascii_as_utf8_like_go() -> None:
 def test_tty_draws_a_new_layer_like_docker() -> None:
     # jsonmessage_test.go TestDisplayJSONMessagesStream, "With progressDetail", on a terminal.
     out = Terminal()
-    feed(TtyRenderer(out), [LayerProgress("ID", "status", 1, None)])
-    assert out.getvalue() == "\n\x1b[1A\x1b[2K\rID: status       1B\r\x1b[1B"
+    feed(TtyRenderer(out), [LayerProgress(A, PUSHING, 1, None)])
+    assert out.getvalue() == f"\n\x1b[1A\x1b[2K\r{LAYER_A}: Pushing       1B\r\x1b[1B"
 
 
 def test_tty_redraws_lines_in_place() -> None:
     out = Terminal()
     events: list[ProgressEvent] = [
         Message(FIRST_LINE),
-        LayerProgress(LAYER_A, PREPARING),
-        LayerProgress(LAYER_B, PREPARING),
-        LayerProgress(LAYER_A, PUSHED),
-        LayerProgress(LAYER_B, LAYER_EXISTS),
+        LayerProgress(A, PREPARING),
+        LayerProgress(B, PREPARING),
+        LayerProgress(A, PUSHED),
+        LayerProgress(B, LAYER_EXISTS),
         PushComplete("localhost:5000/demo", "latest", DIGEST, 528),
     ]
     feed(TtyRenderer(out, width=200), events)
@@ -279,7 +280,7 @@ def test_tty_redraws_lines_in_place() -> None:
 
 def test_tty_shows_bar_on_wide_terminals_only() -> None:
     wide, narrow = Terminal(), Terminal()
-    event = LayerProgress(LAYER_A, PUSHING, 1024, 2048)
+    event = LayerProgress(A, PUSHING, 1024, 2048)
     feed(TtyRenderer(wide, width=200), [event])
     feed(TtyRenderer(narrow, width=80), [event])
     assert f"{LAYER_A}: Pushing {progress_bar(1024, 2048)}\r" in wide.getvalue()
@@ -288,21 +289,21 @@ def test_tty_shows_bar_on_wide_terminals_only() -> None:
 
 def test_tty_cuts_lines_that_would_wrap() -> None:
     out = Terminal()
-    feed(TtyRenderer(out, width=20), [LayerProgress(LAYER_A, mounted_from("library/base"))])
+    feed(TtyRenderer(out, width=20), [mounted(A, "library/base")])
     assert f"\r{LAYER_A}: Mount\r" in out.getvalue()
 
 
 def test_tty_throttles_byte_updates_but_not_state_changes() -> None:
     out, clock = Terminal(), FakeClock()
     renderer = TtyRenderer(out, width=200, clock=clock)
-    renderer.handle(LayerProgress(LAYER_A, PUSHING, 100, 10_000))
-    renderer.handle(LayerProgress(LAYER_A, PUSHING, 200, 10_000))
+    renderer.handle(LayerProgress(A, PUSHING, 100, 10_000))
+    renderer.handle(LayerProgress(A, PUSHING, 200, 10_000))
     assert "200B" not in out.getvalue()  # too soon after the last draw
     clock.now += REDRAW_INTERVAL
-    renderer.handle(LayerProgress(LAYER_A, PUSHING, 300, 10_000))
+    renderer.handle(LayerProgress(A, PUSHING, 300, 10_000))
     assert "300B/10kB" in out.getvalue()
-    renderer.handle(LayerProgress(LAYER_A, PUSHING, 400, 10_000))
-    renderer.handle(LayerProgress(LAYER_A, PUSHED))
+    renderer.handle(LayerProgress(A, PUSHING, 400, 10_000))
+    renderer.handle(LayerProgress(A, PUSHED))
     assert "400B" not in out.getvalue()
     assert out.getvalue().endswith(f"\x1b[1A\x1b[2K\r{LAYER_A}: Pushed \r\x1b[1B")
 
@@ -310,10 +311,10 @@ def test_tty_throttles_byte_updates_but_not_state_changes() -> None:
 def test_tty_draws_a_finished_transfer_and_pending_updates_at_close() -> None:
     out, clock = Terminal(), FakeClock()
     renderer = TtyRenderer(out, width=200, clock=clock)
-    renderer.handle(LayerProgress(LAYER_A, PUSHING, 1, 4000))
-    renderer.handle(LayerProgress(LAYER_B, PUSHING, 1, 4000))
-    renderer.handle(LayerProgress(LAYER_A, PUSHING, 4000, 4000))
-    renderer.handle(LayerProgress(LAYER_B, PUSHING, 3000, 4000))
+    renderer.handle(LayerProgress(A, PUSHING, 1, 4000))
+    renderer.handle(LayerProgress(B, PUSHING, 1, 4000))
+    renderer.handle(LayerProgress(A, PUSHING, 4000, 4000))
+    renderer.handle(LayerProgress(B, PUSHING, 3000, 4000))
     assert "4kB/4kB" in out.getvalue()
     assert "3kB/4kB" not in out.getvalue()
     renderer.close()
@@ -324,7 +325,7 @@ def test_tty_draws_a_finished_transfer_and_pending_updates_at_close() -> None:
 
 def test_tty_prints_nothing_for_failure() -> None:
     out = Terminal()
-    feed(TtyRenderer(out), [LayerProgress(LAYER_A, PUSHING, 1, 2), PushFailed("boom")])
+    feed(TtyRenderer(out), [LayerProgress(A, PUSHING, 1, 2), PushFailed("boom")])
     assert "boom" not in out.getvalue()
 
 
@@ -376,36 +377,53 @@ class Recorder:
 
 
 @pytest.mark.anyio
-async def test_render_drains_the_queue_until_none() -> None:
-    queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+async def test_render_draws_until_the_push_ends() -> None:
+    queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
     events = a_push()
     for event in events:
         queue.put_nowait(event)
-    queue.put_nowait(None)
     queue.put_nowait(Message("after the end"))
     recorder = Recorder()
     await render(queue, recorder)
     assert recorder.events == events
     assert recorder.closed
-    assert queue.qsize() == 1  # nothing read past None
+    assert queue.qsize() == 1  # nothing read past the push's PushComplete
+
+
+@pytest.mark.anyio
+async def test_render_draws_until_every_push_of_a_batch_ends() -> None:
+    queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+    events: list[ProgressEvent] = [
+        Message(FIRST_LINE),
+        PushFailed("boom", "localhost:5000/demo:v1"),
+        LayerProgress(A, PREPARING),
+        PushCancelled("localhost:5000/demo:v2"),
+        PushComplete("localhost:5000/demo", "v3", DIGEST, 528),
+    ]
+    for event in events:
+        queue.put_nowait(event)
+    recorder = Recorder()
+    await render(queue, recorder, pushes=2)
+    assert recorder.events == events[:4]
+    assert queue.qsize() == 1
 
 
 @pytest.mark.anyio
 async def test_render_waits_for_producers_and_marks_tasks_done() -> None:
-    queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+    queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
     out = io.StringIO()
     task = asyncio.create_task(render(queue, PlainRenderer(out)))
     queue.put_nowait(Message(FIRST_LINE))
     await queue.join()
     assert out.getvalue() == f"{FIRST_LINE}\n"
-    queue.put_nowait(None)
+    queue.put_nowait(PushCancelled("localhost:5000/demo"))
     await task
     await queue.join()
 
 
 @pytest.mark.anyio
 async def test_render_closes_the_renderer_when_cancelled() -> None:
-    queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+    queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
     recorder = Recorder()
     task = asyncio.create_task(render(queue, recorder))
     queue.put_nowait(Message(FIRST_LINE))

@@ -14,7 +14,7 @@ from engine import media_types
 from engine.digest import Digest
 from engine.errors import BlobUploadInvalidError, PushError, RegistryResponseError
 from engine.image.base import FileLayer, SourceImage
-from engine.progress.events import LayerProgress, ProgressEvent, PushComplete
+from engine.progress.events import LayerProgress, LayerStatus, ProgressEvent, PushComplete
 from engine.push import manifest as manifests
 from engine.push.pusher import Pusher
 from engine.push.result import LayerOutcome
@@ -95,7 +95,9 @@ async def test_a_repeated_layer_is_uploaded_once(tmp_path: Path) -> None:
     result = await _push(registry, image, events)
 
     assert registry.uploads == 2, "one for the layer, one for the config"
-    preparing = [e for e in events if isinstance(e, LayerProgress) and e.status == "Preparing"]
+    preparing = [
+        e for e in events if isinstance(e, LayerProgress) and e.status is LayerStatus.PREPARING
+    ]
     assert len(preparing) == 1
     assert {r.outcome for r in result.layers} == {LayerOutcome.PUSHED}
 

@@ -11,8 +11,9 @@ import anyio.lowlevel
 import pytest
 from structlog.testing import capture_logs
 
+from engine.digest import Digest
 from engine.errors import PushError
-from engine.progress.events import PREPARING, PUSHED, PUSHING, LayerProgress, ProgressEvent
+from engine.progress.events import LayerProgress, LayerStatus, ProgressEvent
 from engine.transfer import TransferContext, TransferManager
 
 TIMEOUT = 5
@@ -35,8 +36,12 @@ async def settle() -> None:
         await anyio.lowlevel.checkpoint()
 
 
-def layer_event(status: str, current: int | None = None) -> LayerProgress:
-    return LayerProgress("0123456789ab", status, current, 100 if current is not None else None)
+LAYER = Digest.of(b"a layer")
+PREPARING, PUSHED, PUSHING = LayerStatus.PREPARING, LayerStatus.PUSHED, LayerStatus.PUSHING
+
+
+def layer_event(status: LayerStatus, current: int | None = None) -> LayerProgress:
+    return LayerProgress(LAYER, status, current, 100 if current is not None else None)
 
 
 @pytest.mark.anyio
