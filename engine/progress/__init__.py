@@ -2,18 +2,26 @@
 
 from engine.progress.events import (
     LayerProgress,
+    LayerStatus,
+    Measure,
     Message,
     ProgressEvent,
     ProgressSink,
+    PushCancelled,
     PushComplete,
+    PushEnded,
     PushFailed,
 )
 
 __all__ = [
     "LayerProgress",
+    "LayerStatus",
+    "Measure",
     "Message",
     "ProgressEvent",
     "ProgressSink",
+    "PushCancelled",
     "PushComplete",
+    "PushEnded",
     "PushFailed",
 ]

@@ -18,6 +18,7 @@ import pytest
 
 from engine import Engine
 from engine.errors import RegistryResponseError
+from engine.progress.events import LayerProgress
 from engine.push.result import LayerOutcome, PushResult
 from engine.registry.pool import Timeouts
 from engine.retry import Backoff, RetryPolicy
@@ -112,7 +113,7 @@ async def test_a_429_is_honoured_and_shown(
         await engine.load(archive)
         await engine.push(target, progress=events.append)
 
-    statuses = [getattr(e, "status", "") for e in events]
+    statuses = [e.text for e in events if isinstance(e, LayerProgress)]
     assert "Retrying in 1 second" in statuses
     patches = [e for e in proxy.log if e.method == "PATCH"]
     assert [e.status for e in patches] == [429, 202]
