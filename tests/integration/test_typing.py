@@ -32,7 +32,7 @@ USER_PROGRAM = """
 
 
     async def main() -> list[PushResult]:
-        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+        queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
         policy, timeouts = RetryPolicy(attempts=3), Timeouts(connect=5.0)
         async with Engine(retry=policy, timeouts=timeouts) as engine:
             await engine.login("localhost:5000", AuthConfig(username="u", password="p"))
