@@ -19,6 +19,9 @@ A block passes when it exits 0 and every push it reports, a line holding
 client, reads the manifest under that tag (its digest the one reported) and copies every blob it
 names. It must report at least one push, so a block that pushes nothing fails.
 
+Every runnable block also passes ``mypy --strict`` against this checkout, as a user's program
+that is type-checked would.
+
 A block that is deliberately not runnable has ``<!-- not run: REASON -->`` on the line before its
 fence: it is reported as skipped with that reason. There are none today.
 """
@@ -127,6 +130,26 @@ def test_blocks_are_found_with_their_markers() -> None:
         (2, "print(1)\n", None),
         (10, "print(2)\n", "needs a real Docker Hub account"),
     ]
+
+
+def test_doc_blocks_pass_mypy_strict(tmp_path: Path) -> None:
+    runnable = [block for block in BLOCKS if block.not_run is None]
+    files = []
+    for number, block in enumerate(runnable):
+        path = tmp_path / f"block_{number}.py"  # one module name each: mypy checks them together
+        path.write_text(block.code)
+        files.append(path.name)
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), *files],
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    names = "\n".join(f"{file}: {block.name}" for file, block in zip(files, runnable, strict=True))
+    assert checked.returncode == 0, f"{checked.stdout}{checked.stderr}\n{names}"
 
 
 @dataclass(frozen=True)
