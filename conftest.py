@@ -1,4 +1,6 @@
-"""What every test gets: one anyio backend, and a check that nothing blocks the event loop.
+"""What every test gets: one anyio backend, a check that nothing blocks the event loop, and
+warnings as errors in the Python processes the tests start (the CLI, the demo), as the test
+command makes them in its own (``python3 -X dev -W error``).
 
 The integration tests' fixtures (a real registry, skopeo, the CLI) are in
 ``tests/integration/conftest.py``; what tests and benchmarks share is in ``tests/support``.
@@ -6,10 +8,15 @@ The integration tests' fixtures (a real registry, skopeo, the CLI) are in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from blockbuster import blockbuster_ctx
+
+# Inherited by every child process; set here, not per test, as fixtures start processes too.
+os.environ.setdefault("PYTHONDEVMODE", "1")
+os.environ.setdefault("PYTHONWARNINGS", "error")
 
 
 @pytest.fixture

@@ -160,6 +160,7 @@ class Engine:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the Engine's connections (``async with`` does it on leaving)."""
         await self.pool.close()
 
     def __del__(self) -> None:
@@ -214,10 +215,13 @@ class Engine:
         await self.store.tag(_tagged(named), image_id)
 
     async def images(self) -> list[ImageSummary]:
+        """``docker images``: one row per tag (``<none>`` for an untagged image), newest first."""
         await self._open()
         return await self.store.images()
 
     async def remove(self, ref: str) -> list[str]:
+        """``docker rmi``: untag ``ref``, deleting the image once no name is left; Docker's
+        ``Untagged: …`` / ``Deleted: sha256:…`` lines."""
         await self._open()
         return await self.store.remove(ref)
 

@@ -9,6 +9,9 @@ from engine.digest import Digest
 
 
 class LayerOutcome(StrEnum):
+    """How a layer got into the repository: sent, found there ("Layer already exists"), or
+    mounted from another repository of the registry."""
+
     PUSHED = "pushed"
     EXISTS = "exists"
     MOUNTED = "mounted"
@@ -40,6 +43,10 @@ class LayerResult:
 
 @dataclass(frozen=True)
 class PushResult:
+    """One pushed tag: ``repository`` (``HOST/REPO``), ``tag``, and the manifest's ``digest``,
+    ``size`` and ``media_type`` as the registry holds it (``hoist push`` prints
+    ``TAG: digest: DIGEST size: SIZE``); ``layers`` in the manifest's order."""
+
     repository: str  # HOST/REPO
     tag: str
     digest: Digest
