@@ -47,8 +47,10 @@ USER_PROGRAM = """
 
 
 def _run(*command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    # Without PYTHONPATH: a checkout named there would shadow the installed wheel.
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    # Without PYTHONPATH: a checkout named there would shadow the installed wheel. And without
+    # the suite's warnings-as-errors: pip and mypy are not Hoist, and warn about themselves.
+    unset = {"PYTHONPATH", "PYTHONWARNINGS", "PYTHONDEVMODE"}
+    env = {key: value for key, value in os.environ.items() if key not in unset}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
