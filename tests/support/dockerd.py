@@ -6,9 +6,10 @@ It runs without networking or overlayfs (``vfs`` storage, no bridge, no iptables
 127.0.0.0/8 as insecure (plain http) by default, as Hoist does. dockerd must run as root; where
 it is missing or cannot start, ``DockerdUnavailable`` says why, for a skip reason.
 
-``running_dockerd(tmp)`` starts one, yields a ``Dockerd`` (its socket and a ``docker`` runner
+``running_dockerd(tmp)`` starts one, yields a ``Daemon`` (its socket and a ``docker`` runner
 with ``DOCKER_HOST`` and an empty private ``DOCKER_CONFIG``), and stops it, leaving no process
-and no mount behind. Everything here blocks.
+and no mount behind. ``Daemon`` serves ``hoist serve`` too (``tests/support/hoist_serve.py``), so
+that one test drives both with the same client. Everything here blocks.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Dockerd", "DockerdUnavailable", "dockerd_unavailable", "running_dockerd"]
+__all__ = [
+    "Daemon",
+    "DockerdUnavailable",
+    "dockerd_unavailable",
+    "running_dockerd",
+    "stop_process",
+]
 
 #: How long dockerd may take to answer ``docker version`` (it starts containerd first).
 START_TIMEOUT = 60.0
@@ -46,8 +53,9 @@ class DockerdUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Dockerd:
-    """A running private dockerd and the ``docker`` client pointed at it."""
+class Daemon:
+    """A running process serving the Docker Engine API on a unix socket (a private dockerd, or
+    ``hoist serve``), and the ``docker`` client pointed at it."""
 
     socket: Path
     #: An empty Docker client config directory: no credentials, no contexts of the machine's.
@@ -119,7 +127,7 @@ def daemon_config(data_root: Path, exec_root: Path, pidfile: Path) -> dict[str, 
 
 
 @contextlib.contextmanager
-def running_dockerd(tmp: Path) -> Iterator[Dockerd]:
+def running_dockerd(tmp: Path) -> Iterator[Daemon]:
     """A dockerd with its data under ``tmp``, answering on a socket, stopped afterwards.
 
     Raises ``DockerdUnavailable`` (with the daemon's log) when it is missing or never answers.
@@ -138,7 +146,7 @@ def running_dockerd(tmp: Path) -> Iterator[Dockerd]:
         config_path = tmp / "daemon.json"
         config_path.write_text(json.dumps(config, indent=2))
         socket = run_dir / "docker.sock"
-        dockerd = Dockerd(socket, config_dir, tmp / "dockerd.log", _spawn(config_path, socket, tmp))
+        dockerd = Daemon(socket, config_dir, tmp / "dockerd.log", _spawn(config_path, socket, tmp))
         try:
             _wait_ready(dockerd)
             yield dockerd
@@ -163,7 +171,7 @@ def _spawn(config_path: Path, socket: Path, tmp: Path) -> subprocess.Popen[bytes
         )
 
 
-def _wait_ready(dockerd: Dockerd) -> None:
+def _wait_ready(dockerd: Daemon) -> None:
     """Return once ``docker version`` gets the server's answer; raise with the log otherwise."""
     deadline = time.monotonic() + START_TIMEOUT
     last = ""
@@ -182,23 +190,27 @@ def _wait_ready(dockerd: Dockerd) -> None:
     )
 
 
-def _tail(dockerd: Dockerd, lines: int = 30) -> str:
+def _tail(dockerd: Daemon, lines: int = 30) -> str:
     return "\n".join(dockerd.log().splitlines()[-lines:])
 
 
-def _stop(dockerd: Dockerd, exec_root: Path) -> None:
+def _stop(dockerd: Daemon, exec_root: Path) -> None:
     """SIGTERM (dockerd then stops its containerd and unmounts), SIGKILL if it hangs."""
-    process = dockerd.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(dockerd.process)
     # containerd dies with dockerd (its parent-death signal), but it runs in a session of its
     # own: make sure, by its pidfile, that it is not left running after a kill.
     _kill_pidfile(exec_root / "containerd" / "containerd.pid")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM, then SIGKILL if ``process`` is still running after ``timeout`` s; reaped."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _kill_pidfile(pidfile: Path) -> None:
