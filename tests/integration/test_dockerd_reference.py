@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import re
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.support.clients import Skopeo
+from tests.support.docker_output import EXISTS, PUSHED, PushOutput, parse_push
 from tests.support.dockerd import Daemon, DockerdUnavailable, running_dockerd
 from tests.support.hoist_serve import hoist_serve_unavailable, running_hoist_serve
 from tests.support.registry import LocalRegistry
@@ -36,50 +36,6 @@ pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 SOURCE = "reference/sample:v1"
 TAG = "v1"
-PUSHED = "Pushed"
-EXISTS = "Layer already exists"
-
-_REPOSITORY_LINE = re.compile(r"The push refers to repository \[(?P<repository>[^\]]+)\]")
-_LAYER_LINE = re.compile(r"(?P<id>[0-9a-f]{12}): (?P<status>.+)")
-_DIGEST_LINE = re.compile(
-    r"(?P<tag>[^\s:]+): digest: (?P<digest>sha256:[0-9a-f]{64}) size: (?P<size>\d+)"
-)
-
-
-@dataclass(frozen=True)
-class PushOutput:
-    """What ``docker push`` printed (without a terminal), line by line, read back."""
-
-    repository: str
-    #: The layer IDs in the order the output first names them.
-    layer_ids: list[str]
-    #: Each layer's last status, in that order.
-    final_statuses: list[str]
-    tag: str
-    digest: str
-    size: int
-
-
-def parse_push(stdout: str) -> PushOutput:
-    """Read ``docker push``'s output; fail on any line of another shape."""
-    lines = stdout.splitlines()
-    assert len(lines) >= 2, stdout
-    first = _REPOSITORY_LINE.fullmatch(lines[0])
-    last = _DIGEST_LINE.fullmatch(lines[-1])
-    assert first is not None and last is not None, stdout
-    statuses: dict[str, str] = {}
-    for line in lines[1:-1]:
-        layer = _LAYER_LINE.fullmatch(line)
-        assert layer is not None, f"unexpected line {line!r} in:\n{stdout}"
-        statuses[layer["id"]] = layer["status"]
-    return PushOutput(
-        repository=first["repository"],
-        layer_ids=list(statuses),
-        final_statuses=list(statuses.values()),
-        tag=last["tag"],
-        digest=last["digest"],
-        size=int(last["size"]),
-    )
 
 
 @dataclass(frozen=True)
