@@ -175,7 +175,8 @@ def test_hoist_serve_prints_what_dockerd_prints(
     for name, repository in repositories.items():
         check_push(cold[name], manifests[name], archive, registry, repository, PUSHED)
         check_push(again[name], manifests[name], archive, registry, repository, EXISTS)
-    # What a user sees, line for line, but for the repository and the digest line's blob sizes.
+    # What a user sees, line for line, but for the repository and the digest line's digest and
+    # size (other gzip, other blobs: see the module's docstring). dockerd names the top layer first.
     assert cold["hoist"].layer_ids == cold["dockerd"].layer_ids
     assert cold["hoist"].final_statuses == cold["dockerd"].final_statuses
     assert again["hoist"].final_statuses == again["dockerd"].final_statuses
