@@ -131,10 +131,12 @@ _HEADERS = (
 _STORED_HEADERS = ("stored MiB", "blobs")
 
 
-def table(summaries: Sequence[Summary]) -> str:
-    """A plain-text table, one line per contender, columns aligned."""
+def table(summaries: Sequence[Summary], *, peer: str = "skopeo") -> str:
+    """A plain-text table, one line per contender, columns aligned; ``peer`` names the peers in
+    the ratio column's header."""
     stored = any(s.stored_mib is not None for s in summaries)
-    headers = (*_HEADERS, *_STORED_HEADERS) if stored else _HEADERS
+    base = (*_HEADERS[:-1], f"vs {peer}")
+    headers = (*base, *_STORED_HEADERS) if stored else base
     rows = [headers, *(_cells(s, stored=stored) for s in summaries)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
     lines = [_line(row, widths) for row in rows]
