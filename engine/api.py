@@ -13,7 +13,7 @@ import platform as platform_module
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -66,10 +66,22 @@ log = logs.get_logger("engine")
 #: Where a push sends its events: a queue (``put_nowait``), a callable, or nowhere.
 ProgressTarget = asyncio.Queue[ProgressEvent] | ProgressSink | None
 
-#: The blobs placed by the current ``push`` or ``push_many`` call. A run's knowledge, never an
-#: Engine's: a blob an earlier call placed may have been deleted since (garbage collection, a
-#: repository removed), so a long-lived Engine finds out again with a HEAD or a mount.
-_run_ledger: ContextVar[BlobLedger | None] = ContextVar("hoist_run_ledger", default=None)
+
+@dataclass
+class _Run:
+    """What the current ``push`` or ``push_many`` call learnt, which a later call must learn
+    anew: a blob it placed may have been deleted since (garbage collection, a repository
+    removed), and credentials a relogin refused may have been renewed. A long-lived Engine
+    (``hoist serve``) would otherwise answer from stale knowledge."""
+
+    #: The blobs placed: the batch's pushes mount from each other.
+    ledger: BlobLedger = field(default_factory=BlobLedger)
+    #: Per registry, whether the relogin callback gave credentials: asked once per run.
+    relogins: dict[str, bool] = field(default_factory=dict)
+
+
+#: The run of the task at hand; each task of a batch copies it when it starts.
+_current_run: ContextVar[_Run | None] = ContextVar("hoist_run", default=None)
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,6 @@ class Engine:
         self._opened = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._relogin_lock = asyncio.Lock()
-        self._relogins: dict[str, bool] = {}
         self.transfers = TransferManager(max_concurrent_uploads or DEFAULT_MAX_CONCURRENT_UPLOADS)
         self.pool = RegistryPool(
             insecure_registries=self._insecure_registries,
@@ -242,6 +253,7 @@ class Engine:
         HoistError when the push fails; no manifest is PUT then.
         """
         sink = _sink(progress)
+        run = _current_run.set(_current_run.get() or _Run())
         try:
             await self._open()
             named = parse_normalized_named(ref)
@@ -259,11 +271,13 @@ class Engine:
         except BaseException as exc:
             sink(_ending(ref, exc))
             raise
+        finally:
+            _current_run.reset(run)
 
     async def _push(
         self, ref: Reference, source: Path | str | None, platform: str | None, sink: ProgressSink
     ) -> PushResult:
-        pusher = replace(self._pusher, ledger=_run_ledger.get() or BlobLedger())
+        pusher = replace(self._pusher, ledger=_run().ledger)
         if source is None:
             image, known = await self.store.image_to_push(str(ref), COMPRESSOR)
             return await pusher.push(ref, image, sink, known)
@@ -279,19 +293,21 @@ class Engine:
             return await pusher.push_index(ref, found, sink)
 
     async def _relogin(self, domain: str) -> bool:
-        """Ask the relogin callback, once per registry, for other credentials; whether it gave any.
+        """Ask the relogin callback, once per registry and run, for other credentials; whether it
+        gave any.
 
         Concurrent pushes refused by one registry share one prompt.
         """
         if self.relogin is None:
             return False
+        answers = _run().relogins
         async with self._relogin_lock:
-            if domain not in self._relogins:
+            if domain not in answers:
                 credentials = await self.relogin(domain)
-                self._relogins[domain] = credentials is not None
+                answers[domain] = credentials is not None
                 if credentials is not None:
                     self.pool.use_credentials(domain, credentials)
-        return self._relogins[domain]
+        return answers[domain]
 
     async def push_many(
         self,
@@ -320,8 +336,8 @@ class Engine:
             except HoistError as exc:
                 return BatchItem(ref, error=exc)
 
-        # The batch's pushes share one ledger: each task copies this context when it starts.
-        run = _run_ledger.set(BlobLedger())
+        # The batch's pushes share one run: each task copies this context when it starts.
+        run = _current_run.set(_Run())
         try:
             async with self.store.batched_records():
                 return await gather([partial(one, i, ref) for i, ref in enumerate(refs)])
@@ -333,7 +349,7 @@ class Engine:
                     sink(_ending(ref, exc))
             raise
         finally:
-            _run_ledger.reset(run)
+            _current_run.reset(run)
 
     async def tags_of(self, name: str) -> list[str]:
         """``--all-tags``: every tagged reference of the repository ``name`` in the store."""
@@ -396,6 +412,12 @@ class _ConfigFile:
 
     async def credentials(self, domain: str) -> AuthConfig:
         return await (await self.read()).get(domain)
+
+
+def _run() -> _Run:
+    run = _current_run.get()
+    assert run is not None, "push and push_many set the run before anything reads it"
+    return run
 
 
 def host_platform() -> str:

@@ -158,6 +158,36 @@ async def test_relogin_callback_supplies_new_credentials(
 
 
 @pytest.mark.anyio
+async def test_a_long_lived_engine_asks_for_credentials_again_in_a_later_push(
+    basic_auth_registry: SecuredRegistry, tmp_path: Path, anyio_backend: str
+) -> None:
+    # A refusal is an answer for one push (or batch), not for the Engine's life: hoist serve
+    # keeps one Engine while credentials are renewed.
+    secured = basic_auth_registry
+    target = f"{secured.host}/basic/renewed:v1"
+    await anyio.to_thread.run_sync(
+        lambda: write_docker_archive(tmp_path / "i.tar", LAYERS, [target], tmp_path / "work")
+    )
+    answers: list[AuthConfig | None] = [
+        None,
+        AuthConfig(username=secured.username, password=secured.password),
+    ]
+
+    async def relogin(domain: str) -> AuthConfig | None:
+        return answers.pop(0)
+
+    config_dir = tmp_path / "config"
+    async with Engine(tmp_path / "root", config_dir=config_dir, relogin=relogin) as engine:
+        await engine.load(tmp_path / "i.tar")
+        with pytest.raises(UnauthorizedError):
+            await engine.push(target)
+        result = await engine.push(target)
+
+    assert answers == [] and result.tag == "v1"
+    assert await anyio.to_thread.run_sync(_skopeo_has, secured, target)
+
+
+@pytest.mark.anyio
 async def test_without_relogin_the_library_raises_unauthorized(
     basic_auth_registry: SecuredRegistry, tmp_path: Path, anyio_backend: str
 ) -> None:
