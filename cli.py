@@ -146,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     logout = command("logout", "Log out from a registry")
     logout.add_argument("server", nargs="?", metavar="SERVER")
     logout.set_defaults(run=_logout)
+
+    serve = command("serve", "Serve the Docker Engine API's image routes (DOCKER_HOST=...)")
+    serve.add_argument(
+        "-H",
+        "--host",
+        metavar="ADDRESS",
+        help="unix:///PATH.sock or tcp://127.0.0.1:PORT (default unix://ROOT/hoist.sock)",
+    )
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -431,6 +440,32 @@ async def _rmi(args: argparse.Namespace) -> int:
         for name in args.names:
             for line in await engine.remove(name):
                 print(line)
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from engine.errors import UsageError
+    from engine.serve import app, wire
+
+    engine = _engine(args)
+    try:
+        address = wire.parse_address(args.host or f"unix://{engine.store.root / 'hoist.sock'}")
+    except wire.WireError as exc:
+        raise UsageError(exc.message) from exc
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Not a cancellation, as for the other commands: running requests get time to finish.
+        loop.add_signal_handler(signum, stop.set)
+
+    def ready(where: str) -> None:
+        print(f"hoist serve: listening on {where}", file=sys.stderr, flush=True)
+
+    async with engine:
+        try:
+            await app.serve(engine, address, stop, ready)
+        except wire.WireError as exc:
+            raise UsageError(exc.message) from exc
     return 0
 
 

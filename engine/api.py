@@ -53,6 +53,7 @@ from engine.reference import (
     parse_normalized_named,
 )
 from engine.registry import login as logins
+from engine.registry.api import Registries, RegistryAPI
 from engine.registry.auth_config import AuthConfig
 from engine.registry.credentials import DockerConfig
 from engine.registry.pool import RegistryPool, Timeouts
@@ -243,6 +244,7 @@ class Engine:
         source: Path | str | None = None,
         platform: str | None = None,
         progress: ProgressTarget = None,
+        credentials: AuthConfig | None = None,
     ) -> PushResult:
         """Push ``ref`` from the store, or straight from an archive or layout at ``source``.
 
@@ -251,6 +253,9 @@ class Engine:
         last event is always one ``PushEnded``, sent before this returns or raises:
         ``PushComplete``, ``PushFailed`` (the error as ``error``) or ``PushCancelled``. Raises a
         HoistError when the push fails; no manifest is PUT then.
+
+        ``credentials`` (a daemon's ``X-Registry-Auth``; ``AuthConfig()`` is anonymous) serve
+        this push alone, instead of config.json's, and no re-login is asked for.
         """
         sink = _sink(progress)
         run = _current_run.set(_current_run.get() or _Run())
@@ -262,6 +267,9 @@ class Engine:
             if named.tag is None:
                 sink(Message(f"Using default tag: {DEFAULT_TAG}"))
                 named = named.with_tag(DEFAULT_TAG)
+            if credentials is not None:
+                pinned = PinnedCredentials(self.pool, named.domain, credentials)
+                return await self._push(named, source, platform, sink, pinned)
             try:
                 return await self._push(named, source, platform, sink)
             except UnauthorizedError:
@@ -275,9 +283,16 @@ class Engine:
             _current_run.reset(run)
 
     async def _push(
-        self, ref: Reference, source: Path | str | None, platform: str | None, sink: ProgressSink
+        self,
+        ref: Reference,
+        source: Path | str | None,
+        platform: str | None,
+        sink: ProgressSink,
+        registries: Registries | None = None,
     ) -> PushResult:
         pusher = replace(self._pusher, ledger=_run().ledger)
+        if registries is not None:
+            pusher = replace(pusher, pool=registries)
         if source is None:
             image, known = await self.store.image_to_push(str(ref), COMPRESSOR)
             return await pusher.push(ref, image, sink, known)
@@ -363,9 +378,14 @@ class Engine:
             )
         return tagged
 
-    async def login(self, server: str | None, credentials: AuthConfig) -> logins.LoginOutcome:
-        """``docker login``: check ``credentials`` against the registry, then store them."""
+    async def login(
+        self, server: str | None, credentials: AuthConfig, *, store: bool = True
+    ) -> logins.LoginOutcome:
+        """``docker login``: check ``credentials`` against the registry, then store them
+        (unless ``store`` is false: a daemon's ``/auth``, whose client keeps them)."""
         await self._open()
+        if not store:
+            return await logins.check(self.pool, server, credentials)
         return await logins.login(self.pool, await self.config(), server, credentials)
 
     async def logout(self, server: str | None) -> str:
@@ -396,6 +416,24 @@ class Engine:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class PinnedCredentials:
+    """The pool seen by one push with credentials of its own: a client of its own for their
+    domain (its tokens stay with this push), the pool's shared clients for any other."""
+
+    pool: RegistryPool
+    domain: str
+    given: AuthConfig
+
+    async def client(self, domain: str) -> RegistryAPI:
+        if domain != self.domain:
+            return await self.pool.client(domain)
+        return await self.pool.connect(domain, self.given)
+
+    async def credentials(self, domain: str) -> AuthConfig:
+        return self.given if domain == self.domain else await self.pool.credentials(domain)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from engine import docker_hub
@@ -19,6 +19,8 @@ class LoginOutcome:
     status: str
     #: True when the secret went into config.json itself rather than a credential helper.
     stored_unencrypted: bool
+    #: The refresh token the registry gave instead of keeping the password, if any.
+    identity_token: str = ""
 
 
 def login_domain(server: str | None) -> str:
@@ -29,20 +31,27 @@ def login_domain(server: str | None) -> str:
     return docker_hub.DOMAIN if host in docker_hub.ALIASES else host
 
 
-async def login(
-    pool: RegistryPool, config: DockerConfig, server: str | None, credentials: AuthConfig
-) -> LoginOutcome:
+async def check(pool: RegistryPool, server: str | None, credentials: AuthConfig) -> LoginOutcome:
+    """Check ``credentials`` with the registry and keep them nowhere (a daemon's ``/auth``: its
+    client stores them, and sends them with each push)."""
     domain = login_domain(server)
     client = await pool.connect(domain, credentials)
     result = await client.run(login_flow(credentials, protocol.ping_url(client.base)))
-    if result.identity_token:
+    return LoginOutcome(domain, result.status, False, result.identity_token)
+
+
+async def login(
+    pool: RegistryPool, config: DockerConfig, server: str | None, credentials: AuthConfig
+) -> LoginOutcome:
+    checked = await check(pool, server, credentials)
+    if checked.identity_token:
         # As Docker: keep the refresh token the registry gave, not the password.
         credentials = AuthConfig(
-            username=credentials.username, identity_token=result.identity_token
+            username=credentials.username, identity_token=checked.identity_token
         )
-    unencrypted = await config.store(domain, credentials)
-    pool.use_credentials(domain, credentials)
-    return LoginOutcome(domain=domain, status=result.status, stored_unencrypted=unencrypted)
+    unencrypted = await config.store(checked.domain, credentials)
+    pool.use_credentials(checked.domain, credentials)
+    return replace(checked, stored_unencrypted=unencrypted)
 
 
 async def logout(config: DockerConfig, server: str | None) -> str:

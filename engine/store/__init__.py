@@ -3,10 +3,11 @@
 from engine.store.layers import chain_ids
 from engine.store.layout import default_root
 from engine.store.metadata import MAX_METADATA, V2Metadata, check_hmac, compute_hmac
-from engine.store.store import ImageSummary, LayerMetadata, MetadataUpdate, Store
+from engine.store.store import ImageDetails, ImageSummary, LayerMetadata, MetadataUpdate, Store
 
 __all__ = [
     "MAX_METADATA",
+    "ImageDetails",
     "ImageSummary",
     "LayerMetadata",
     "MetadataUpdate",

@@ -71,6 +71,18 @@ class ImageSummary:
     size: int
 
 
+@dataclass(frozen=True)
+class ImageDetails:
+    """What ``docker inspect`` shows of a stored image: its config as stored, its size, and the
+    references naming it (familiar strings: tags, then digest references)."""
+
+    image_id: Digest
+    config: bytes
+    size: int
+    tags: tuple[str, ...]
+    digests: tuple[str, ...]
+
+
 class Store:
     """Images, tags, layers and push metadata under ``root``, laid out as Docker lays them out."""
 
@@ -243,6 +255,20 @@ class Store:
             origin="store",
             names=tuple(familiar_string(r) for r in tags),
         )
+
+    async def inspect(self, text: str) -> ImageDetails:
+        """The image ``text`` names (as ``resolve``), for ``docker inspect``."""
+        return await store_bound(self._inspect, text)
+
+    def _inspect(self, text: str) -> ImageDetails:
+        image_id = self._resolve(text)
+        config = imagedb.read_config(self._layout, image_id)
+        diff_ids = imagedb.config_of(self._layout, image_id, config).diff_ids
+        size = sum(check_layer(self._layout, c).size for c in chain_ids(diff_ids))
+        refs = references.references_to(self._repositories(), image_id)
+        tags = tuple(familiar_string(r) for r in refs if _is_tag(r))
+        digests = tuple(familiar_string(r) for r in refs if r.digest is not None)
+        return ImageDetails(image_id, config, size, tags, digests)
 
     async def images(self) -> list[ImageSummary]:
         """One row per tag (``<none>`` for an untagged image), the newest image first."""

@@ -1,0 +1,337 @@
+"""``hoist serve``: the image part of the Docker Engine API over aiohttp, one ``Engine`` behind it.
+
+Enough of dockerd for ``DOCKER_HOST=unix://… docker push`` and its neighbours (``load``, ``tag``,
+``images``, ``inspect``, ``rmi``, ``login``, ``version``). Every route answers at ``/vN.NN/…``
+and unversioned; every error is Docker's ``{"message": …}``. Written for asyncio (aiohttp's
+server; a push runs as a task the request owns, cancelled when its client goes away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+from aiohttp import web
+
+from engine import logs
+from engine.api import Engine
+from engine.errors import HoistError, ImageNotFoundError
+from engine.progress.events import ProgressEvent, PushEnded
+from engine.progress.jsonstream import LINE_END, encode, messages_for
+from engine.serve import wire
+from engine.store import ImageDetails, ImageSummary
+from engine.temp_names import temp_path
+
+log = logs.get_logger("engine.serve")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Seconds a stopping server lets running requests finish before it cancels them.
+SHUTDOWN_TIMEOUT = 10.0
+#: Bytes read from a ``docker load`` body at a time.
+LOAD_CHUNK = 1 << 20
+_ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
+
+
+#: Exactly this, no charset: the docker CLI compares the header with it to parse a JSON body.
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    text = json.dumps(body, separators=(",", ":")) + "\n"
+    return web.Response(body=text.encode(), status=status, headers=JSON_HEADERS)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return json_response(wire.error_body(message), status)
+
+
+@web.middleware
+async def docker_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Docker's JSON errors for everything that goes wrong; never a traceback."""
+    version, _ = wire.split_version(request.path)
+    try:
+        wire.check_version(version)
+        return await handler(request)
+    except wire.WireError as exc:
+        return error_response(exc.status, exc.message)
+    except web.HTTPNotFound:
+        return error_response(404, "page not found")
+    except web.HTTPMethodNotAllowed:
+        return error_response(501, f"{request.method} {request.path} is not implemented")
+    except web.HTTPException as exc:
+        return error_response(exc.status, exc.reason)
+    except HoistError as exc:
+        return error_response(wire.status_of(exc), str(exc))
+    except Exception:
+        log.exception("request failed", method=request.method, path=request.path)
+        return error_response(500, "internal error: see the hoist serve log")
+
+
+def _engine(request: web.Request) -> Engine:
+    return request.app[_ENGINE]
+
+
+async def ping(request: web.Request) -> web.Response:
+    return web.Response(text="OK", headers=wire.ping_headers())
+
+
+async def version(request: web.Request) -> web.Response:
+    return json_response(wire.version_payload())
+
+
+async def info(request: web.Request) -> web.Response:
+    engine = _engine(request)
+    images = {row.image_id for row in await engine.images()}
+    return json_response(wire.info_payload(str(engine.store.root), len(images)))
+
+
+async def load(request: web.Request) -> web.StreamResponse:
+    """``docker load``: the body to a temp file in the store (never all in memory), then load."""
+    engine = _engine(request)
+    tmp_dir = engine.store.root / "tmp"
+    await anyio.Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+    archive = temp_path(tmp_dir)
+    try:
+        async with await anyio.open_file(archive, "wb") as out:
+            async for chunk in request.content.iter_chunked(LOAD_CHUNK):
+                await out.write(chunk)
+        lines = await engine.load(archive)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            await anyio.Path(archive).unlink()
+    body = "".join(encode({"stream": line + "\n"}) + LINE_END for line in lines)
+    return web.Response(body=body.encode(), headers=JSON_HEADERS)
+
+
+async def tag(request: web.Request) -> web.Response:
+    repo = request.query.get("repo", "")
+    if not repo:
+        raise wire.WireError(400, "repository name (repo) is required")
+    tag_name = request.query.get("tag", "")
+    target = f"{repo}:{tag_name}" if tag_name else repo
+    await _engine(request).tag(request.match_info["name"], target)
+    return web.Response(status=201)
+
+
+async def images(request: web.Request) -> web.Response:
+    rows = await _engine(request).images()
+    return json_response(images_json(rows))
+
+
+def images_json(rows: list[ImageSummary]) -> list[dict[str, Any]]:
+    """``GET /images/json``: one entry per image (its tags together), as dockerd groups them."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = grouped.setdefault(
+            str(row.image_id),
+            {
+                "Id": str(row.image_id),
+                "ParentId": "",
+                "RepoTags": [],
+                "RepoDigests": [],
+                "Created": _unix_time(row.created),
+                "Size": row.size,
+                "SharedSize": -1,
+                "VirtualSize": row.size,
+                "Labels": {},
+                "Containers": -1,
+            },
+        )
+        if row.repository != "<none>" and row.tag != "<none>":
+            entry["RepoTags"].append(f"{row.repository}:{row.tag}")
+    return list(grouped.values())
+
+
+def _unix_time(created: str | None) -> int:
+    if not created:
+        return 0
+    try:
+        return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+async def inspect(request: web.Request) -> web.Response:
+    details = await _engine(request).store.inspect(request.match_info["name"])
+    return json_response(inspect_json(details))
+
+
+def inspect_json(details: ImageDetails) -> dict[str, Any]:
+    """``GET /images/{name}/json``: what the stored config and references say."""
+    try:
+        config = json.loads(details.config)
+    except ValueError:
+        config = {}
+    if not isinstance(config, dict):
+        config = {}
+    found = config.get("rootfs")
+    rootfs: dict[str, Any] = found if isinstance(found, dict) else {}
+    shown: dict[str, Any] = {
+        "Id": str(details.image_id),
+        "RepoTags": list(details.tags),
+        "RepoDigests": list(details.digests),
+        "Parent": "",
+        "Comment": config.get("comment", ""),
+        "Created": config.get("created", ""),
+        "DockerVersion": config.get("docker_version", ""),
+        "Author": config.get("author", ""),
+        "Config": config.get("config"),
+        "Architecture": config.get("architecture", ""),
+        "Os": config.get("os", ""),
+        "Size": details.size,
+        "GraphDriver": {"Name": "hoist", "Data": None},
+        "RootFS": {"Type": rootfs.get("type", "layers"), "Layers": rootfs.get("diff_ids", [])},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    }
+    if config.get("variant"):
+        shown["Variant"] = config["variant"]
+    return shown
+
+
+async def remove(request: web.Request) -> web.Response:
+    lines = await _engine(request).remove(request.match_info["name"])
+    return json_response([wire.removal_record(line) for line in lines])
+
+
+async def auth(request: web.Request) -> web.Response:
+    """``docker login``: check the credentials with the registry; the client stores them."""
+    try:
+        document = await request.json()
+    except ValueError as exc:
+        raise wire.WireError(400, "invalid JSON body") from exc
+    credentials = wire.auth_config_of(document)
+    server = credentials.server_address or None
+    outcome = await _engine(request).login(server, credentials, store=False)
+    return json_response({"Status": outcome.status, "IdentityToken": outcome.identity_token})
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    """``docker push``: Docker's JSON message stream, the push's error in it if it fails."""
+    engine = _engine(request)
+    ref = wire.push_reference(request.match_info["name"], request.query.get("tag", ""))
+    credentials = wire.decode_registry_auth(request.headers.get("X-Registry-Auth"))
+    try:
+        await engine.store.resolve(ref)
+    except ImageNotFoundError as exc:
+        # As dockerd: an image that is not there is an HTTP error, before any stream.
+        raise wire.WireError(
+            404, f"An image does not exist locally with the tag: {wire.familiar(ref)}"
+        ) from exc
+    response = web.StreamResponse(headers=JSON_HEADERS)
+    await response.prepare(request)
+    queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+    task = asyncio.create_task(
+        engine.push(ref, progress=queue, credentials=credentials), name=f"push {ref}"
+    )
+    try:
+        await _stream(queue, response)
+    finally:
+        # A client gone (a failed write, or aiohttp cancelling this handler) cancels the push,
+        # whose cancellation deletes its upload sessions.
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await response.write_eof()
+    return response
+
+
+async def _stream(queue: asyncio.Queue[ProgressEvent], response: web.StreamResponse) -> None:
+    while True:
+        event = await queue.get()
+        for message in messages_for(event):
+            await response.write((encode(message) + LINE_END).encode())
+        if isinstance(event, PushEnded):
+            return
+
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/_ping", ping),
+    ("GET", "/version", version),
+    ("GET", "/info", info),
+    ("POST", "/auth", auth),
+    ("GET", "/images/json", images),
+    ("POST", "/images/load", load),
+    ("POST", "/images/{name:.+}/tag", tag),
+    ("POST", "/images/{name:.+}/push", push),
+    ("GET", "/images/{name:.+}/json", inspect),
+    ("DELETE", "/images/{name:.+}", remove),
+]
+
+
+def make_app(engine: Engine) -> web.Application:
+    # No client_max_size: a load's body is streamed to a file, never read whole.
+    app = web.Application(middlewares=[docker_errors], client_max_size=1 << 20)
+    app[_ENGINE] = engine
+    for method, path, handler in ROUTES:
+        for prefix in ("", r"/v{version:[0-9]+\.[0-9]+}"):
+            app.router.add_route(method, prefix + path, handler)
+    return app
+
+
+def check_socket_free(path: Path) -> None:
+    """Remove a stale socket file left by a server that died; refuse one still served."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise wire.WireError(400, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise wire.WireError(400, f"{path} is in use: another server listens there")
+
+
+async def serve(
+    engine: Engine,
+    address: wire.Address,
+    stop: asyncio.Event,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until ``stop`` is set; then stop accepting, give running requests
+    ``SHUTDOWN_TIMEOUT`` seconds, cancel the rest, and remove the socket file."""
+    runner = web.AppRunner(
+        make_app(engine),
+        access_log=None,  # headers and queries are nobody's business: credentials travel there
+        handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()
+    socket_path = Path(address.path) if address.path is not None else None
+    try:
+        site: web.BaseSite
+        if socket_path is not None:
+            check_socket_free(socket_path)
+            socket_path.parent.mkdir(parents=True, exist_ok=True)
+            site = web.UnixSite(runner, str(socket_path))
+            await site.start()
+            os.chmod(socket_path, 0o660)
+        else:
+            site = web.TCPSite(runner, address.host, address.port)
+            await site.start()
+        log.info("listening", address=str(address))
+        if ready is not None:
+            ready(str(address))
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        if socket_path is not None:
+            socket_path.unlink(missing_ok=True)

@@ -1,0 +1,262 @@
+"""The Docker Engine API's wire format, as pure functions: API versions in paths, the
+``X-Registry-Auth`` header, error bodies, and the ``_ping``, ``/version`` and ``/info`` payloads.
+
+No I/O and no event loop: ``app`` (asyncio, aiohttp) calls these and the unit tests call them
+directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import platform
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import (
+    DigestReferenceError,
+    HoistError,
+    ImageNotFoundError,
+    ImageSourceError,
+    InvalidReferenceError,
+    StoreError,
+    UnauthorizedError,
+    UsageError,
+)
+from engine.reference import familiar_string, parse_normalized_named
+from engine.registry.auth_config import AuthConfig
+from engine.version import VERSION
+
+#: The newest API version served: Docker 28.0's. Clients negotiate down to it from ``_ping``.
+API_VERSION = "1.48"
+#: The oldest version dockerd still accepts.
+MIN_API_VERSION = "1.24"
+
+_VERSIONED = re.compile(r"^/v(\d+\.\d+)(/.*)$")
+
+JSONObject = dict[str, Any]
+
+
+class WireError(Exception):
+    """A request the API refuses: its HTTP status and Docker's one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def split_version(path: str) -> tuple[str | None, str]:
+    """``/v1.47/images/json`` → ``("1.47", "/images/json")``; an unversioned path keeps None."""
+    match = _VERSIONED.match(path)
+    if match is None:
+        return None, path
+    return match.group(1), match.group(2)
+
+
+def check_version(version: str | None) -> None:
+    """Refuse, as dockerd does, a version outside ``MIN_API_VERSION``..``API_VERSION``."""
+    if version is None:
+        return
+    if _ordinal(version) > _ordinal(API_VERSION):
+        raise WireError(
+            400,
+            f"client version {version} is too new. Maximum supported API version is {API_VERSION}",
+        )
+    if _ordinal(version) < _ordinal(MIN_API_VERSION):
+        raise WireError(
+            400,
+            f"client version {version} is too old. Minimum supported API version is "
+            f"{MIN_API_VERSION}, please upgrade your client to a newer version",
+        )
+
+
+def _ordinal(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major), int(minor)
+
+
+def error_body(message: str) -> JSONObject:
+    """Docker's error reply: ``{"message": …}``."""
+    return {"message": message}
+
+
+def decode_registry_auth(header: str | None) -> AuthConfig:
+    """``X-Registry-Auth``: base64url (padded or not) of a JSON AuthConfig; empty is anonymous.
+
+    Raises a 400 ``WireError`` that never quotes the header (it holds a password).
+    """
+    if header is None or not header.strip():
+        return AuthConfig()
+    text = header.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        document = json.loads(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise WireError(400, "invalid X-Registry-Auth header: not base64url-encoded JSON") from exc
+    if not isinstance(document, dict):
+        raise WireError(400, "invalid X-Registry-Auth header: not a JSON object")
+    fields = {
+        "username": document.get("username"),
+        "password": document.get("password"),
+        "identity_token": document.get("identitytoken"),
+        "registry_token": document.get("registrytoken"),
+        "server_address": document.get("serveraddress"),
+    }
+    if not all(value is None or isinstance(value, str) for value in fields.values()):
+        raise WireError(400, "invalid X-Registry-Auth header: a field is not a string")
+    return AuthConfig(**{name: value or "" for name, value in fields.items()})
+
+
+def auth_config_of(document: object) -> AuthConfig:
+    """The JSON body of ``POST /auth`` (Docker's AuthConfig) as credentials."""
+    if not isinstance(document, dict):
+        raise WireError(400, "invalid JSON body: an AuthConfig object was expected")
+    encoded = base64.urlsafe_b64encode(json.dumps(document).encode()).decode()
+    return decode_registry_auth(encoded)
+
+
+def ping_headers() -> dict[str, str]:
+    return {
+        "Api-Version": API_VERSION,
+        "Docker-Experimental": "false",
+        "OSType": "linux",
+        "Cache-Control": "no-cache, no-store, must-revalidate",
+        "Pragma": "no-cache",
+    }
+
+
+def go_arch() -> str:
+    """This machine as Go's GOARCH: ``amd64``, ``arm64``…"""
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(
+        machine, machine
+    )
+
+
+def version_payload() -> JSONObject:
+    """``GET /version``: what ``docker version`` prints as the server's part."""
+    details = {
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": "linux",
+        "Arch": go_arch(),
+        "GoVersion": f"python{platform.python_version()}",
+        "GitCommit": "",
+        "BuildTime": "",
+        "KernelVersion": platform.release(),
+        "Experimental": "false",
+    }
+    return {
+        "Platform": {"Name": "Hoist"},
+        "Components": [{"Name": "Engine", "Version": VERSION, "Details": details}],
+        "Version": VERSION,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": f"python{platform.python_version()}",
+        "Os": "linux",
+        "Arch": go_arch(),
+        "KernelVersion": platform.release(),
+        "BuildTime": "",
+    }
+
+
+def info_payload(root: str, images: int) -> JSONObject:
+    """``GET /info``, minimal: no containers, ever."""
+    return {
+        "ID": "",
+        "Containers": 0,
+        "ContainersRunning": 0,
+        "ContainersPaused": 0,
+        "ContainersStopped": 0,
+        "Images": images,
+        "Driver": "hoist",
+        "DockerRootDir": root,
+        "OSType": "linux",
+        "OperatingSystem": "Hoist",
+        "Architecture": platform.machine(),
+        "KernelVersion": platform.release(),
+        "NCPU": os.cpu_count() or 1,
+        "Name": platform.node(),
+        "ServerVersion": VERSION,
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "ExperimentalBuild": False,
+    }
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where ``hoist serve`` listens: a unix socket path, or a loopback TCP host and port."""
+
+    path: str | None = None
+    host: str = ""
+    port: int = 0
+
+    def __str__(self) -> str:
+        return f"unix://{self.path}" if self.path is not None else f"tcp://{self.host}:{self.port}"
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def parse_address(text: str) -> Address:
+    """``unix:///PATH`` or ``tcp://127.0.0.1:PORT``; any other TCP host is refused, as TLS
+    client certificates (what dockerd wants on a network) are not supported yet."""
+    if text.startswith("unix://"):
+        path = text[len("unix://") :]
+        if not path:
+            raise WireError(400, f"invalid address {text!r}: unix:// needs a path")
+        return Address(path=path)
+    if not text.startswith("tcp://"):
+        raise WireError(400, f"invalid address {text!r}: use unix:///PATH or tcp://127.0.0.1:PORT")
+    host, _, port = text[len("tcp://") :].rstrip("/").rpartition(":")
+    if not port.isdigit() or not host:
+        raise WireError(400, f"invalid address {text!r}: tcp:// needs HOST:PORT")
+    if host not in _LOOPBACK and not host.startswith("127."):
+        raise WireError(
+            400,
+            f"refusing to listen on {host}: only loopback addresses are served, since TLS "
+            "client-certificate authentication (what a network socket needs) is not supported yet",
+        )
+    return Address(host=host.strip("[]"), port=int(port))
+
+
+def status_of(error: HoistError) -> int:
+    """The HTTP status dockerd gives the same failure."""
+    if isinstance(error, ImageNotFoundError):
+        return 404
+    if isinstance(error, InvalidReferenceError | DigestReferenceError | UsageError):
+        return 400
+    if isinstance(error, ImageSourceError):
+        return 400
+    if isinstance(error, UnauthorizedError):
+        return 401
+    if isinstance(error, StoreError) and str(error).startswith("conflict:"):
+        return 409
+    return 500
+
+
+def removal_record(line: str) -> dict[str, str]:
+    """``Untagged: app:v1`` → ``{"Untagged": "app:v1"}`` (``DELETE /images/{name}``)."""
+    key, _, value = line.partition(": ")
+    return {key: value}
+
+
+def push_reference(name: str, tag: str) -> str:
+    """The reference ``POST /images/{name}/push?tag=`` asks for; a digest is refused (400)."""
+    if "@" in name or ":" in tag:
+        raise WireError(400, "cannot push a digest reference")
+    try:
+        parse_normalized_named(name)
+    except InvalidReferenceError as exc:
+        raise WireError(400, str(exc)) from exc
+    return f"{name}:{tag}" if tag else name
+
+
+def familiar(ref: str) -> str:
+    """``docker.io/library/app:v1`` as Docker shows it: ``app:v1``."""
+    return familiar_string(parse_normalized_named(ref))
