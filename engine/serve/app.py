@@ -226,7 +226,7 @@ async def push(request: web.Request) -> web.StreamResponse:
     except ImageNotFoundError as exc:
         # As dockerd: an image that is not there is an HTTP error, before any stream.
         raise wire.WireError(
-            404, f"An image does not exist locally with the tag: {wire.familiar(ref)}"
+            404, f"An image does not exist locally with the tag: {wire.familiar_name(ref)}"
         ) from exc
     response = web.StreamResponse(headers=JSON_HEADERS)
     await response.prepare(request)

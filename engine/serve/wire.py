@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from engine import reference
 from engine.errors import (
     DigestReferenceError,
     HoistError,
@@ -26,7 +27,6 @@ from engine.errors import (
     UnauthorizedError,
     UsageError,
 )
-from engine.reference import familiar_string, parse_normalized_named
 from engine.registry.auth_config import AuthConfig
 from engine.version import VERSION
 
@@ -251,12 +251,12 @@ def push_reference(name: str, tag: str) -> str:
     if "@" in name or ":" in tag:
         raise WireError(400, "cannot push a digest reference")
     try:
-        parse_normalized_named(name)
+        reference.parse_normalized_named(name)
     except InvalidReferenceError as exc:
         raise WireError(400, str(exc)) from exc
     return f"{name}:{tag}" if tag else name
 
 
-def familiar(ref: str) -> str:
-    """``docker.io/library/app:v1`` as Docker shows it: ``app:v1``."""
-    return familiar_string(parse_normalized_named(ref))
+def familiar_name(ref: str) -> str:
+    """``docker.io/library/app:v1`` as Docker names its repository: ``app``."""
+    return reference.familiar_name(reference.parse_normalized_named(ref))

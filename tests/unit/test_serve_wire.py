@@ -1,0 +1,196 @@
+"""The pure parts of ``hoist serve``: API versions, ``X-Registry-Auth``, addresses, errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from engine.errors import (
+    DigestReferenceError,
+    HoistError,
+    ImageNotFoundError,
+    InvalidReferenceError,
+    RegistryError,
+    StoreError,
+    UnauthorizedError,
+)
+from engine.registry.auth_config import AuthConfig
+from engine.serve import wire
+
+
+def _header(document: object, *, padded: bool = True) -> str:
+    encoded = base64.urlsafe_b64encode(json.dumps(document).encode()).decode()
+    return encoded if padded else encoded.rstrip("=")
+
+
+@pytest.mark.parametrize("header", [None, "", "  ", "e30=", "e30"])
+def test_an_empty_registry_auth_is_anonymous(header: str | None) -> None:
+    assert wire.decode_registry_auth(header) == AuthConfig()
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_registry_auth_carries_docker_auth_config(padded: bool) -> None:
+    document = {
+        "username": "ann",
+        "password": "pw?>~",  # base64url's own characters: - and _ instead of + and /
+        "serveraddress": "127.0.0.1:5000",
+        "identitytoken": "",
+        "email": "ignored@example",
+    }
+    decoded = wire.decode_registry_auth(_header(document, padded=padded))
+    assert decoded == AuthConfig(username="ann", password="pw?>~", server_address="127.0.0.1:5000")
+
+
+def test_registry_auth_identity_token() -> None:
+    decoded = wire.decode_registry_auth(_header({"identitytoken": "refresh"}))
+    assert decoded.identity_token == "refresh"
+    assert not decoded.anonymous
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "%%%not-base64%%%",
+        base64.urlsafe_b64encode(b"{not json").decode(),
+        _header(["a", "list"]),
+        _header({"username": 5}),
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+    ],
+)
+def test_a_malformed_registry_auth_is_a_400_that_quotes_nothing(header: str) -> None:
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode_registry_auth(header)
+    assert caught.value.status == 400
+    assert header not in caught.value.message
+    assert caught.value.message.startswith("invalid X-Registry-Auth header")
+
+
+def test_auth_body_is_an_auth_config() -> None:
+    body = {"username": "ann", "password": "pw", "serveraddress": "127.0.0.1:5000"}
+    assert wire.auth_config_of(body) == AuthConfig("ann", "pw", server_address="127.0.0.1:5000")
+    with pytest.raises(wire.WireError):
+        wire.auth_config_of([])
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1.48/images/json", ("1.48", "/images/json")),
+        ("/v1.24/_ping", ("1.24", "/_ping")),
+        ("/images/json", (None, "/images/json")),
+        ("/v1/images/json", (None, "/v1/images/json")),
+    ],
+)
+def test_split_version(path: str, expected: tuple[str | None, str]) -> None:
+    assert wire.split_version(path) == expected
+
+
+@pytest.mark.parametrize("version", [None, "1.24", "1.41", "1.48"])
+def test_versions_in_range_pass(version: str | None) -> None:
+    wire.check_version(version)
+
+
+def test_a_too_new_version_is_refused_as_dockerd_does() -> None:
+    with pytest.raises(wire.WireError) as caught:
+        wire.check_version("1.99")
+    assert caught.value.status == 400
+    assert caught.value.message == (
+        "client version 1.99 is too new. Maximum supported API version is 1.48"
+    )
+
+
+def test_a_too_old_version_is_refused_as_dockerd_does() -> None:
+    with pytest.raises(wire.WireError) as caught:
+        wire.check_version("1.12")
+    assert caught.value.status == 400
+    assert "client version 1.12 is too old. Minimum supported API version is 1.24" in str(
+        caught.value
+    )
+
+
+def test_versions_compare_as_numbers_not_text() -> None:
+    wire.check_version("1.30")  # "1.30" < "1.48" as numbers; "1.5" would be too old
+    with pytest.raises(wire.WireError):
+        wire.check_version("1.5")
+
+
+def test_ping_and_version_payloads() -> None:
+    headers = wire.ping_headers()
+    assert headers["Api-Version"] == wire.API_VERSION
+    assert headers["Docker-Experimental"] == "false"
+    assert headers["OSType"] == "linux"
+    version = wire.version_payload()
+    assert version["ApiVersion"] == wire.API_VERSION
+    assert version["MinAPIVersion"] == wire.MIN_API_VERSION
+    assert version["Os"] == "linux"
+    assert version["Components"][0]["Name"] == "Engine"
+
+
+def test_error_body() -> None:
+    assert wire.error_body("No such image: app:v1") == {"message": "No such image: app:v1"}
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ImageNotFoundError("No such image: x"), 404),
+        (InvalidReferenceError("invalid reference format", "A"), 400),
+        (DigestReferenceError(), 400),
+        (UnauthorizedError("unauthorized", status=401), 401),
+        (StoreError("conflict: unable to delete 0123 (must be forced)"), 409),
+        (StoreError("unreadable"), 500),
+        (RegistryError("connection refused"), 500),
+    ],
+)
+def test_statuses_of_errors(error: HoistError, status: int) -> None:
+    assert wire.status_of(error) == status
+
+
+def test_removal_records() -> None:
+    assert wire.removal_record("Untagged: app:v1") == {"Untagged": "app:v1"}
+    assert wire.removal_record("Deleted: sha256:ab") == {"Deleted": "sha256:ab"}
+
+
+def test_push_reference() -> None:
+    assert wire.push_reference("127.0.0.1:5000/app", "v1") == "127.0.0.1:5000/app:v1"
+    assert wire.push_reference("app", "") == "app"
+    for name, tag in [("app@sha256:" + "a" * 64, ""), ("app", "sha256:" + "a" * 64)]:
+        with pytest.raises(wire.WireError) as caught:
+            wire.push_reference(name, tag)
+        assert caught.value.status == 400
+    with pytest.raises(wire.WireError):
+        wire.push_reference("UPPER", "v1")
+
+
+def test_familiar_name() -> None:
+    assert wire.familiar_name("docker.io/library/app:v1") == "app"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("unix:///run/hoist.sock", wire.Address(path="/run/hoist.sock")),
+        ("tcp://127.0.0.1:2375", wire.Address(host="127.0.0.1", port=2375)),
+        ("tcp://localhost:2375", wire.Address(host="localhost", port=2375)),
+        ("tcp://[::1]:2375", wire.Address(host="::1", port=2375)),
+    ],
+)
+def test_addresses(text: str, expected: wire.Address) -> None:
+    assert wire.parse_address(text) == expected
+    assert str(expected).startswith(text.split(":", 1)[0])
+
+
+@pytest.mark.parametrize("text", ["tcp://0.0.0.0:2375", "tcp://192.168.1.4:2375"])
+def test_a_network_address_is_refused_and_says_why(text: str) -> None:
+    with pytest.raises(wire.WireError) as caught:
+        wire.parse_address(text)
+    assert "only loopback" in caught.value.message
+    assert "TLS" in caught.value.message
+
+
+@pytest.mark.parametrize("text", ["unix://", "http://x", "tcp://127.0.0.1", "tcp://:80"])
+def test_malformed_addresses(text: str) -> None:
+    with pytest.raises(wire.WireError):
+        wire.parse_address(text)
