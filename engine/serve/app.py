@@ -41,6 +41,8 @@ SHUTDOWN_TIMEOUT = 10.0
 #: Bytes read from a ``docker load`` body at a time.
 LOAD_CHUNK = 1 << 20
 _ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
+#: The tasks handling requests now: a stopping server waits for them, then cancels them.
+_RUNNING: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("running", set)
 
 
 #: Exactly this, no charset: the docker CLI compares the header with it to parse a JSON body.
@@ -60,6 +62,10 @@ def error_response(status: int, message: str) -> web.Response:
 async def docker_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Docker's JSON errors for everything that goes wrong; never a traceback."""
     version, _ = wire.split_version(request.path)
+    running = request.app[_RUNNING]
+    task = asyncio.current_task()
+    assert task is not None
+    running.add(task)
     try:
         wire.check_version(version)
         return await handler(request)
@@ -76,6 +82,8 @@ async def docker_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except Exception:
         log.exception("request failed", method=request.method, path=request.path)
         return error_response(500, "internal error: see the hoist serve log")
+    finally:
+        running.discard(task)
 
 
 def _engine(request: web.Request) -> Engine:
@@ -273,9 +281,13 @@ def make_app(engine: Engine) -> web.Application:
     # No client_max_size: a load's body is streamed to a file, never read whole.
     app = web.Application(middlewares=[docker_errors], client_max_size=1 << 20)
     app[_ENGINE] = engine
+    app[_RUNNING] = set()
     for method, path, handler in ROUTES:
         for prefix in ("", r"/v{version:[0-9]+\.[0-9]+}"):
-            app.router.add_route(method, prefix + path, handler)
+            if method == "GET":
+                app.router.add_get(prefix + path, handler)  # HEAD too, as dockerd answers it
+            else:
+                app.router.add_route(method, prefix + path, handler)
     return app
 
 
@@ -300,6 +312,19 @@ def check_socket_free(path: Path) -> None:
     raise wire.WireError(400, f"{path} is in use: another server listens there")
 
 
+async def _finish(running: set[asyncio.Task[Any]]) -> None:
+    """Let running requests end for ``SHUTDOWN_TIMEOUT`` seconds, then cancel them and wait: a
+    push's cancellation deletes its upload sessions, which needs the Engine still open."""
+    if not running:
+        return
+    _, pending = await asyncio.wait(set(running), timeout=SHUTDOWN_TIMEOUT)
+    if pending:
+        log.info("cancelling requests still running", requests=len(pending))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
 async def serve(
     engine: Engine,
     address: wire.Address,
@@ -308,11 +333,14 @@ async def serve(
 ) -> None:
     """Serve until ``stop`` is set; then stop accepting, give running requests
     ``SHUTDOWN_TIMEOUT`` seconds, cancel the rest, and remove the socket file."""
+    app = make_app(engine)
     runner = web.AppRunner(
-        make_app(engine),
+        app,
         access_log=None,  # headers and queries are nobody's business: credentials travel there
         handler_cancellation=True,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # Requests were waited for and cancelled already (see _finish): only idle keep-alive
+        # connections are left to close.
+        shutdown_timeout=1.0,
     )
     await runner.setup()
     socket_path = Path(address.path) if address.path is not None else None
@@ -332,6 +360,9 @@ async def serve(
             ready(str(address))
         await stop.wait()
     finally:
+        for running_site in list(runner.sites):
+            await running_site.stop()
+        await _finish(app[_RUNNING])
         await runner.cleanup()
         if socket_path is not None:
             socket_path.unlink(missing_ok=True)

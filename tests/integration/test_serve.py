@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clients import ROOT, Skopeo
+from tests.support.proxy import FaultPlan, Proxy, running_proxy
 from tests.support.registry import LocalRegistry, SecuredRegistry
 from tests.support.sample import LayerSpec, write_docker_archive
 
@@ -30,6 +31,8 @@ pytestmark = pytest.mark.integration
 
 KiB = 1024
 LAYERS = [LayerSpec(160 * KiB, 1401), LayerSpec(48 * KiB, 1402)]
+#: Several seconds' worth through a throttled proxy.
+BIG = [LayerSpec(3 * 1024 * KiB, 1411), LayerSpec(2 * 1024 * KiB, 1412)]
 
 
 @dataclass
@@ -223,3 +226,137 @@ def test_login_then_push_with_the_clients_credentials(
     assert json.loads(answer.stdout)["Digest"] == digest.group(1)
     for output in (daemon.stop(), pushed, login.stdout, login.stderr, refused.stderr):
         assert secured.password not in output
+
+
+def _http(
+    path: Path, method: str, target: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.0 request over the socket: status, headers (lower-case names), body."""
+    head = [f"{method} {target} HTTP/1.0", "Host: hoist", "Content-Length: 0"]
+    head += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(path))
+        client.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    raw_head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = raw_head.decode().split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in fields.items()}, body
+
+
+def test_ping_at_any_version_and_unversioned(daemon: Daemon) -> None:
+    for target in ("/_ping", "/v1.48/_ping", "/v1.24/_ping"):
+        status, headers, body = _http(daemon.socket, "GET", target)
+        assert (status, body) == (200, b"OK")
+        assert headers["api-version"] == "1.48"
+        assert headers["docker-experimental"] == "false"
+        assert headers["ostype"] == "linux"
+    status, headers, body = _http(daemon.socket, "HEAD", "/_ping")
+    assert (status, body) == (200, b"")
+    assert headers["api-version"] == "1.48"
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "status", "message"),
+    [
+        ("GET", "/v1.48/containers/json", 404, "page not found"),
+        ("GET", "/nothing", 404, "page not found"),
+        ("PUT", "/v1.48/images/load", 501, "PUT /v1.48/images/load is not implemented"),
+        ("GET", "/v1.99/version", 400, "client version 1.99 is too new"),
+        ("GET", "/v1.12/version", 400, "client version 1.12 is too old"),
+        ("GET", "/images/nothing:v1/json", 404, "No such image: nothing:v1"),
+        ("DELETE", "/v1.48/images/nothing:v1", 404, "No such image: nothing:v1"),
+        ("POST", "/images/app:v1/tag", 400, "repository name (repo) is required"),
+        ("POST", "/images/app@sha256:" + "a" * 64 + "/push", 400, "cannot push a digest"),
+        ("POST", "/images/app/push?tag=sha256:" + "a" * 64, 400, "cannot push a digest"),
+    ],
+)
+def test_what_is_not_served_gets_a_docker_error(
+    daemon: Daemon, method: str, target: str, status: int, message: str
+) -> None:
+    got, headers, body = _http(daemon.socket, method, target)
+    assert got == status
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["message"].startswith(message)
+
+
+def test_a_malformed_registry_auth_is_refused_without_quoting_it(
+    daemon: Daemon, archive: Path
+) -> None:
+    daemon.ok("load", "-i", str(archive))
+    header = "c2VjcmV0LXBhc3N3b3Jk!!"
+    status, _, body = _http(
+        daemon.socket, "POST", "/v1.48/images/app/push?tag=v1", {"X-Registry-Auth": header}
+    )
+    assert status == 400
+    message = json.loads(body)["message"]
+    assert message.startswith("invalid X-Registry-Auth header")
+    assert header not in message and header not in daemon.stop()
+
+
+def _push_under_way(daemon: Daemon, target: str) -> subprocess.Popen[str]:
+    """``docker push`` started, reading its stream until a layer is being sent."""
+    env = {**os.environ, "DOCKER_HOST": f"unix://{daemon.socket}"}
+    env["DOCKER_CONFIG"] = str(daemon.docker_config)
+    process = subprocess.Popen(
+        ["docker", "push", target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "Preparing" in line:
+            break
+    time.sleep(0.5)  # some bytes in flight; not an assertion
+    return process
+
+
+def _sessions_all_deleted(proxy: Proxy) -> bool:
+    posted = {e.path for e in proxy.log if e.method == "POST" and e.status == 202}
+    deleted = [e for e in proxy.log if e.method == "DELETE"]
+    return bool(posted) and len(deleted) >= len(posted)
+
+
+def test_a_client_that_disconnects_cancels_its_push(
+    daemon: Daemon, tmp_path: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    write_docker_archive(tmp_path / "big.tar", BIG, ["big:v1"], tmp_path / "big-work")
+    daemon.ok("load", "-i", str(tmp_path / "big.tar"))
+    plan = FaultPlan(rates={"throttle": 1.0}, throttle_rate=256 * KiB, max_faults=100)
+    with running_proxy(registry.host, faults=plan) as proxy:
+        target = f"{proxy.host}/serve/gone:v1"
+        daemon.ok("tag", "big:v1", target)
+        process = _push_under_way(daemon, target)
+        process.kill()
+        process.communicate(timeout=30)
+        deadline = time.monotonic() + 20
+        while not _sessions_all_deleted(proxy) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _sessions_all_deleted(proxy), [(e.method, e.path, e.status) for e in proxy.log]
+        assert not skopeo.manifest_exists(target)
+    assert daemon.ok("version", "--format", "{{.Server.APIVersion}}").strip() == "1.48"
+
+
+def test_sigterm_stops_a_running_push_within_seconds(
+    daemon: Daemon, tmp_path: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    write_docker_archive(tmp_path / "big.tar", BIG, ["big:v1"], tmp_path / "big-work")
+    daemon.ok("load", "-i", str(tmp_path / "big.tar"))
+    plan = FaultPlan(rates={"throttle": 1.0}, throttle_rate=128 * KiB, max_faults=100)
+    with running_proxy(registry.host, faults=plan) as proxy:
+        target = f"{proxy.host}/serve/stopped:v1"
+        daemon.ok("tag", "big:v1", target)
+        process = _push_under_way(daemon, target)
+        sent_at = time.monotonic()
+        log = daemon.stop()  # asserts exit 0 and the socket removed
+        took = time.monotonic() - sent_at
+        process.communicate(timeout=30)
+        assert took < 15, f"hoist serve took {took:.1f} s to stop"
+        assert "Traceback" not in log
+        assert process.returncode != 0
+        assert not skopeo.manifest_exists(target)
+        assert _sessions_all_deleted(proxy)
