@@ -342,15 +342,19 @@ async def serve(
         # connections are left to close.
         shutdown_timeout=1.0,
     )
-    await runner.setup()
     socket_path = Path(address.path) if address.path is not None else None
+    if socket_path is not None:
+        check_socket_free(socket_path)
+    await runner.setup()
+    # Removed at the end only once bound here: a refused start leaves another server's alone.
+    owned: Path | None = None
     try:
         site: web.BaseSite
         if socket_path is not None:
-            check_socket_free(socket_path)
             socket_path.parent.mkdir(parents=True, exist_ok=True)
             site = web.UnixSite(runner, str(socket_path))
             await site.start()
+            owned = socket_path
             os.chmod(socket_path, 0o660)
         else:
             site = web.TCPSite(runner, address.host, address.port)
@@ -364,5 +368,5 @@ async def serve(
             await running_site.stop()
         await _finish(app[_RUNNING])
         await runner.cleanup()
-        if socket_path is not None:
-            socket_path.unlink(missing_ok=True)
+        if owned is not None:
+            owned.unlink(missing_ok=True)

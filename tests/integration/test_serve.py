@@ -360,3 +360,47 @@ def test_sigterm_stops_a_running_push_within_seconds(
         assert process.returncode != 0
         assert not skopeo.manifest_exists(target)
         assert _sessions_all_deleted(proxy)
+
+
+def _serve_once(tmp_path: Path, host: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(ROOT / "cli.py"), "--root", str(tmp_path / "root")]
+    return subprocess.run(
+        [*command, "serve", "--host", host], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_network_address_is_refused_in_one_line(tmp_path: Path) -> None:
+    refused = _serve_once(tmp_path, "tcp://0.0.0.0:2375")
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("Error: refusing to listen on 0.0.0.0: only loopback")
+    assert "TLS" in line
+
+
+def test_a_served_socket_is_not_taken_over(daemon: Daemon, tmp_path: Path) -> None:
+    second = _serve_once(tmp_path / "second", f"unix://{daemon.socket}")
+    assert second.returncode == 1
+    assert (
+        second.stderr.strip() == f"Error: {daemon.socket} is in use: another server listens there"
+    )
+    assert daemon.ok("version", "--format", "{{.Server.APIVersion}}").strip() == "1.48"
+
+
+def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    if shutil.which("docker") is None:
+        pytest.skip("the docker CLI is missing (CI has it): these tests drive hoist serve with it")
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as left:
+        left.bind(str(stale))  # bound, never listening: what a killed server leaves
+    command = [sys.executable, str(ROOT / "cli.py"), "--root", str(tmp_path / "root")]
+    process = subprocess.Popen(
+        [*command, "serve", "--host", f"unix://{stale}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    daemon = Daemon(process, stale, tmp_path / "docker-config")
+    try:
+        _wait_for_ping(daemon)
+    finally:
+        daemon.stop()
