@@ -28,6 +28,7 @@ from engine.api import Engine
 from engine.errors import HoistError, ImageNotFoundError
 from engine.progress.events import ProgressEvent, PushEnded
 from engine.progress.jsonstream import LINE_END, encode, messages_for
+from engine.registry.auth_config import AuthConfig
 from engine.serve import wire
 from engine.store import ImageDetails, ImageSummary
 from engine.temp_names import temp_path
@@ -225,19 +226,42 @@ async def auth(request: web.Request) -> web.Response:
 
 
 async def push(request: web.Request) -> web.StreamResponse:
-    """``docker push``: Docker's JSON message stream, the push's error in it if it fails."""
+    """``docker push``: Docker's JSON message stream, the push's error in it if it fails.
+
+    Without ``tag`` (``docker push --all-tags``) every tag of the repository goes, one after
+    the other in one stream, stopping at the first that fails, as dockerd does.
+    """
     engine = _engine(request)
-    ref = wire.push_reference(request.match_info["name"], request.query.get("tag", ""))
+    name, tag = request.match_info["name"], request.query.get("tag", "")
+    ref = wire.push_reference(name, tag)
     credentials = wire.decode_registry_auth(request.headers.get("X-Registry-Auth"))
+    refs = await _refs_to_push(engine, ref, all_tags=not tag)
+    response = web.StreamResponse(headers=JSON_HEADERS)
+    await response.prepare(request)
+    for one in refs:
+        if not await _push_one(engine, one, credentials, response):
+            break
+    await response.write_eof()
+    return response
+
+
+async def _refs_to_push(engine: Engine, ref: str, *, all_tags: bool) -> list[str]:
+    """As dockerd: an image that is not there is an HTTP error, before any stream."""
     try:
+        if all_tags:
+            return await engine.tags_of(ref)
         await engine.store.resolve(ref)
     except ImageNotFoundError as exc:
-        # As dockerd: an image that is not there is an HTTP error, before any stream.
         raise wire.WireError(
             404, f"An image does not exist locally with the tag: {wire.familiar_name(ref)}"
         ) from exc
-    response = web.StreamResponse(headers=JSON_HEADERS)
-    await response.prepare(request)
+    return [ref]
+
+
+async def _push_one(
+    engine: Engine, ref: str, credentials: AuthConfig, response: web.StreamResponse
+) -> bool:
+    """Stream one push's messages; whether it succeeded."""
     queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
     task = asyncio.create_task(
         engine.push(ref, progress=queue, credentials=credentials), name=f"push {ref}"
@@ -250,8 +274,7 @@ async def push(request: web.Request) -> web.StreamResponse:
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    await response.write_eof()
-    return response
+    return not task.cancelled() and task.exception() is None
 
 
 async def _stream(queue: asyncio.Queue[ProgressEvent], response: web.StreamResponse) -> None:

@@ -404,3 +404,20 @@ def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
         _wait_for_ping(daemon)
     finally:
         daemon.stop()
+
+
+def test_push_all_tags_in_one_stream(
+    daemon: Daemon, archive: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    daemon.ok("load", "-i", str(archive))
+    repository = f"{registry.host}/serve/every"
+    for tag in ("v1", "v2"):
+        daemon.ok("tag", "app:v1", f"{repository}:{tag}")
+    pushed = daemon.ok("push", "--all-tags", repository)
+    digests = re.findall(r"^(v\d): digest: (sha256:[0-9a-f]{64})", pushed, re.MULTILINE)
+    assert [tag for tag, _ in digests] == ["v1", "v2"]
+    for tag, digest in digests:
+        assert skopeo.digest(f"{repository}:{tag}") == digest
+    missing = daemon.docker("push", "--all-tags", f"{registry.host}/serve/none")
+    assert missing.returncode == 1
+    assert "An image does not exist locally with the tag: " in missing.stderr
