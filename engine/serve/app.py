@@ -16,7 +16,6 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from engine.progress.events import ProgressEvent, PushEnded
 from engine.progress.jsonstream import LINE_END, encode, messages_for
 from engine.registry.auth_config import AuthConfig
 from engine.serve import wire
-from engine.store import ImageDetails, ImageSummary
 from engine.temp_names import temp_path
 
 log = logs.get_logger("engine.serve")
@@ -135,77 +133,13 @@ async def tag(request: web.Request) -> web.Response:
 
 async def images(request: web.Request) -> web.Response:
     rows = await _engine(request).images()
-    return json_response(images_json(rows))
-
-
-def images_json(rows: list[ImageSummary]) -> list[dict[str, Any]]:
-    """``GET /images/json``: one entry per image (its tags together), as dockerd groups them."""
-    grouped: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = grouped.setdefault(
-            str(row.image_id),
-            {
-                "Id": str(row.image_id),
-                "ParentId": "",
-                "RepoTags": [],
-                "RepoDigests": [],
-                "Created": _unix_time(row.created),
-                "Size": row.size,
-                "SharedSize": -1,
-                "VirtualSize": row.size,
-                "Labels": {},
-                "Containers": -1,
-            },
-        )
-        if row.repository != "<none>" and row.tag != "<none>":
-            entry["RepoTags"].append(f"{row.repository}:{row.tag}")
-    return list(grouped.values())
-
-
-def _unix_time(created: str | None) -> int:
-    if not created:
-        return 0
-    try:
-        return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        return 0
+    patterns = wire.reference_filters(request.query.get("filters"))
+    return json_response(wire.images_json(rows, patterns))
 
 
 async def inspect(request: web.Request) -> web.Response:
     details = await _engine(request).store.inspect(request.match_info["name"])
-    return json_response(inspect_json(details))
-
-
-def inspect_json(details: ImageDetails) -> dict[str, Any]:
-    """``GET /images/{name}/json``: what the stored config and references say."""
-    try:
-        config = json.loads(details.config)
-    except ValueError:
-        config = {}
-    if not isinstance(config, dict):
-        config = {}
-    found = config.get("rootfs")
-    rootfs: dict[str, Any] = found if isinstance(found, dict) else {}
-    shown: dict[str, Any] = {
-        "Id": str(details.image_id),
-        "RepoTags": list(details.tags),
-        "RepoDigests": list(details.digests),
-        "Parent": "",
-        "Comment": config.get("comment", ""),
-        "Created": config.get("created", ""),
-        "DockerVersion": config.get("docker_version", ""),
-        "Author": config.get("author", ""),
-        "Config": config.get("config"),
-        "Architecture": config.get("architecture", ""),
-        "Os": config.get("os", ""),
-        "Size": details.size,
-        "GraphDriver": {"Name": "hoist", "Data": None},
-        "RootFS": {"Type": rootfs.get("type", "layers"), "Layers": rootfs.get("diff_ids", [])},
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-    }
-    if config.get("variant"):
-        shown["Variant"] = config["variant"]
-    return shown
+    return json_response(wire.inspect_json(details))
 
 
 async def remove(request: web.Request) -> web.Response:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import json
 import os
 import platform
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from engine import reference
@@ -28,6 +30,7 @@ from engine.errors import (
     UsageError,
 )
 from engine.registry.auth_config import AuthConfig
+from engine.store import ImageDetails, ImageSummary
 from engine.version import VERSION
 
 #: The newest API version served: Docker 28.0's. Clients negotiate down to it from ``_ping``.
@@ -260,3 +263,97 @@ def push_reference(name: str, tag: str) -> str:
 def familiar_name(ref: str) -> str:
     """``docker.io/library/app:v1`` as Docker names its repository: ``app``."""
     return reference.familiar_name(reference.parse_normalized_named(ref))
+
+
+def reference_filters(filters: str | None) -> list[str]:
+    """The ``reference`` patterns of ``GET /images/json?filters=`` (``docker images app``):
+    ``{"reference": {"app": true}}``, or the older ``{"reference": ["app"]}``."""
+    if not filters:
+        return []
+    try:
+        document = json.loads(filters)
+    except ValueError as exc:
+        raise WireError(400, "invalid filter: not JSON") from exc
+    if not isinstance(document, dict):
+        raise WireError(400, "invalid filter: not a JSON object")
+    found = document.get("reference") or []
+    patterns = list(found) if isinstance(found, dict | list) else []
+    if not all(isinstance(pattern, str) for pattern in patterns):
+        raise WireError(400, "invalid filter: a reference pattern is not a string")
+    return patterns
+
+
+def _matches(repository: str, tag: str, patterns: list[str]) -> bool:
+    # As dockerd: a pattern matches the familiar name, or the familiar name and tag.
+    return not patterns or any(
+        fnmatch.fnmatchcase(repository, p) or fnmatch.fnmatchcase(f"{repository}:{tag}", p)
+        for p in patterns
+    )
+
+
+def images_json(rows: list[ImageSummary], patterns: list[str] | None = None) -> list[JSONObject]:
+    """``GET /images/json``: one entry per image (its tags together), as dockerd groups them;
+    with ``patterns``, only the tags that match them, and the images that keep one."""
+    grouped: dict[str, JSONObject] = {}
+    for row in rows:
+        if not _matches(row.repository, row.tag, patterns or []):
+            continue
+        entry = grouped.setdefault(
+            str(row.image_id),
+            {
+                "Id": str(row.image_id),
+                "ParentId": "",
+                "RepoTags": [],
+                "RepoDigests": [],
+                "Created": _unix_time(row.created),
+                "Size": row.size,
+                "SharedSize": -1,
+                "VirtualSize": row.size,
+                "Labels": {},
+                "Containers": -1,
+            },
+        )
+        if row.repository != "<none>" and row.tag != "<none>":
+            entry["RepoTags"].append(f"{row.repository}:{row.tag}")
+    return list(grouped.values())
+
+
+def _unix_time(created: str | None) -> int:
+    if not created:
+        return 0
+    try:
+        return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def inspect_json(details: ImageDetails) -> JSONObject:
+    """``GET /images/{name}/json``: what the stored config and references say."""
+    try:
+        config = json.loads(details.config)
+    except ValueError:
+        config = {}
+    if not isinstance(config, dict):
+        config = {}
+    found = config.get("rootfs")
+    rootfs: dict[str, Any] = found if isinstance(found, dict) else {}
+    shown: JSONObject = {
+        "Id": str(details.image_id),
+        "RepoTags": list(details.tags),
+        "RepoDigests": list(details.digests),
+        "Parent": "",
+        "Comment": config.get("comment", ""),
+        "Created": config.get("created", ""),
+        "DockerVersion": config.get("docker_version", ""),
+        "Author": config.get("author", ""),
+        "Config": config.get("config"),
+        "Architecture": config.get("architecture", ""),
+        "Os": config.get("os", ""),
+        "Size": details.size,
+        "GraphDriver": {"Name": "hoist", "Data": None},
+        "RootFS": {"Type": rootfs.get("type", "layers"), "Layers": rootfs.get("diff_ids", [])},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    }
+    if config.get("variant"):
+        shown["Variant"] = config["variant"]
+    return shown

@@ -131,7 +131,8 @@ def test_socket_is_group_only(daemon: Daemon) -> None:
     assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o660
 
 
-def test_version_shows_the_server(daemon: Daemon) -> None:
+def test_version_and_info_show_the_server(daemon: Daemon) -> None:
+    assert daemon.ok("info", "--format", "{{.ServerVersion}} {{.Images}}").split()[1] == "0"
     out = daemon.ok("version")
     assert "Server: Hoist" in out
     assert re.search(r"API version:\s+1\.48 \(minimum version 1\.24\)", out)
@@ -147,6 +148,8 @@ def test_load_tag_images_inspect_push_rmi(
     listed = daemon.ok("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").splitlines()
     assert {line.split()[0] for line in listed} == {"app:v1", target}
     assert len({line.split()[1] for line in listed}) == 1
+    only = daemon.ok("images", "--format", "{{.Repository}}:{{.Tag}}", "app")
+    assert only.split() == ["app:v1"]
 
     [inspected] = json.loads(daemon.ok("image", "inspect", "app:v1"))
     assert sorted(inspected["RepoTags"]) == sorted(["app:v1", target])

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from engine.digest import Digest
 from engine.errors import (
     DigestReferenceError,
     HoistError,
@@ -18,6 +19,7 @@ from engine.errors import (
 )
 from engine.registry.auth_config import AuthConfig
 from engine.serve import wire
+from engine.store import ImageDetails, ImageSummary
 
 
 def _header(document: object, *, padded: bool = True) -> str:
@@ -194,3 +196,67 @@ def test_a_network_address_is_refused_and_says_why(text: str) -> None:
 def test_malformed_addresses(text: str) -> None:
     with pytest.raises(wire.WireError):
         wire.parse_address(text)
+
+
+def _summary(repository: str, tag: str, image: str, created: str | None = None) -> ImageSummary:
+    return ImageSummary(repository, tag, Digest("sha256:" + image * 64), created, 1000)
+
+
+def test_images_group_tags_by_image() -> None:
+    rows = [
+        _summary("app", "v1", "a", "2024-01-01T00:00:00Z"),
+        _summary("127.0.0.1:5000/app", "v1", "a", "2024-01-01T00:00:00Z"),
+        _summary("<none>", "<none>", "b", "not a time"),
+    ]
+    listed = wire.images_json(rows)
+    assert [entry["RepoTags"] for entry in listed] == [["app:v1", "127.0.0.1:5000/app:v1"], []]
+    assert listed[0]["Id"] == "sha256:" + "a" * 64
+    assert listed[0]["Created"] == 1704067200
+    assert listed[1]["Created"] == 0
+    assert listed[0]["Size"] == 1000
+
+
+def test_images_reference_filter() -> None:
+    rows = [_summary("app", "v1", "a"), _summary("app", "v2", "a"), _summary("other", "v1", "b")]
+    assert wire.reference_filters('{"reference": {"app": true}}') == ["app"]
+    assert wire.reference_filters('{"reference": ["app:v*"]}') == ["app:v*"]
+    assert wire.reference_filters(None) == []
+    only_app = wire.images_json(rows, ["app"])
+    assert [entry["RepoTags"] for entry in only_app] == [["app:v1", "app:v2"]]
+    assert [e["RepoTags"] for e in wire.images_json(rows, ["*:v1"])] == [["app:v1"], ["other:v1"]]
+    for bad in ("{", "[]", '{"reference": [1]}'):
+        with pytest.raises(wire.WireError):
+            wire.reference_filters(bad)
+
+
+def test_inspect_shows_what_the_config_says() -> None:
+    config = {
+        "architecture": "arm64",
+        "variant": "v8",
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
+        "config": {"Env": ["A=1"]},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "c" * 64]},
+    }
+    details = ImageDetails(
+        Digest("sha256:" + "a" * 64),
+        json.dumps(config).encode(),
+        42,
+        ("app:v1",),
+        ("app@sha256:" + "d" * 64,),
+    )
+    shown = wire.inspect_json(details)
+    assert shown["Id"] == "sha256:" + "a" * 64
+    assert shown["RepoTags"] == ["app:v1"]
+    assert shown["RepoDigests"] == ["app@sha256:" + "d" * 64]
+    assert (shown["Os"], shown["Architecture"], shown["Variant"]) == ("linux", "arm64", "v8")
+    assert shown["RootFS"] == {"Type": "layers", "Layers": ["sha256:" + "c" * 64]}
+    assert shown["Size"] == 42
+    assert shown["Config"] == {"Env": ["A=1"]}
+
+
+def test_inspect_of_an_odd_config_still_answers() -> None:
+    for raw in (b"not json", b"[]", b'{"rootfs": 5}'):
+        shown = wire.inspect_json(ImageDetails(Digest("sha256:" + "a" * 64), raw, 0, (), ()))
+        assert shown["RootFS"] == {"Type": "layers", "Layers": []}
+        assert "Variant" not in shown
