@@ -235,7 +235,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
 
 
 def make_app(engine: Engine) -> web.Application:
-    # No client_max_size: a load's body is streamed to a file, never read whole.
+    # client_max_size bounds the bodies read whole (/auth's JSON); a load's body is streamed
+    # to a file, which it does not limit.
     app = web.Application(middlewares=[docker_errors], client_max_size=1 << 20)
     app[_ENGINE] = engine
     app[_RUNNING] = set()
