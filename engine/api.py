@@ -41,7 +41,7 @@ from engine.progress.events import (
     discard,
 )
 from engine.push.encode import COMPRESSOR
-from engine.push.ledger import BlobLedger
+from engine.push.ledger import BlobLedger, UnderWay
 from engine.push.pusher import Pusher
 from engine.push.result import PushResult
 from engine.push.upload import UploadOptions
@@ -76,7 +76,7 @@ class _Run:
     (``hoist serve``) would otherwise answer from stale knowledge."""
 
     #: The blobs placed: the batch's pushes mount from each other.
-    ledger: BlobLedger = field(default_factory=BlobLedger)
+    ledger: BlobLedger
     #: Per registry, whether the relogin callback gave credentials: asked once per run.
     relogins: dict[str, bool] = field(default_factory=dict)
 
@@ -123,6 +123,8 @@ class Engine:
         self._opened = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._relogin_lock = asyncio.Lock()
+        # Placements under way in any run: concurrent pushes of one blob send it once.
+        self._under_way: UnderWay = {}
         self.transfers = TransferManager(max_concurrent_uploads or DEFAULT_MAX_CONCURRENT_UPLOADS)
         self.pool = RegistryPool(
             insecure_registries=self._insecure_registries,
@@ -258,7 +260,7 @@ class Engine:
         this push alone, instead of config.json's, and no re-login is asked for.
         """
         sink = _sink(progress)
-        run = _current_run.set(_current_run.get() or _Run())
+        run = _current_run.set(_current_run.get() or _Run(BlobLedger(self._under_way)))
         try:
             await self._open()
             named = parse_normalized_named(ref)
@@ -352,7 +354,7 @@ class Engine:
                 return BatchItem(ref, error=exc)
 
         # The batch's pushes share one run: each task copies this context when it starts.
-        run = _current_run.set(_Run())
+        run = _current_run.set(_Run(BlobLedger(self._under_way)))
         try:
             async with self.store.batched_records():
                 return await gather([partial(one, i, ref) for i, ref in enumerate(refs)])

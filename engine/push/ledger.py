@@ -3,7 +3,12 @@
 When two pushes of one run need the same blob (a layer, or the config of one image pushed under
 several names) in two repositories of a registry, the first uploads it and the second waits,
 then mounts it from the first's repository; a third that needs it in a repository where it was
-already placed needs no request at all. Written for asyncio: a placement is a future that the
+already placed needs no request at all.
+
+Pushes of other runs through the same Engine (``hoist serve``'s clients) see only what is under
+way (``UnderWay``): a blob another run is placing right now is waited for and mounted, but once
+placed it is forgotten there, since what another run placed may be deleted before this one
+looks (a HEAD or a mount finds out). Written for asyncio: a placement is a future that the
 push placing the blob settles itself (no task is started), and others wait on.
 """
 
@@ -44,12 +49,16 @@ class Placing:
 
 _Key = tuple[str, str]
 
+#: The placements under way in every run of one Engine, by registry and content.
+UnderWay = dict[_Key, asyncio.Future[Placement]]
+
 
 class BlobLedger:
-    def __init__(self) -> None:
+    def __init__(self, under_way: UnderWay | None = None) -> None:
         # The first placement of each blob in each registry, and its placement per repository.
         self._anywhere: dict[_Key, asyncio.Future[Placement]] = {}
         self._here: dict[tuple[str, str, str], asyncio.Future[Placement]] = {}
+        self._under_way = under_way if under_way is not None else {}
 
     @asynccontextmanager
     async def placing(
@@ -92,11 +101,28 @@ class BlobLedger:
         while True:
             first = self._anywhere.get(key)
             if first is None or _failed(first):
+                other = self._under_way.get(key)
+                if other is not None and not other.done():
+                    placed = await _settled(other, on_wait)  # another run's, right now
+                    if placed is not None:
+                        return placed
+                    continue
                 self._anywhere[key] = claim
+                self._announce(key, claim)
                 return None
             placed = await _settled(first, on_wait)
             if placed is not None:
                 return placed
+
+    def _announce(self, key: _Key, claim: asyncio.Future[Placement]) -> None:
+        """Show other runs this placement while it is under way, and only then."""
+        self._under_way[key] = claim
+
+        def ended(_: asyncio.Future[Placement]) -> None:
+            if self._under_way.get(key) is claim:
+                del self._under_way[key]
+
+        claim.add_done_callback(ended)
 
     def disown(self, registry: str, repository: str) -> None:
         """Forget every finished placement into ``repository``: the registry refused a manifest

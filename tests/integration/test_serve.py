@@ -424,3 +424,30 @@ def test_push_all_tags_in_one_stream(
     missing = daemon.docker("push", "--all-tags", f"{registry.host}/serve/none")
     assert missing.returncode == 1
     assert "An image does not exist locally with the tag: " in missing.stderr
+
+
+def test_two_clients_pushing_images_that_share_layers_send_each_layer_once(
+    daemon: Daemon, archive: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    daemon.ok("load", "-i", str(archive))
+    targets = [f"{registry.host}/serve/{name}:v1" for name in ("one", "two")]
+    for target in targets:
+        daemon.ok("tag", "app:v1", target)
+    env = {**os.environ, "DOCKER_HOST": f"unix://{daemon.socket}"}
+    env["DOCKER_CONFIG"] = str(daemon.docker_config)
+
+    clients = [
+        subprocess.Popen(["docker", "push", t], stdout=subprocess.PIPE, text=True, env=env)
+        for t in targets
+    ]
+    outputs = [client.communicate(timeout=300)[0] for client in clients]
+
+    assert [client.returncode for client in clients] == [0, 0], outputs
+    # One upload per layer for both: the other client's push mounts what the first one sent.
+    together = "\n".join(outputs)
+    assert together.count(": Pushed") == len(LAYERS), together
+    assert len(re.findall(r": Mounted from serve/(one|two)$", together, re.MULTILINE)) == len(
+        LAYERS
+    ), together
+    digests = {skopeo.digest(target) for target in targets}
+    assert len(digests) == 1, "the same manifest in both repositories"

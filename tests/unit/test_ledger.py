@@ -8,7 +8,7 @@ import pytest
 
 from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.push.ledger import BlobLedger, Placement, Placing
+from engine.push.ledger import BlobLedger, Placement, Placing, UnderWay
 
 pytestmark = pytest.mark.anyio
 
@@ -107,3 +107,29 @@ async def test_a_disowned_repository_is_no_evidence_for_later_pushes(anyio_backe
         again.record(BLOB)
     async with ledger.placing(REGISTRY, "b", CONTENT) as other:
         assert other.here == Placement(BLOB, "b")  # another repository's placement still stands
+
+
+async def test_another_run_waits_for_a_placement_under_way_and_only_while_it_is(
+    anyio_backend: str,
+) -> None:
+    under_way: UnderWay = {}
+    mine, theirs = BlobLedger(under_way), BlobLedger(under_way)
+    seen: list[tuple[str, Placing]] = []
+    go = asyncio.Event()
+
+    first = asyncio.create_task(_place(mine, "a", seen, go))
+    await asyncio.sleep(0)  # placing into "a" now, in the first run
+    second = asyncio.create_task(_place(theirs, "b", seen, go))
+    await asyncio.sleep(0)
+    go.set()
+    await asyncio.gather(first, second)
+
+    assert [(repo, p.elsewhere) for repo, p in seen] == [
+        ("a", None),
+        ("b", Placement(BLOB, "a")),  # waited, then mounts from the other run's repository
+    ]
+    assert under_way == {}, "a finished placement is no other run's evidence"
+
+    later, later_seen = BlobLedger(under_way), []
+    await _place(later, "c", later_seen, go)
+    assert later_seen[0][1].elsewhere is None, "a later run finds out for itself"
