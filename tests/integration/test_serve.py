@@ -451,3 +451,24 @@ def test_two_clients_pushing_images_that_share_layers_send_each_layer_once(
     ), together
     digests = {skopeo.digest(target) for target in targets}
     assert len(digests) == 1, "the same manifest in both repositories"
+
+
+def test_docker_py_loads_tags_and_pushes_through_hoist_serve(
+    daemon: Daemon, archive: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    import docker  # the Docker SDK for Python (docker-py), as programs use it
+
+    client = docker.DockerClient(base_url=f"unix://{daemon.socket}", version="auto")
+    try:
+        assert client.version()["ApiVersion"] == "1.48"
+        [image] = client.images.load(archive.read_bytes())
+        target = f"{registry.host}/serve/py"
+        assert image.tag(target, tag="v1")
+        messages = list(client.images.push(target, tag="v1", stream=True, decode=True))
+        assert not [m for m in messages if "error" in m or "errorDetail" in m], messages
+        [aux] = [m["aux"] for m in messages if "aux" in m]
+        assert aux["Tag"] == "v1" and aux["Digest"] == skopeo.digest(f"{target}:v1")
+        assert {m["status"] for m in messages if "id" in m} >= {"Preparing", "Pushed"}
+        assert f"{target}:v1" in client.images.get(f"{target}:v1").tags
+    finally:
+        client.close()
