@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from engine.errors import HoistError
     from engine.progress.events import ProgressEvent
     from engine.registry.auth_config import AuthConfig
+    from engine.serve.app import TLSVerify
     from engine.store import ImageSummary
 
 EXIT_ERROR = 1
@@ -152,8 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
         "-H",
         "--host",
         metavar="ADDRESS",
-        help="unix:///PATH.sock or tcp://127.0.0.1:PORT (default unix://ROOT/hoist.sock)",
+        help="unix:///PATH.sock or tcp://HOST:PORT (default unix://ROOT/hoist.sock); a TCP "
+        "host that is not loopback needs --tlsverify",
     )
+    serve.add_argument(
+        "--tlsverify",
+        action="store_true",
+        help="serve TCP over TLS to clients with a certificate of --tlscacert (as dockerd)",
+    )
+    for flag, what in (("--tlscacert", "the CA clients' certificates must chain to"),
+                       ("--tlscert", "the server's certificate"),
+                       ("--tlskey", "the server's private key")):  # fmt: skip
+        serve.add_argument(flag, metavar="FILE", help=f"with --tlsverify: {what} (PEM)")
     serve.set_defaults(run=_serve)
     return parser
 
@@ -448,10 +459,14 @@ async def _serve(args: argparse.Namespace) -> int:
     from engine.serve import app, wire
 
     engine = _engine(args)
+    tls = _tls_verify(args)
+    default = f"unix://{engine.store.root / 'hoist.sock'}"
     try:
-        address = wire.parse_address(args.host or f"unix://{engine.store.root / 'hoist.sock'}")
+        address = wire.parse_address(args.host or default, tls_verify=tls is not None)
     except wire.WireError as exc:
         raise UsageError(exc.message) from exc
+    if tls is not None and address.path is not None:
+        raise UsageError("--tlsverify serves a tcp:// address, not a unix socket")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -463,10 +478,26 @@ async def _serve(args: argparse.Namespace) -> int:
 
     async with engine:
         try:
-            await app.serve(engine, address, stop, ready)
+            await app.serve(engine, address, stop, ready, tls)
         except wire.WireError as exc:
             raise UsageError(exc.message) from exc
     return 0
+
+
+def _tls_verify(args: argparse.Namespace) -> TLSVerify | None:
+    from pathlib import Path
+
+    from engine.errors import UsageError
+    from engine.serve.app import TLSVerify
+
+    files = (args.tlscacert, args.tlscert, args.tlskey)
+    if not args.tlsverify:
+        if any(files):
+            raise UsageError("--tlscacert, --tlscert and --tlskey go with --tlsverify")
+        return None
+    if not all(files):
+        raise UsageError("--tlsverify needs --tlscacert, --tlscert and --tlskey")
+    return TLSVerify(*(Path(name) for name in files))
 
 
 def _import_aiohttp_without_default_trust() -> None:

@@ -14,8 +14,10 @@ import errno
 import json
 import os
 import socket
+import ssl
 import stat
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from aiohttp import web
 
 from engine import logs
 from engine.api import Engine
-from engine.errors import HoistError, ImageNotFoundError
+from engine.errors import HoistError, ImageNotFoundError, TLSConfigError
 from engine.progress.events import ProgressEvent, PushEnded
 from engine.progress.jsonstream import LINE_END, encode, messages_for
 from engine.registry.auth_config import AuthConfig
@@ -283,11 +285,34 @@ async def _finish(running: set[asyncio.Task[Any]]) -> None:
     await asyncio.gather(*pending, return_exceptions=True)
 
 
+@dataclass(frozen=True)
+class TLSVerify:
+    """dockerd's ``--tlsverify``: the server's certificate and key, and the CA whose
+    certificates clients must show."""
+
+    ca: Path
+    certificate: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        """Reads the files: call it off the event loop."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.certificate, self.key)
+            context.load_verify_locations(cafile=self.ca)
+        except (OSError, ssl.SSLError) as error:
+            raise TLSConfigError(f"cannot serve TLS with {self.certificate}: {error}") from error
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+
 async def serve(
     engine: Engine,
     address: wire.Address,
     stop: asyncio.Event,
     ready: Callable[[str], None] | None = None,
+    tls: TLSVerify | None = None,
 ) -> None:
     """Serve until ``stop`` is set; then stop accepting, give running requests
     ``SHUTDOWN_TIMEOUT`` seconds, cancel the rest, and remove the socket file."""
@@ -315,7 +340,8 @@ async def serve(
             owned = socket_path
             os.chmod(socket_path, 0o660)
         else:
-            site = web.TCPSite(runner, address.host, address.port)
+            context = None if tls is None else await anyio.to_thread.run_sync(tls.context)
+            site = web.TCPSite(runner, address.host, address.port, ssl_context=context)
             await site.start()
         log.info("listening", address=str(address))
         if ready is not None:

@@ -26,6 +26,7 @@ from tests.support.clients import ROOT, Skopeo
 from tests.support.proxy import FaultPlan, Proxy, running_proxy
 from tests.support.registry import LocalRegistry, SecuredRegistry
 from tests.support.sample import LayerSpec, write_docker_archive
+from tests.support.tls import CertificateAuthority
 
 pytestmark = pytest.mark.integration
 
@@ -376,8 +377,7 @@ def test_a_network_address_is_refused_in_one_line(tmp_path: Path) -> None:
     refused = _serve_once(tmp_path, "tcp://0.0.0.0:2375")
     assert refused.returncode == 1
     [line] = refused.stderr.splitlines()
-    assert line.startswith("Error: refusing to listen on 0.0.0.0: only loopback")
-    assert "TLS" in line
+    assert line.startswith("Error: refusing to listen on 0.0.0.0 without --tlsverify")
 
 
 def test_a_served_socket_is_not_taken_over(daemon: Daemon, tmp_path: Path) -> None:
@@ -472,3 +472,51 @@ def test_docker_py_loads_tags_and_pushes_through_hoist_serve(
         assert f"{target}:v1" in client.images.get(f"{target}:v1").tags
     finally:
         client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_tlsverify_serves_only_clients_with_a_certificate_of_its_ca(tmp_path: Path) -> None:
+    if shutil.which("docker") is None:
+        pytest.skip("the docker CLI is missing (CI has it): this test drives hoist serve with it")
+    ca = CertificateAuthority(tmp_path / "ca")
+    server, client = ca.issue_server(), ca.issue_client()
+    certs = tmp_path / "client-certs"  # what DOCKER_CERT_PATH holds, under docker's names
+    certs.mkdir()
+    for name, source in (("ca.pem", ca.certificate), ("cert.pem", client.certificate),
+                         ("key.pem", client.key)):  # fmt: skip
+        (certs / name).write_bytes(source.read_bytes())
+    port = _free_port()
+    command = [sys.executable, str(ROOT / "cli.py"), "--root", str(tmp_path / "root"), "serve"]
+    tls = ["--tlsverify", "--tlscacert", str(ca.certificate)]
+    tls += ["--tlscert", str(server.certificate), "--tlskey", str(server.key)]
+    process = subprocess.Popen(
+        [*command, "--host", f"tcp://127.0.0.1:{port}", *tls], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        assert "listening on" in process.stderr.readline()
+        docker_env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{port}"}
+        docker_env["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
+
+        def docker(**env: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["docker", "version", "--format", "{{.Server.Version}}"],
+                env={**docker_env, **env}, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+
+        verified = docker(DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(certs))
+        assert verified.returncode == 0 and verified.stdout.strip(), verified.stderr
+        assert docker().returncode != 0, "plain HTTP is not served"
+        (certs / "cert.pem").unlink()
+        (certs / "key.pem").unlink()
+        assert docker(DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(certs)).returncode != 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
