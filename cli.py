@@ -7,7 +7,6 @@ Heavy modules are imported inside the commands so that ``hoist --help`` stays in
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import os
@@ -17,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from engine.api import BatchItem, Engine
     from engine.errors import HoistError
     from engine.progress.events import ProgressEvent
@@ -200,6 +201,8 @@ def _engine(args: argparse.Namespace) -> Engine:
 
 
 async def _push(args: argparse.Namespace) -> int:
+    import asyncio
+
     import anyio
 
     from engine.concurrency import gather
@@ -298,6 +301,7 @@ async def _prompt_relogin(domain: str) -> AuthConfig | None:
 
 async def _ask_on_terminal(username: str | None) -> tuple[str, str]:
     """Prompt in a daemon thread: Ctrl-C must not wait for a half-typed answer."""
+    import asyncio
     import threading
 
     loop = asyncio.get_running_loop()
@@ -455,6 +459,8 @@ async def _rmi(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from engine.errors import UsageError
     from engine.serve import app, wire
 
@@ -541,6 +547,9 @@ def _start_up() -> None:
 
 
 def _run(command: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
+    # Here, not at the top: ``hoist --version`` and ``--help`` need no event loop.
+    import asyncio
+
     _start_up()
     from engine import logs
     from engine.errors import HoistError
@@ -559,6 +568,8 @@ async def _until_signalled(
     command: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace
 ) -> int:
     """Run ``command``; SIGTERM cancels it as Ctrl-C does (cleanup runs, exit 130)."""
+    import asyncio
+
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)

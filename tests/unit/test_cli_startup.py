@@ -30,3 +30,22 @@ def test_aiohttp_defaults_trust_nothing_and_ssl_is_left_as_it_was() -> None:
     probe = json.loads(out.stdout)
     expected = {"patch_undone": True, "aiohttp_default_cas": 0, "aiohttp_default_verifies": True}
     assert probe == expected
+
+
+def test_version_and_help_import_no_event_loop_and_no_engine() -> None:
+    # What a command that pushes nothing costs at start-up: none of asyncio, aiohttp, the engine.
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['hoist', sys.argv[1]]\n"
+        "try:\n"
+        "    runpy.run_path('cli.py', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('asyncio', 'aiohttp', 'engine.api') if m in sys.modules]\n"
+        "print(heavy, file=sys.stderr)\n"
+    )
+    for flag in ("--version", "--help"):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, flag], cwd=ROOT, capture_output=True, text=True
+        )
+        assert out.stderr.strip().splitlines()[-1] == "[]", (flag, out.stderr)
