@@ -730,7 +730,7 @@ async def test_corrupt_json_is_a_store_error_naming_the_file(
     with pytest.raises(StoreError, match=str(repositories)):
         await store.resolve("app")
 
-    # What a push reads takes a damaged record for none (test_push_knowledge_…); the reader
+    # What a push reads takes a damaged record for none (test_layer_metadata_…); the reader
     # underneath still says which file it could not read.
     damaged = store.root / "distribution" / "v2metadata-by-diffid" / "sha256" / sha256(APP).hex
     damaged.parent.mkdir(parents=True)
@@ -873,7 +873,7 @@ async def test_concurrent_imports_of_one_image_in_one_process(
 
 
 @pytest.mark.anyio
-async def test_push_knowledge_round_trip_and_damage_is_no_record(tmp_path: Path) -> None:
+async def test_layer_metadata_round_trip_and_damage_is_no_record(tmp_path: Path) -> None:
     store = Store(tmp_path / "root")
     diff_id = Digest.of(b"layer")
     other = Digest.of(b"other layer")
