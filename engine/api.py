@@ -9,7 +9,6 @@ run as a task group (``concurrency.gather``).
 from __future__ import annotations
 
 import asyncio
-import platform as platform_module
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
@@ -30,6 +29,7 @@ from engine.errors import (
     UnauthorizedError,
     UsageError,
 )
+from engine.host import host_platform
 from engine.image.base import SourceIndex
 from engine.progress.events import (
     Message,
@@ -458,15 +458,6 @@ def _run() -> _Run:
     run = _current_run.get()
     assert run is not None, "push and push_many set the run before anything reads it"
     return run
-
-
-def host_platform() -> str:
-    """This machine as an OCI platform: ``linux/amd64``, ``linux/arm64``…"""
-    machine = platform_module.machine().lower()
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm/v7", "i686": "386"}.get(
-        machine, machine
-    )
-    return f"{platform_module.system().lower()}/{arch}"
 
 
 def _sink(progress: ProgressTarget) -> ProgressSink:

@@ -29,6 +29,7 @@ from engine.errors import (
     UnauthorizedError,
     UsageError,
 )
+from engine.host import go_arch
 from engine.registry.auth_config import AuthConfig
 from engine.store import ImageDetails, ImageSummary
 from engine.version import VERSION
@@ -130,14 +131,6 @@ def ping_headers() -> dict[str, str]:
         "Cache-Control": "no-cache, no-store, must-revalidate",
         "Pragma": "no-cache",
     }
-
-
-def go_arch() -> str:
-    """This machine as Go's GOARCH: ``amd64``, ``arm64``…"""
-    machine = platform.machine().lower()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(
-        machine, machine
-    )
 
 
 def version_payload() -> JSONObject:
