@@ -132,15 +132,20 @@ def _basic(username: str, password: str) -> str:
     return base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
+async def _write_archive(tmp_path: Path, target: str) -> None:
+    """``i.tar`` in ``tmp_path``: a docker-archive of the sample layers, named ``target``."""
+    await anyio.to_thread.run_sync(
+        lambda: write_docker_archive(tmp_path / "i.tar", LAYERS, [target], tmp_path / "work")
+    )
+
+
 @pytest.mark.anyio
 async def test_relogin_callback_supplies_new_credentials(
     basic_auth_registry: SecuredRegistry, tmp_path: Path, anyio_backend: str
 ) -> None:
     secured = basic_auth_registry
     target = f"{secured.host}/basic/relogin:v1"
-    await anyio.to_thread.run_sync(
-        lambda: write_docker_archive(tmp_path / "i.tar", LAYERS, [target], tmp_path / "work")
-    )
+    await _write_archive(tmp_path, target)
     asked: list[str] = []
 
     async def relogin(domain: str) -> AuthConfig:
@@ -165,9 +170,7 @@ async def test_a_long_lived_engine_asks_for_credentials_again_in_a_later_push(
     # keeps one Engine while credentials are renewed.
     secured = basic_auth_registry
     target = f"{secured.host}/basic/renewed:v1"
-    await anyio.to_thread.run_sync(
-        lambda: write_docker_archive(tmp_path / "i.tar", LAYERS, [target], tmp_path / "work")
-    )
+    await _write_archive(tmp_path, target)
     answers: list[AuthConfig | None] = [
         None,
         AuthConfig(username=secured.username, password=secured.password),
@@ -192,9 +195,7 @@ async def test_without_relogin_the_library_raises_unauthorized(
     basic_auth_registry: SecuredRegistry, tmp_path: Path, anyio_backend: str
 ) -> None:
     target = f"{basic_auth_registry.host}/basic/lib:v1"
-    await anyio.to_thread.run_sync(
-        lambda: write_docker_archive(tmp_path / "i.tar", LAYERS, [target], tmp_path / "work")
-    )
+    await _write_archive(tmp_path, target)
     async with Engine(tmp_path / "root", config_dir=tmp_path / "config") as engine:
         await engine.load(tmp_path / "i.tar")
         with pytest.raises(UnauthorizedError):
