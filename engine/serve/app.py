@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import errno
 import json
-import os
 import socket
 import ssl
 import stat
@@ -251,6 +250,11 @@ def make_app(engine: Engine) -> web.Application:
     return app
 
 
+def _prepare_socket_path(path: Path) -> None:
+    check_socket_free(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def check_socket_free(path: Path) -> None:
     """Remove a stale socket file left by a server that died; refuse one still served."""
     try:
@@ -327,18 +331,18 @@ async def serve(
     )
     socket_path = Path(address.path) if address.path is not None else None
     if socket_path is not None:
-        check_socket_free(socket_path)
+        # Off the loop: a probe connection, a stat, perhaps an unlink and a mkdir.
+        await anyio.to_thread.run_sync(_prepare_socket_path, socket_path)
     await runner.setup()
     # Removed at the end only once bound here: a refused start leaves another server's alone.
     owned: Path | None = None
     try:
         site: web.BaseSite
         if socket_path is not None:
-            socket_path.parent.mkdir(parents=True, exist_ok=True)
             site = web.UnixSite(runner, str(socket_path))
             await site.start()
             owned = socket_path
-            os.chmod(socket_path, 0o660)
+            await anyio.Path(socket_path).chmod(0o660)
         else:
             context = None if tls is None else await anyio.to_thread.run_sync(tls.context)
             site = web.TCPSite(runner, address.host, address.port, ssl_context=context)
@@ -353,4 +357,4 @@ async def serve(
         await _finish(app[_RUNNING])
         await runner.cleanup()
         if owned is not None:
-            owned.unlink(missing_ok=True)
+            await anyio.Path(owned).unlink(missing_ok=True)
