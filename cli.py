@@ -22,11 +22,13 @@ if TYPE_CHECKING:
     from engine.errors import HoistError
     from engine.progress.events import ProgressEvent
     from engine.registry.auth_config import AuthConfig
+    from engine.serve.address import Address
     from engine.serve.app import TLSVerify
     from engine.store import ImageSummary
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+DEFAULT_UPLOAD_ATTEMPTS = 5
 
 
 def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -68,12 +70,21 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     )
 
 
+def _host_option(
+    parser: argparse.ArgumentParser, help_text: str, default: Any = argparse.SUPPRESS
+) -> None:
+    """``-H ADDRESS``, before the command (``default`` None) or after it (left unset, so the
+    value before it stays), as ``docker -H`` and ``dockerd -H``."""
+    parser.add_argument("-H", "--host", metavar="ADDRESS", default=default, help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hoist",
         description="Push container images to any Docker/OCI registry, without a Docker daemon.",
     )
     parser.add_argument("--version", action="version", version=_version())
+    _host_option(parser, "the hoist serve that push goes through, or serve listens on", None)
     _global_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -102,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--max-upload-attempts",
         type=_positive,
-        default=5,
+        default=DEFAULT_UPLOAD_ATTEMPTS,
         metavar="N",
-        help="tries of each upload step before the push fails (default 5)",
+        help=f"tries of each upload step before the push fails (default {DEFAULT_UPLOAD_ATTEMPTS})",
     )
     push.add_argument(
         "--platform",
@@ -116,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "tty", "plain", "json"],
         default="auto",
         help="progress output (default auto: tty on a terminal, else plain)",
+    )
+    _host_option(
+        push,
+        "push through the hoist serve at ADDRESS (env HOIST_HOST; default: the one on "
+        "ROOT/hoist.sock if it runs, else push in this process)",
     )
     push.set_defaults(run=_push)
 
@@ -150,12 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     logout.set_defaults(run=_logout)
 
     serve = command("serve", "Serve the Docker Engine API's image routes (DOCKER_HOST=...)")
-    serve.add_argument(
-        "-H",
-        "--host",
-        metavar="ADDRESS",
-        help="unix:///PATH.sock or tcp://HOST:PORT (default unix://ROOT/hoist.sock); a TCP "
-        "host that is not loopback needs --tlsverify",
+    _host_option(
+        serve,
+        "unix:///PATH.sock or tcp://HOST:PORT (default unix://ROOT/hoist.sock); a TCP host that "
+        "is not loopback needs --tlsverify",
     )
     serve.add_argument(
         "--tlsverify",
@@ -192,7 +206,7 @@ def _engine(args: argparse.Namespace) -> Engine:
     return Engine(
         args.root or os.environ.get("HOIST_ROOT") or None,
         chunk_size=parse_size(chunk_size) if chunk_size else None,
-        retry=RetryPolicy(attempts=getattr(args, "max_upload_attempts", 5)),
+        retry=RetryPolicy(attempts=getattr(args, "max_upload_attempts", DEFAULT_UPLOAD_ATTEMPTS)),
         max_concurrent_uploads=args.max_concurrent_uploads,
         insecure_registries=args.insecure_registry,
         config_dir=args.config,
@@ -242,6 +256,81 @@ async def _push(args: argparse.Namespace) -> int:
 
         await gather([pushing, drawing])
     return _report(batch, quiet=args.quiet) if len(names) > 1 else 0
+
+
+def _push_through_daemon(args: argparse.Namespace) -> int | None:
+    """``hoist push`` as a client of a running ``hoist serve`` (``-H``, ``$HOIST_HOST``, or the
+    socket in the store's root), as the docker CLI is of dockerd: no event loop, no aiohttp, no
+    engine to load. None: push in this process instead, because no daemon runs (a socket left
+    by one that is gone included) or the push asks what only this process does."""
+    from pathlib import Path
+
+    from engine.data_root import default_root
+    from engine.errors import HoistError, UsageError
+    from engine.serve import remote
+
+    named = False
+    try:
+        root = Path(args.root).expanduser() if args.root else default_root()
+        found = remote.find_daemon(args.host, root)
+        if found is None:
+            return None
+        address, named = found
+        local_only = _local_only(args)
+        if local_only:
+            if not named:
+                return None
+            raise UsageError(
+                f"{local_only} cannot go through the hoist serve at {address}: "
+                f"push without -H and {remote.HOST_ENV}"
+            )
+        return _draw_daemon_push(args, address)
+    except HoistError as exc:
+        if isinstance(exc, remote.DaemonUnreachable) and not named:
+            return None
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        # The daemon sees the connection close, and cancels the push (its uploads included).
+        return EXIT_INTERRUPTED
+
+
+def _local_only(args: argparse.Namespace) -> str:
+    """The first option of ``args`` that a push through the daemon cannot honour, or ""."""
+    asked = [
+        ("several images at once", len(args.names) > 1),
+        ("--from", args.source is not None),
+        ("--platform", args.platform is not None),
+        ("--chunk-size", args.chunk_size is not None),
+        ("--max-upload-attempts", args.max_upload_attempts != DEFAULT_UPLOAD_ATTEMPTS),
+        ("--max-concurrent-uploads", args.max_concurrent_uploads is not None),
+        ("--insecure-registry", bool(args.insecure_registry)),
+    ]
+    return next((option for option, given in asked if given), "")
+
+
+def _draw_daemon_push(args: argparse.Namespace, address: Address) -> int:
+    from pathlib import Path
+
+    from engine.progress.render import make_renderer
+    from engine.registry.credentials import DockerConfig
+    from engine.serve import remote
+
+    config = DockerConfig.read(Path(args.config) if args.config else None)
+    renderer = make_renderer(args.progress, sys.stdout, quiet=args.quiet)
+    try:
+        failures = remote.push(
+            address,
+            args.names[0],
+            all_tags=args.all_tags,
+            credentials=config.get_blocking,
+            draw=renderer.handle,
+        )
+    finally:
+        renderer.close()
+    for message in failures:
+        print(f"Error: {message}", file=sys.stderr)
+    return EXIT_ERROR if failures else 0
 
 
 def _with_login_hint(exc: HoistError, name: str) -> HoistError:
@@ -463,14 +552,12 @@ async def _serve(args: argparse.Namespace) -> int:
 
     from engine.errors import UsageError
     from engine.serve import app, wire
+    from engine.serve.address import default_socket, listening_address
 
     engine = _engine(args)
     tls = _tls_verify(args)
-    default = f"unix://{engine.store.root / 'hoist.sock'}"
-    try:
-        address = wire.parse_address(args.host or default, tls_verify=tls is not None)
-    except wire.WireError as exc:
-        raise UsageError(exc.message) from exc
+    default = f"unix://{default_socket(engine.store.root)}"
+    address = listening_address(args.host or default, tls_verify=tls is not None)
     if tls is not None and address.path is not None:
         raise UsageError("--tlsverify serves a tcp:// address, not a unix socket")
     stop = asyncio.Event()
@@ -579,6 +666,10 @@ async def _until_signalled(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.run is _push:
+            through_daemon = _push_through_daemon(args)
+            if through_daemon is not None:
+                return through_daemon
         return _run(args.run, args)
     except BrokenPipeError:
         # A reader that went away (``hoist images | head``) is not an error of ours.

@@ -15,6 +15,9 @@
     │   └── DigestMismatchError                   content that does not hash to its digest
     ├── PushError                                 the push itself cannot go on
     │   └── DigestReferenceError                  "cannot push a digest reference"
+    ├── DaemonError                               a hoist serve that push goes through: not
+    │   │                                         reached, or it refused the request
+    │   └── DaemonStreamError                     its message stream cannot be read
     └── RegistryError                             the registry refused or could not be reached
         ├── TransportError                        connection refused, reset, timed out, TLS
         └── RegistryResponseError                 an HTTP answer that is an error (code, status)
@@ -109,6 +112,15 @@ class PushError(HoistError):
 class DigestReferenceError(PushError):
     def __init__(self) -> None:
         super().__init__("cannot push a digest reference")
+
+
+class DaemonError(HoistError):
+    """``hoist push`` through a running ``hoist serve``: the daemon cannot be reached, or it
+    refused the request (its own message, as the docker CLI prints dockerd's)."""
+
+
+class DaemonStreamError(DaemonError):
+    """The daemon's JSON message stream is not what Docker's daemon sends."""
 
 
 class RegistryError(HoistError):

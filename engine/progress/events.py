@@ -83,6 +83,25 @@ class LayerProgress:
         return words
 
 
+@dataclass(frozen=True)
+class StreamedLayer:
+    """A layer's state as a daemon's JSON message stream tells it (``hoist push`` through
+    ``hoist serve``): Docker's 12-character ID and words, which is all the stream carries."""
+
+    id: str
+    text: str
+    current: int | None = None
+    total: int | None = None
+
+    @property
+    def status(self) -> LayerStatus | None:
+        """The status the words say, None for words Hoist does not send."""
+        for status in LayerStatus:
+            if self.text == status.value or self.text.startswith(status.value + " "):
+                return status
+        return None
+
+
 def mounted(layer: Digest, source: str) -> LayerProgress:
     return LayerProgress(layer, LayerStatus.MOUNTED, source=source)
 
@@ -139,6 +158,12 @@ class PushCancelled(PushEnded):
 
 
 ProgressEvent = LayerProgress | Message | PushComplete | PushFailed | PushCancelled
+
+#: A layer's line, from a push in this process or from a daemon's stream.
+LayerState = LayerProgress | StreamedLayer
+
+#: What a renderer draws: a push's events, or a layer's state read from a daemon's stream.
+Drawable = ProgressEvent | StreamedLayer
 
 #: Where a producer sends events; a watcher's queue.put_nowait, a broadcast, or a no-op.
 ProgressSink = Callable[[ProgressEvent], None]

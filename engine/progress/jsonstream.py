@@ -7,16 +7,21 @@ Objects carry Docker's keys in Docker's order (``status``, ``progressDetail``, `
 
 from __future__ import annotations
 
+import re
 from typing import Any, TextIO
 
 from engine import gojson
+from engine.digest import Digest
+from engine.errors import DaemonStreamError, ImageSourceError
 from engine.progress.events import (
+    Drawable,
     LayerProgress,
+    LayerState,
     Message,
-    ProgressEvent,
     PushCancelled,
     PushComplete,
     PushFailed,
+    StreamedLayer,
 )
 from engine.progress.plain import digest_line
 from engine.progress.units import progress_bar
@@ -32,7 +37,7 @@ def encode(message: JSONObject) -> str:
     return gojson.marshal(message)
 
 
-def layer_message(event: LayerProgress) -> JSONObject:
+def layer_message(event: LayerState) -> JSONObject:
     detail: JSONObject = {}
     if event.current:
         detail["current"] = event.current
@@ -66,8 +71,8 @@ def error_message(event: PushFailed) -> JSONObject:
     return message
 
 
-def messages_for(event: ProgressEvent) -> list[JSONObject]:
-    if isinstance(event, LayerProgress):
+def messages_for(event: Drawable) -> list[JSONObject]:
+    if isinstance(event, LayerProgress | StreamedLayer):
         return [layer_message(event)]
     if isinstance(event, Message):
         return [status_message(event.text)]
@@ -86,10 +91,55 @@ class JsonRenderer:
     def __init__(self, out: TextIO) -> None:
         self._out = out
 
-    def handle(self, event: ProgressEvent) -> None:
+    def handle(self, event: Drawable) -> None:
         for message in messages_for(event):
             self._out.write(encode(message) + LINE_END)
         self._out.flush()
 
     def close(self) -> None:
         self._out.flush()
+
+
+_REFERS_TO = re.compile(r"The push refers to repository \[(.+)\]")
+_DIGEST_LINE = re.compile(r"\S+: digest: sha256:[0-9a-f]{64} size: \d+")
+
+
+class StreamDecoder:
+    """A daemon's JSON message stream read back into what the renderers draw: the inverse of
+    ``messages_for``, for ``hoist push`` through ``hoist serve`` (or any daemon that streams
+    Docker's messages)."""
+
+    def __init__(self) -> None:
+        #: The repository of the push under way, from its first line (the aux result omits it).
+        self._repository = ""
+
+    def decode(self, message: object) -> Drawable | None:
+        """The event ``message`` tells, or None for one that draws nothing of its own."""
+        if not isinstance(message, dict):
+            raise DaemonStreamError(f"the daemon sent {type(message).__name__}, not an object")
+        try:
+            return self._decode(message)
+        except (KeyError, TypeError, ValueError, ImageSourceError) as exc:
+            raise DaemonStreamError(f"the daemon sent a message Hoist cannot read: {exc}") from exc
+
+    def _decode(self, message: JSONObject) -> Drawable | None:
+        if "errorDetail" in message or "error" in message:
+            detail = message.get("errorDetail") or {}
+            return PushFailed(str(detail.get("message") or message.get("error") or "push failed"))
+        aux = message.get("aux")
+        if aux is not None:
+            digest = Digest.parse(aux["Digest"])
+            return PushComplete(self._repository, str(aux["Tag"]), digest, int(aux["Size"]))
+        status = message.get("status")
+        if not isinstance(status, str):
+            return None
+        layer_id = message.get("id")
+        if layer_id:
+            detail = message.get("progressDetail") or {}
+            return StreamedLayer(str(layer_id), status, detail.get("current"), detail.get("total"))
+        if _DIGEST_LINE.fullmatch(status):
+            return None  # the aux object that follows carries the result, and draws this line
+        refers = _REFERS_TO.fullmatch(status)
+        if refers is not None:
+            self._repository = refers.group(1)
+        return Message(status)

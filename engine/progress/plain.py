@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from engine.progress.events import LayerProgress, Message, ProgressEvent, PushComplete
+from engine.progress.events import (
+    Drawable,
+    LayerProgress,
+    LayerState,
+    Message,
+    PushComplete,
+    StreamedLayer,
+)
 
 
 def digest_line(event: PushComplete) -> str:
@@ -19,8 +26,8 @@ def layer_line(layer_id: str, text: str) -> str:
 class LineRenderer:
     """What the line-based renderers share: a layer's state, or a line of its own."""
 
-    def handle(self, event: ProgressEvent) -> None:
-        if isinstance(event, LayerProgress):
+    def handle(self, event: Drawable) -> None:
+        if isinstance(event, LayerProgress | StreamedLayer):
             self._layer(event)
         elif isinstance(event, Message):
             self._section(event.text)
@@ -29,7 +36,7 @@ class LineRenderer:
         # PushFailed: the CLI prints the ``Error: …`` line itself; PushCancelled: nothing, as
         # Docker's client prints nothing more when interrupted.
 
-    def _layer(self, event: LayerProgress) -> None:
+    def _layer(self, event: LayerState) -> None:
         raise NotImplementedError
 
     def _section(self, text: str) -> None:
@@ -50,7 +57,7 @@ class PlainRenderer(LineRenderer):
     def close(self) -> None:
         self._out.flush()
 
-    def _layer(self, event: LayerProgress) -> None:
+    def _layer(self, event: LayerState) -> None:
         if self._status_by_id.get(event.id) == event.text:
             return
         self._status_by_id[event.id] = event.text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from engine.progress.events import ProgressEvent, PushComplete, PushEnded
+from engine.progress.events import Drawable, ProgressEvent, PushComplete, PushEnded
 from engine.progress.jsonstream import JsonRenderer
 from engine.progress.plain import PlainRenderer
 from engine.progress.tty import TtyRenderer
@@ -35,7 +35,7 @@ MODES = ("auto", "tty", "plain", "json")
 
 
 class Renderer(Protocol):
-    def handle(self, event: ProgressEvent) -> None: ...
+    def handle(self, event: Drawable) -> None: ...
 
     def close(self) -> None:
         """Final flush; a terminal renderer leaves the cursor below its last line."""
@@ -47,7 +47,7 @@ class QuietRenderer:
     def __init__(self, out: TextIO) -> None:
         self._out = out
 
-    def handle(self, event: ProgressEvent) -> None:
+    def handle(self, event: Drawable) -> None:
         if isinstance(event, PushComplete):
             self._out.write(f"{event.repository}:{event.tag}@{event.digest}\n")
             self._out.flush()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from engine.progress.events import LayerProgress, LayerStatus
+from engine.progress.events import LayerState, LayerStatus
 from engine.progress.plain import LineRenderer, layer_line
 from engine.progress.units import MIN_WIDTH_FOR_BAR, progress_text
 
@@ -50,7 +50,7 @@ class _Line:
     index: int
     status: str  # as drawn: Docker's words
     drawn_at: float
-    pending: LayerProgress | None = None
+    pending: LayerState | None = None
 
 
 class TtyRenderer(LineRenderer):
@@ -72,7 +72,7 @@ class TtyRenderer(LineRenderer):
         self._draw_pending()
         self._out.flush()
 
-    def _layer(self, event: LayerProgress) -> None:
+    def _layer(self, event: LayerState) -> None:
         line = self._lines.get(event.id)
         if line is None:
             line = _Line(index=len(self._lines), status=event.text, drawn_at=0.0)
@@ -83,14 +83,14 @@ class TtyRenderer(LineRenderer):
             return
         self._draw(line, event)
 
-    def _due(self, line: _Line, event: LayerProgress) -> bool:
+    def _due(self, line: _Line, event: LayerState) -> bool:
         """Whether ``event`` must be drawn now rather than folded into a later redraw."""
         if event.text != line.status or event.status is not LayerStatus.PUSHING:
             return True
         finished = event.total is not None and event.current == event.total
         return finished or self._clock() - line.drawn_at >= REDRAW_INTERVAL
 
-    def _draw(self, line: _Line, event: LayerProgress) -> None:
+    def _draw(self, line: _Line, event: LayerState) -> None:
         rows_up = len(self._lines) - line.index
         text = self._fit(layer_line(event.id, f"{event.text} {self._progress(event)}"))
         self._out.write(f"{cursor_up(rows_up)}{ERASE_LINE}\r{text}\r{cursor_down(rows_up)}")
@@ -110,7 +110,7 @@ class TtyRenderer(LineRenderer):
         self._out.write(text + "\n")
         self._out.flush()
 
-    def _progress(self, event: LayerProgress) -> str:
+    def _progress(self, event: LayerState) -> str:
         return progress_text(event.current, event.total, with_bar=self._width > MIN_WIDTH_FOR_BAR)
 
     def _fit(self, text: str) -> str:

@@ -1,9 +1,14 @@
-"""``AuthConfig``: credentials for one registry, as a value. A leaf: the auth flow and the pool
-use it without importing the module that reads ``config.json`` and runs credential helpers."""
+"""``AuthConfig``: credentials for one registry, as a value, and as the Docker Engine API's
+``X-Registry-Auth`` header carries them. A leaf: the auth flow, the pool and ``hoist push``'s
+client of ``hoist serve`` use it without importing the module that reads ``config.json`` and
+runs credential helpers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field, fields
 
 _HIDDEN = "***"
 
@@ -34,3 +39,37 @@ class AuthConfig:
         return f"AuthConfig({', '.join(shown)})"
 
     __str__ = __repr__
+
+
+def _wire_name(name: str) -> str:
+    """Docker's JSON key of a field: ``identity_token`` → ``identitytoken``."""
+    return name.replace("_", "")
+
+
+def to_registry_auth(auth: AuthConfig) -> str:
+    """The ``X-Registry-Auth`` header the docker CLI sends: base64url of Docker's AuthConfig
+    JSON, the fields that are set."""
+    document = {_wire_name(f.name): getattr(auth, f.name) for f in fields(auth)}
+    set_fields = {key: value for key, value in document.items() if value}
+    return base64.urlsafe_b64encode(json.dumps(set_fields).encode()).decode()
+
+
+def from_registry_auth(header: str | None) -> AuthConfig:
+    """``X-Registry-Auth``: base64url (padded or not) of a JSON AuthConfig; empty is anonymous.
+
+    Raises ValueError with a message that never quotes the header (it holds a password).
+    """
+    if header is None or not header.strip():
+        return AuthConfig()
+    text = header.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        document = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise ValueError("invalid X-Registry-Auth header: not base64url-encoded JSON") from None
+    if not isinstance(document, dict):
+        raise ValueError("invalid X-Registry-Auth header: not a JSON object")
+    values = {f.name: document.get(_wire_name(f.name)) for f in fields(AuthConfig)}
+    if not all(value is None or isinstance(value, str) for value in values.values()):
+        raise ValueError("invalid X-Registry-Auth header: a field is not a string")
+    return AuthConfig(**{name: value or "" for name, value in values.items()})

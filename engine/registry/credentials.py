@@ -12,16 +12,18 @@ import base64
 import binascii
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
-
-import anyio
+from typing import Any, TypeVar
 
 from engine import docker_hub
 from engine.errors import ConfigError
 from engine.registry.auth_config import AuthConfig
 from engine.registry.helpers import TOKEN_USERNAME, CredentialHelper, HelperCredentials
+
+T = TypeVar("T")
 
 CONFIG_FILE = "config.json"
 _SECRET_FIELDS = ("auth", "username", "password", "identitytoken", "registrytoken")
@@ -227,7 +229,8 @@ class DockerConfig:
         self.path = path
         self._document = document
         self._auths = _validate(path, document)
-        self._write_lock = anyio.Lock()
+        # Held in the worker thread that reads, changes and replaces the file.
+        self._write_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DockerConfig({str(self.path)!r})"
@@ -235,9 +238,13 @@ class DockerConfig:
     @classmethod
     async def load(cls, directory: Path | None = None) -> DockerConfig:
         """Read ``config.json`` from ``directory`` (see ``config_dir``); a missing file is empty."""
+        return await _in_thread(partial(cls.read, directory))
+
+    @classmethod
+    def read(cls, directory: Path | None = None) -> DockerConfig:
+        """``load`` for a caller with no event loop."""
         path = config_dir(directory) / CONFIG_FILE
-        document = await anyio.to_thread.run_sync(_read_document, path)
-        return cls(path, document)
+        return cls(path, _read_document(path))
 
     @property
     def creds_store(self) -> str:
@@ -260,6 +267,17 @@ class DockerConfig:
         helper = self.helper_for(host)
         if helper is not None:
             return _from_helper(key, await helper.get(key))
+        return self._from_file(host, key)
+
+    def get_blocking(self, host: str) -> AuthConfig:
+        """``get`` for a caller with no event loop (``hoist push`` through ``hoist serve``)."""
+        key = _canonical_key(host)
+        helper = self.helper_for(host)
+        if helper is not None:
+            return _from_helper(key, helper.get_blocking(key))
+        return self._from_file(host, key)
+
+    def _from_file(self, host: str, key: str) -> AuthConfig:
         found = _find_key(self._auths, host)
         return self._auths[found] if found is not None else AuthConfig(server_address=key)
 
@@ -287,10 +305,13 @@ class DockerConfig:
     async def _update_auths(self, change: AuthsChange) -> bool:
         """Apply ``change`` to the file as it is on disk now, so that edits made since ``load``
         by other programs survive; write only when something changed."""
-        async with self._write_lock:
-            return await anyio.to_thread.run_sync(self._update_file, change)
+        return await _in_thread(partial(self._update_file, change))
 
     def _update_file(self, change: AuthsChange) -> bool:
+        with self._write_lock:
+            return self._update_file_locked(change)
+
+    def _update_file_locked(self, change: AuthsChange) -> bool:
         document = _read_document(self.path)
         auths = dict(_section(self.path, document, "auths"))
         if not change(auths):
@@ -300,6 +321,14 @@ class DockerConfig:
         self._document = document
         self._auths = _validate(self.path, document)
         return True
+
+
+async def _in_thread(call: Callable[[], T]) -> T:
+    # anyio is imported here, not at the top: ``hoist push`` through ``hoist serve`` reads
+    # config.json with no event loop, and anyio's import is a sixth of that command's time.
+    import anyio
+
+    return await anyio.to_thread.run_sync(call)
 
 
 def _put(auths: dict[str, Any], key: str, auth: AuthConfig) -> bool:

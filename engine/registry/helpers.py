@@ -9,11 +9,11 @@ meaning of its own is "credentials not found in native keychain".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import anyio
 
 from engine.errors import CredentialHelperError
 
@@ -70,7 +70,19 @@ class CredentialHelper:
 
     async def get(self, server_url: str) -> HelperCredentials | None:
         """The stored credentials for ``server_url``, or None when the helper has none."""
-        result = await self._run("get", server_url.encode())
+        return self._answer_to_get(server_url, await self._run("get", server_url.encode()))
+
+    def get_blocking(self, server_url: str) -> HelperCredentials | None:
+        """``get`` for a caller with no event loop (``hoist push`` through ``hoist serve``)."""
+        with self._starting():
+            result = subprocess.run(
+                [self.program, "get"], input=server_url.encode(), capture_output=True, check=False
+            )
+        return self._answer_to_get(server_url, result)
+
+    def _answer_to_get(
+        self, server_url: str, result: subprocess.CompletedProcess[bytes]
+    ) -> HelperCredentials | None:
         if result.returncode != 0:
             if _is_not_found(result.stdout):
                 return None
@@ -97,8 +109,16 @@ class CredentialHelper:
         raise self._failed("erase", server_url, result)
 
     async def _run(self, action: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-        try:
+        import anyio  # here: get_blocking's callers have no event loop, and skip its import
+
+        with self._starting():
             return await anyio.run_process([self.program, action], input=stdin, check=False)
+
+    @contextlib.contextmanager
+    def _starting(self) -> Iterator[None]:
+        """Starting the program: one clear error where it is missing or not executable."""
+        try:
+            yield
         except FileNotFoundError:
             raise CredentialHelperError(
                 f"credential helper {self.program} not found on PATH"

@@ -30,6 +30,7 @@ from engine.progress.events import ProgressEvent, PushEnded
 from engine.progress.jsonstream import LINE_END, encode, messages_for
 from engine.registry.auth_config import AuthConfig
 from engine.serve import wire
+from engine.serve.address import Address
 from engine.temp_names import temp_path
 
 log = logs.get_logger("engine.serve")
@@ -313,7 +314,7 @@ class TLSVerify:
 
 async def serve(
     engine: Engine,
-    address: wire.Address,
+    address: Address,
     stop: asyncio.Event,
     ready: Callable[[str], None] | None = None,
     tls: TLSVerify | None = None,

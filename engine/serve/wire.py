@@ -8,13 +8,11 @@ directly.
 from __future__ import annotations
 
 import base64
-import binascii
 import fnmatch
 import json
 import os
 import platform
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +28,7 @@ from engine.errors import (
     UsageError,
 )
 from engine.host import go_arch
-from engine.registry.auth_config import AuthConfig
+from engine.registry.auth_config import AuthConfig, from_registry_auth
 from engine.store import ImageDetails, ImageSummary
 from engine.version import VERSION
 
@@ -89,38 +87,18 @@ def error_body(message: str) -> JSONObject:
 
 
 def decode_registry_auth(header: str | None) -> AuthConfig:
-    """``X-Registry-Auth``: base64url (padded or not) of a JSON AuthConfig; empty is anonymous.
-
-    Raises a 400 ``WireError`` that never quotes the header (it holds a password).
-    """
-    if header is None or not header.strip():
-        return AuthConfig()
-    text = header.strip()
+    """``X-Registry-Auth`` as credentials; a header that cannot be read is a 400."""
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        document = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        raise WireError(400, "invalid X-Registry-Auth header: not base64url-encoded JSON") from exc
-    if not isinstance(document, dict):
-        raise WireError(400, "invalid X-Registry-Auth header: not a JSON object")
-    fields = {
-        "username": document.get("username"),
-        "password": document.get("password"),
-        "identity_token": document.get("identitytoken"),
-        "registry_token": document.get("registrytoken"),
-        "server_address": document.get("serveraddress"),
-    }
-    if not all(value is None or isinstance(value, str) for value in fields.values()):
-        raise WireError(400, "invalid X-Registry-Auth header: a field is not a string")
-    return AuthConfig(**{name: value or "" for name, value in fields.items()})
+        return from_registry_auth(header)
+    except ValueError as exc:
+        raise WireError(400, str(exc)) from exc
 
 
 def auth_config_of(document: object) -> AuthConfig:
     """The JSON body of ``POST /auth`` (Docker's AuthConfig) as credentials."""
     if not isinstance(document, dict):
         raise WireError(400, "invalid JSON body: an AuthConfig object was expected")
-    encoded = base64.urlsafe_b64encode(json.dumps(document).encode()).decode()
-    return decode_registry_auth(encoded)
+    return decode_registry_auth(base64.urlsafe_b64encode(json.dumps(document).encode()).decode())
 
 
 def ping_headers() -> dict[str, str]:
@@ -182,44 +160,6 @@ def info_payload(root: str, images: int) -> JSONObject:
         "IndexServerAddress": "https://index.docker.io/v1/",
         "ExperimentalBuild": False,
     }
-
-
-@dataclass(frozen=True)
-class Address:
-    """Where ``hoist serve`` listens: a unix socket path, or a loopback TCP host and port."""
-
-    path: str | None = None
-    host: str = ""
-    port: int = 0
-
-    def __str__(self) -> str:
-        return f"unix://{self.path}" if self.path is not None else f"tcp://{self.host}:{self.port}"
-
-
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-def parse_address(text: str, *, tls_verify: bool = False) -> Address:
-    """``unix:///PATH`` or ``tcp://HOST:PORT``. A TCP host that is not loopback is refused
-    unless clients must show a certificate of the configured CA (``--tlsverify``, as dockerd
-    asks of a network socket): the API pushes with the credentials it is sent."""
-    if text.startswith("unix://"):
-        path = text[len("unix://") :]
-        if not path:
-            raise WireError(400, f"invalid address {text!r}: unix:// needs a path")
-        return Address(path=path)
-    if not text.startswith("tcp://"):
-        raise WireError(400, f"invalid address {text!r}: use unix:///PATH or tcp://127.0.0.1:PORT")
-    host, _, port = text[len("tcp://") :].rstrip("/").rpartition(":")
-    if not port.isdigit() or not host:
-        raise WireError(400, f"invalid address {text!r}: tcp:// needs HOST:PORT")
-    if not tls_verify and host not in _LOOPBACK and not host.startswith("127."):
-        raise WireError(
-            400,
-            f"refusing to listen on {host} without --tlsverify: a network address is served "
-            "only to clients with a certificate of the --tlscacert CA",
-        )
-    return Address(host=host.strip("[]"), port=int(port))
 
 
 def status_of(error: HoistError) -> int:

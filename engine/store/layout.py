@@ -11,22 +11,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from engine.digest import Digest
-
-ROOT_ENV = "HOIST_ROOT"
-
-
-def default_root() -> Path:
-    """``$HOIST_ROOT``, or ``~/.local/share/hoist``."""
-    configured = os.environ.get(ROOT_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".local" / "share" / "hoist"
 
 
 def _checked(digest: Digest) -> Digest:

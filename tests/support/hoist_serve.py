@@ -10,9 +10,7 @@ here blocks.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +18,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from engine.serve import remote
+from engine.serve.address import Address
 from tests.support.clients import ROOT
 from tests.support.dockerd import Daemon, stop_process
 
@@ -41,23 +41,9 @@ def hoist_serve_unavailable(command: Sequence[str] | None = None) -> str | None:
     return SERVE_MISSING if answer.returncode != 0 else None
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket, as the docker client talks to its daemon."""
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self._path))
-        self.sock = sock
-
-
 def ping(path: Path, timeout: float = 2.0) -> bool:
     """Whether the daemon on ``path`` answers ``GET /_ping`` with 200."""
-    connection = _UnixConnection(path, timeout)
+    connection = remote.connection(Address(path=str(path)), timeout)
     try:
         connection.request("GET", "/_ping")
         return connection.getresponse().status == 200

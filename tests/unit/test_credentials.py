@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from engine import docker_hub
@@ -515,3 +516,23 @@ async def test_garbled_helper_answer_is_not_echoed(
     with pytest.raises(CredentialHelperError, match="not a JSON object") as caught:
         await config.get("reg.example")
     assert PASSWORD not in str(caught.value)
+
+
+def test_the_blocking_lookup_gives_what_get_gives(tmp_path: Path, helper_dir: Path) -> None:
+    """``hoist push`` through ``hoist serve`` reads credentials with no event loop."""
+    seed_helper(helper_dir, "alpha", "special.example", "alpha-user", "alpha-secret")
+    seed_helper(helper_dir, "beta", "plain.example", "beta-user", "beta-secret")
+    write_config(
+        tmp_path,
+        {
+            "credHelpers": {"special.example": "alpha", "file.example": "", "gone.example": "x"},
+            "credsStore": "beta",
+            "auths": {"file.example": {"auth": basic("file-user", "file-pw")}},
+        },
+    )
+    config = DockerConfig.read(tmp_path)
+    for host in ("special.example", "plain.example", "file.example", "nobody.example"):
+        assert config.get_blocking(host) == anyio.run(config.get, host)
+    assert config.get_blocking("special.example").password == "alpha-secret"
+    with pytest.raises(CredentialHelperError, match="docker-credential-x not found on PATH"):
+        config.get_blocking("gone.example")

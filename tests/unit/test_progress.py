@@ -9,7 +9,9 @@ import json
 import pytest
 
 from engine.digest import Digest
+from engine.errors import DaemonStreamError
 from engine.progress.events import (
+    Drawable,
     LayerProgress,
     LayerStatus,
     Message,
@@ -17,10 +19,11 @@ from engine.progress.events import (
     PushCancelled,
     PushComplete,
     PushFailed,
+    StreamedLayer,
     mounted,
     retrying,
 )
-from engine.progress.jsonstream import JsonRenderer
+from engine.progress.jsonstream import JsonRenderer, StreamDecoder, encode, messages_for
 from engine.progress.plain import PlainRenderer
 from engine.progress.render import (
     QuietRenderer,
@@ -454,3 +457,61 @@ async def test_render_closes_the_renderer_when_cancelled() -> None:
 )
 def test_human_duration_as_docker_says_it(seconds: float, text: str) -> None:
     assert human_duration(seconds) == text
+
+
+# --- a daemon's stream read back (hoist push through hoist serve) ---
+
+
+def streamed(events: list[ProgressEvent]) -> list[Drawable]:
+    """What ``hoist push`` draws when a daemon streamed ``events``: encoded, then decoded."""
+    decoder = StreamDecoder()
+    lines = [encode(message) for event in events for message in messages_for(event)]
+    decoded = [decoder.decode(json.loads(line)) for line in lines]
+    return [event for event in decoded if event is not None]
+
+
+@pytest.mark.parametrize("mode", ["plain", "json", "tty", "quiet"])
+def test_a_push_read_back_from_its_stream_draws_the_same(mode: str) -> None:
+    def drawn(events: list[Drawable]) -> str:
+        out = Terminal()
+        if mode == "tty":
+            renderer: Renderer = TtyRenderer(out, width=120, clock=FakeClock())
+        else:
+            renderer = make_renderer(
+                "plain" if mode == "quiet" else mode, out, quiet=mode == "quiet"
+            )
+        for event in events:
+            renderer.handle(event)
+        renderer.close()
+        return out.getvalue()
+
+    here = drawn(list(a_push()))
+    assert here
+    assert drawn(streamed(a_push())) == here
+
+
+def test_the_stream_carries_layers_by_dockers_id_and_words() -> None:
+    layers = [event for event in streamed(a_push()) if isinstance(event, StreamedLayer)]
+    assert {layer.id for layer in layers} == {LAYER_A, LAYER_B}
+    assert [layer.status for layer in layers if layer.id == LAYER_B] == [
+        PREPARING,
+        WAITING,
+        LayerStatus.MOUNTED,
+    ]
+    assert StreamedLayer(LAYER_A, "Retrying in 5 seconds").status is LayerStatus.RETRYING
+    assert StreamedLayer(LAYER_A, "Extracting").status is None
+
+
+def test_the_streams_result_and_failure_come_back_whole() -> None:
+    complete = PushComplete("localhost:5000/demo", "latest", DIGEST, 528)
+    assert streamed([Message(FIRST_LINE), complete]) == [Message(FIRST_LINE), complete]
+    assert streamed([PushFailed("denied: no")]) == [PushFailed("denied: no")]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [["a list"], {"aux": {"Tag": "v1"}}, {"aux": {"Tag": "v1", "Digest": "sha256:zz", "Size": 1}}],
+)
+def test_a_stream_hoist_cannot_read_is_one_error(message: object) -> None:
+    with pytest.raises(DaemonStreamError, match="the daemon sent"):
+        StreamDecoder().decode(message)

@@ -16,9 +16,11 @@ from engine.errors import (
     RegistryError,
     StoreError,
     UnauthorizedError,
+    UsageError,
 )
 from engine.registry.auth_config import AuthConfig
 from engine.serve import wire
+from engine.serve.address import Address, listening_address, parse_address
 from engine.store import ImageDetails, ImageSummary
 
 
@@ -173,29 +175,29 @@ def test_familiar_name() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("unix:///run/hoist.sock", wire.Address(path="/run/hoist.sock")),
-        ("tcp://127.0.0.1:2375", wire.Address(host="127.0.0.1", port=2375)),
-        ("tcp://localhost:2375", wire.Address(host="localhost", port=2375)),
-        ("tcp://[::1]:2375", wire.Address(host="::1", port=2375)),
+        ("unix:///run/hoist.sock", Address(path="/run/hoist.sock")),
+        ("tcp://127.0.0.1:2375", Address(host="127.0.0.1", port=2375)),
+        ("tcp://localhost:2375", Address(host="localhost", port=2375)),
+        ("tcp://[::1]:2375", Address(host="::1", port=2375)),
     ],
 )
-def test_addresses(text: str, expected: wire.Address) -> None:
-    assert wire.parse_address(text) == expected
+def test_addresses(text: str, expected: Address) -> None:
+    assert parse_address(text) == expected
     assert str(expected).startswith(text.split(":", 1)[0])
 
 
 @pytest.mark.parametrize("text", ["tcp://0.0.0.0:2375", "tcp://192.168.1.4:2375"])
 def test_a_network_address_is_refused_and_says_why(text: str) -> None:
-    with pytest.raises(wire.WireError) as caught:
-        wire.parse_address(text)
-    assert "without --tlsverify" in caught.value.message
-    assert "certificate" in caught.value.message
+    with pytest.raises(UsageError) as caught:
+        listening_address(text)
+    assert "without --tlsverify" in str(caught.value)
+    assert "certificate" in str(caught.value)
 
 
 @pytest.mark.parametrize("text", ["unix://", "http://x", "tcp://127.0.0.1", "tcp://:80"])
 def test_malformed_addresses(text: str) -> None:
-    with pytest.raises(wire.WireError):
-        wire.parse_address(text)
+    with pytest.raises(UsageError):
+        parse_address(text)
 
 
 def _summary(repository: str, tag: str, image: str, created: str | None = None) -> ImageSummary:
@@ -263,7 +265,7 @@ def test_inspect_of_an_odd_config_still_answers() -> None:
 
 
 def test_a_network_address_is_served_only_with_tlsverify() -> None:
-    with pytest.raises(wire.WireError, match="without --tlsverify"):
-        wire.parse_address("tcp://0.0.0.0:2376")
-    served = wire.parse_address("tcp://0.0.0.0:2376", tls_verify=True)
+    with pytest.raises(UsageError, match="without --tlsverify"):
+        listening_address("tcp://0.0.0.0:2376")
+    served = listening_address("tcp://0.0.0.0:2376", tls_verify=True)
     assert (served.host, served.port) == ("0.0.0.0", 2376)

@@ -1,0 +1,234 @@
+"""``hoist push`` as a client of a running ``hoist serve``, found as the docker CLI finds dockerd.
+
+The server is a real ``hoist serve`` on its store's default socket; the client a real ``hoist``
+process, run through a probe that reports which heavy modules it imported: a push through the
+daemon imports neither aiohttp nor asyncio nor the engine's push machinery. What it pushed is
+read back with skopeo.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.serve.address import default_socket
+from tests.support.clients import ROOT, Skopeo
+from tests.support.hoist_serve import ping
+from tests.support.registry import LocalRegistry, SecuredRegistry
+from tests.support.sample import LayerSpec, write_docker_archive
+
+pytestmark = pytest.mark.integration
+
+LAYERS = [LayerSpec(96 * 1024, 1501), LayerSpec(32 * 1024, 1502)]
+HEAVY = ("aiohttp", "asyncio", "engine.api")
+
+#: Runs ``cli.main`` and reports, last on stderr, which of ``HEAVY`` it imported.
+_PROBE = (
+    "import sys, cli\n"
+    "code = cli.main(sys.argv[1:])\n"
+    f"loaded = [name for name in {HEAVY!r} if name in sys.modules]\n"
+    "print('imported: ' + ','.join(loaded), file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+@dataclass
+class Client:
+    """``hoist --root ROOT …`` with a config.json directory of its own."""
+
+    root: Path
+    config: Path
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, input: str | None = None
+    ) -> Run:
+        answer = subprocess.run(
+            [sys.executable, "-c", _PROBE, "--root", str(self.root), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            cwd=ROOT,
+            env={
+                **{k: v for k, v in os.environ.items() if k != "HOIST_HOST"},
+                "PYTHONPATH": str(ROOT),
+                "DOCKER_CONFIG": str(self.config),
+                **(env or {}),
+            },
+        )
+        *errors, imported = answer.stderr.splitlines() or [""]
+        return Run(answer.returncode, answer.stdout, "\n".join(errors), imported)
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    #: The probe's report: "imported: " and the heavy modules loaded.
+    imported: str
+
+    @property
+    def in_process(self) -> bool:
+        assert self.imported.startswith("imported: "), self.stderr
+        return "aiohttp" in self.imported
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    # Short: the default socket's path must fit a unix socket address (107 bytes).
+    with tempfile.TemporaryDirectory(prefix="hoist-root-", dir="/tmp") as short:
+        yield Path(short)
+
+
+@pytest.fixture
+def client(root: Path, tmp_path: Path, registry: LocalRegistry) -> Client:
+    hoist = Client(root, tmp_path / "client-config")
+    archive = tmp_path / "app.tar"
+    write_docker_archive(archive, LAYERS, ["app:v1"], tmp_path / "work")
+    assert hoist("load", "-q", "-i", str(archive)).code == 0
+    return hoist
+
+
+@pytest.fixture
+def serve(root: Path, client: Client, tmp_path: Path) -> Iterator[Path]:
+    """``hoist --root ROOT serve``: no address, so it listens on ROOT's default socket."""
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "--root", str(root), "serve"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "DOCKER_CONFIG": str(tmp_path / "server-config")},
+    )
+    sock = default_socket(root)
+    try:
+        for _ in range(300):
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            if sock.exists() and ping(sock):
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        yield sock
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _digest(output: str) -> str:
+    found = re.search(r"v1: digest: (sha256:[0-9a-f]{64}) size: \d+", output)
+    assert found is not None, output
+    return found.group(1)
+
+
+def test_push_goes_through_the_daemon_on_the_default_socket(
+    client: Client, serve: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    target = f"{registry.host}/through/app:v1"
+    assert client("tag", "app:v1", target).code == 0
+
+    first = client("push", target)
+    assert first.code == 0, first.stderr
+    assert not first.in_process, first.imported
+    assert first.imported == "imported: "
+    assert f"The push refers to repository [{registry.host}/through/app]" in first.stdout
+    assert first.stdout.count(": Pushed") == len(LAYERS)
+    assert skopeo.digest(target) == _digest(first.stdout)
+
+    again = client("push", target)
+    assert again.code == 0, again.stderr
+    assert again.stdout.count(": Layer already exists") == len(LAYERS)
+    assert _digest(again.stdout) == _digest(first.stdout)
+
+    quiet = client("push", "-q", target)
+    assert quiet.stdout == f"{target}@{_digest(first.stdout)}\n"
+
+
+def test_through_the_daemon_and_in_process_print_the_same(
+    client: Client, serve: Path, registry: LocalRegistry
+) -> None:
+    target = f"{registry.host}/same/app"
+    assert client("tag", "app:v1", target).code == 0  # :latest
+    assert client("push", target).code == 0
+    for progress in ("plain", "json"):
+        through = client("push", "--progress", progress, target)
+        here = client("push", "--progress", progress, "--max-concurrent-uploads", "3", target)
+        assert (through.in_process, here.in_process) == (False, True)
+        assert through.stdout.splitlines()[0] == "Using default tag: latest" or progress == "json"
+        assert sorted(through.stdout.splitlines()) == sorted(here.stdout.splitlines())
+
+
+def test_the_daemons_refusal_is_one_error_line(client: Client, serve: Path) -> None:
+    missing = client("push", "127.0.0.1:1/none/app:v1")
+    assert missing.code == 1
+    assert not missing.in_process
+    assert (
+        missing.stderr
+        == "Error: An image does not exist locally with the tag: 127.0.0.1:1/none/app"
+    )
+
+
+def test_a_push_the_daemon_cannot_make_runs_here_unless_a_daemon_is_named(
+    client: Client, serve: Path, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    archive = tmp_path / "other.tar"
+    write_docker_archive(archive, LAYERS, ["other:v1"], tmp_path / "w2")
+    target = f"{registry.host}/from/app:v1"
+    here = client("push", "-q", "--from", str(archive), target)
+    assert here.code == 0, here.stderr
+    assert here.in_process
+
+    named = client("push", "--from", str(archive), target, env={"HOIST_HOST": f"unix://{serve}"})
+    assert named.code == 1
+    assert named.stderr.startswith("Error: --from cannot go through the hoist serve at unix://")
+
+
+def test_a_socket_nobody_listens_on(client: Client, root: Path, registry: LocalRegistry) -> None:
+    """Left by a daemon that was killed: the push runs here; named (-H), it is an error."""
+    target = f"{registry.host}/stale/app:v1"
+    assert client("tag", "app:v1", target).code == 0
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(default_socket(root)))
+    here = client("push", "-q", target)
+    assert here.code == 0, here.stderr
+    assert here.in_process
+
+    named = client("-H", f"unix://{default_socket(root)}", "push", target)
+    assert named.code == 1
+    assert named.stderr.startswith(f"Error: Cannot connect to the hoist serve at unix://{root}")
+    assert "Is it running?" in named.stderr
+
+
+def test_the_clients_credentials_travel_to_the_daemon(
+    client: Client, serve: Path, basic_auth_registry: SecuredRegistry, skopeo: Skopeo
+) -> None:
+    secured = basic_auth_registry
+    target = f"{secured.host}/private/app:v1"
+    assert client("tag", "app:v1", target).code == 0
+    anonymous = client("push", target)
+    assert anonymous.code == 1
+    assert not anonymous.in_process
+    assert "unauthorized" in anonymous.stderr.lower()
+
+    login = client(
+        "login", "-u", secured.username, "--password-stdin", secured.host, input=secured.password
+    )
+    assert login.code == 0, login.stderr
+
+    pushed = client("push", target)
+    assert pushed.code == 0, pushed.stderr
+    assert not pushed.in_process
+    answer = skopeo.run(
+        "inspect", "--tls-verify=false", f"--creds={secured.creds}", f"docker://{target}"
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert secured.password not in pushed.stdout + pushed.stderr
