@@ -284,6 +284,8 @@ def _push_through_daemon(args: argparse.Namespace) -> int | None:
                 f"{local_only} cannot go through the hoist serve at {address}: "
                 f"push without -H and {remote.HOST_ENV}"
             )
+        # SIGTERM ends the command as Ctrl-C does: exit 130, the daemon cancelling the push.
+        signal.signal(signal.SIGTERM, _interrupt)
         return _draw_daemon_push(args, address)
     except HoistError as exc:
         if isinstance(exc, remote.DaemonUnreachable) and not named:
@@ -293,6 +295,10 @@ def _push_through_daemon(args: argparse.Namespace) -> int | None:
     except KeyboardInterrupt:
         # The daemon sees the connection close, and cancels the push (its uploads included).
         return EXIT_INTERRUPTED
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _local_only(args: argparse.Namespace) -> str:
