@@ -350,9 +350,9 @@ class Generator:
 
     def batch(self, count: int) -> Workload:
         """``benchmarks.batch``'s images: five shared 4 MiB layers and one of each image's own."""
-        ws = batch.generate(
-            self.base / "batch", count, timeout=self.timeout, registry_dir=self.registry_dir
-        )
+        home = self.base / "batch"
+        home.mkdir(parents=True)
+        ws = batch.generate(home, count, timeout=self.timeout, registry_dir=self.registry_dir)
         images = tuple(
             Image(i.ref_name, i.repository, i.image_id, batch.LAYER_COUNT, i.archive)
             for i in ws.images
