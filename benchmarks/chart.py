@@ -35,7 +35,7 @@ def main() -> None:
         f"Cold push, median of {result['settings']['runs']} runs "
         f"({result['started'][:10]}, {result['machine']['cpus']} CPUs; indicative)"
     )
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.98))
     figure.savefig(target, dpi=110)
 
 
