@@ -2,9 +2,10 @@
 
 Every contender and helper runs as a child with the same clean environment (``child_env``) and,
 per cold run, a registry of its own (``fresh_registry``) and an empty skopeo blob-info cache
-(``cold_env``). The peak RSS comes from ``os.wait4`` (``ru_maxrss``, KiB on Linux), so it is the
-child's own high-water mark, read by the kernel, not sampled. The wall time spans spawn to reap,
-so a contender's start-up (an interpreter's imports, a binary's load) counts, as it does for a user.
+(``cold_env``). The peak RSS is the child's ``ru_maxrss`` (KiB on Linux), as GNU time reads it
+with ``wait4`` (see ``run_measured``): the kernel's high-water mark, not a sample. The wall time
+spans spawn to reap, so a contender's start-up (an interpreter's imports, a binary's load)
+counts, as it does for a user.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Measured:
     timed_out: bool
     stdout: str
     stderr: str
+    #: User + system CPU time of the child and of every descendant it waited for (``wait4``).
+    cpu_seconds: float = 0.0
 
     @property
     def peak_rss_mib(self) -> float:
@@ -63,6 +66,12 @@ class Measured:
         )
 
 
+#: GNU time: the small process that starts each measured child and reads its rusage.
+GNU_TIME = Path("/usr/bin/time")
+#: What GNU time writes: the child's peak RSS (KiB), user and system CPU seconds.
+_TIME_FORMAT = "%M %U %S"
+
+
 def run_measured(
     argv: Sequence[str],
     *,
@@ -74,43 +83,72 @@ def run_measured(
 
     Output goes to files rather than pipes so that a chatty child never blocks on a full pipe
     and the parent does no work while it runs.
+
+    The child is started by GNU time, which reads its rusage. Linux keeps a process's peak RSS
+    across ``execve``, so a child forked straight from this harness (tens of MiB, after its
+    imports) would report at least the harness's own peak as its ``ru_maxrss``; GNU time is a
+    process of about 2 MiB. Without GNU time the child's rusage comes from ``wait4`` here, and
+    the peak RSS reported is at least the harness's.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log_dir / "stdout", log_dir / "stderr"
+    rusage_path = log_dir / "rusage"
+    command = list(argv)
+    if GNU_TIME.exists():
+        command = [str(GNU_TIME), "-f", _TIME_FORMAT, "-o", str(rusage_path), "--", *argv]
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.perf_counter()
         child = subprocess.Popen(
-            list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
+            command,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            # Its own process group: a timeout kills the measured command with its starter.
+            start_new_session=True,
         )
         status, rusage, timed_out = _reap(child, timeout)
         seconds = time.perf_counter() - started
+    peak_kib, cpu = _child_usage(rusage_path, rusage)
     return Measured(
         argv=list(argv),
         seconds=seconds,
-        peak_rss_kib=rusage.ru_maxrss,
+        peak_rss_kib=peak_kib,
         exit_code=os.waitstatus_to_exitcode(status),
         timed_out=timed_out,
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
+        cpu_seconds=cpu,
     )
+
+
+def _child_usage(rusage_path: Path, rusage: resource.struct_rusage) -> tuple[int, float]:
+    """The measured child's peak RSS (KiB) and CPU seconds: GNU time's figures where it wrote
+    them (its last line: a killed child's has a note before it), else ``wait4``'s."""
+    try:
+        peak, user, system = rusage_path.read_text().split()[-3:]
+        return int(peak), float(user) + float(system)
+    except (OSError, ValueError):
+        return rusage.ru_maxrss, rusage.ru_utime + rusage.ru_stime
 
 
 def _reap(
     child: subprocess.Popen[bytes], timeout: float
 ) -> tuple[int, resource.struct_rusage, bool]:
-    """Wait for ``child`` with ``wait4``; kill it on timeout, and on Ctrl-C before re-raising."""
+    """Wait for ``child`` with ``wait4``; kill its process group on timeout, and on Ctrl-C
+    before re-raising."""
     fired = threading.Event()
 
     def kill_on_timeout() -> None:
         fired.set()
-        child.kill()
+        _kill_group(child)
 
     timer = threading.Timer(timeout, kill_on_timeout)
     timer.start()
     try:
         _, status, rusage = os.wait4(child.pid, 0)
     except BaseException:
-        child.kill()
+        _kill_group(child)
         os.wait4(child.pid, 0)
         child.returncode = -9
         raise
@@ -119,6 +157,12 @@ def _reap(
     # Popen did not reap the child itself; tell it, so that it never waits on a recycled pid.
     child.returncode = os.waitstatus_to_exitcode(status)
     return status, rusage, fired.is_set()
+
+
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
+    # The child leads its own group (start_new_session), so the group id is its pid.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
 
 
 def run_checked(
@@ -242,10 +286,11 @@ def default_registry_dir() -> Path | None:
 
 @contextlib.contextmanager
 def fresh_registry(
-    base: Path, registry_dir: Path | None = None
+    base: Path, registry_dir: Path | None = None, *, access_log: bool = False
 ) -> Iterator[tuple[Path, LocalRegistry]]:
     """A run directory under ``base`` and a registry with empty storage (under ``registry_dir``
-    if given, else inside the run directory); both gone afterwards."""
+    if given, else inside the run directory); both gone afterwards. With ``access_log`` the
+    registry logs every request (``registry.log()``)."""
     with contextlib.ExitStack() as stack:
         run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="run-", dir=base)))
         registry_home = run_dir
@@ -255,7 +300,7 @@ def fresh_registry(
                     tempfile.TemporaryDirectory(prefix="hoist-reg-", dir=registry_dir)
                 )
             )
-        registry = start_registry(registry_home / "registry")
+        registry = start_registry(registry_home / "registry", access_log=access_log)
         try:
             yield run_dir, registry
         finally:

@@ -43,6 +43,11 @@ class Run:
     #: What the registry's blob store held afterwards, where the benchmark measures it.
     stored_blobs: int | None = None
     stored_bytes: int | None = None
+    #: The child's user + system CPU seconds, where the benchmark measures them.
+    cpu_seconds: float | None = None
+    #: Blob bytes the registry received in uploads, and the requests it answered.
+    sent_bytes: int | None = None
+    requests: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +70,10 @@ class Summary:
     #: Medians of the runs' stored blobs and bytes (MiB); None where they were not measured.
     stored_blobs: float | None = None
     stored_mib: float | None = None
+    #: Medians of the runs' CPU seconds, blob MiB sent and requests; None where not measured.
+    cpu_seconds: float | None = None
+    sent_mib: float | None = None
+    requests: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -110,6 +119,9 @@ def _summary(
         peer_ratio=peer / median if peer is not None else None,
         stored_blobs=_median_of([r.stored_blobs for r in runs]),
         stored_mib=_median_of([r.stored_bytes / MIB for r in runs if r.stored_bytes is not None]),
+        cpu_seconds=_median_of([r.cpu_seconds for r in runs]),
+        sent_mib=_median_of([r.sent_bytes / MIB for r in runs if r.sent_bytes is not None]),
+        requests=_median_of([r.requests for r in runs]),
     )
 
 
@@ -137,9 +149,15 @@ def table(summaries: Sequence[Summary], *, peer: str = "skopeo") -> str:
     stored = any(s.stored_mib is not None for s in summaries)
     base = (*_HEADERS[:-1], f"vs {peer}")
     headers = (*base, *_STORED_HEADERS) if stored else base
-    rows = [headers, *(_cells(s, stored=stored) for s in summaries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
-    lines = [_line(row, widths) for row in rows]
+    return format_table([headers, *(_cells(s, stored=stored) for s in summaries)])
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` (the first the headers) as aligned columns under a rule; an empty row is a
+    blank line between groups."""
+    width = max(len(row) for row in rows)
+    widths = [max(len(row[i]) for row in rows if row) for i in range(width)]
+    lines = [_line(row, widths) if row else "" for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
