@@ -162,12 +162,12 @@ def run_commands(
     run_dir: Path,
     registry: LocalRegistry,
     tag: str,
+    daemon: Daemon | None = None,
 ) -> Timed:
     """Run ``commands`` one after the other, each measured; their times and CPU added up, the
-    highest peak. ``docker push`` is measured with its daemon: the daemon's peak RSS, and the
-    daemon's CPU seconds added to the client's."""
+    highest peak. A client of a ``daemon`` (``docker push``, ``hoist push -H``) is measured with
+    it: the higher of the two peak RSS, and the daemon's CPU seconds added to the client's."""
     seconds = peak = cpu = 0.0
-    daemon = bench.daemon if commands and commands[0][0] == "docker" else None
     env = cold_env(bench.env if daemon is None else daemon.env(bench.env), run_dir)
     settle()
     if daemon is not None:
@@ -181,7 +181,7 @@ def run_commands(
         cpu += measured.cpu_seconds
         peak = max(peak, measured.peak_rss_mib)
     if daemon is not None:
-        peak = serve.peak_rss_mib(daemon)
+        peak = max(peak, serve.peak_rss_mib(daemon))
         cpu += daemon_cpu_seconds(daemon) - daemon_cpu
     return Timed(seconds, peak, cpu)
 
@@ -220,9 +220,9 @@ def _push(
     bench: Bench, row: Row, plan: Plan, run_dir: Path, registry: LocalRegistry
 ) -> tuple[Timed, int]:
     if plan.first:
-        run_commands(plan.first, bench, run_dir, registry, "first")
+        run_commands(plan.first, bench, run_dir, registry, "first", plan.daemon)
     log_from = registry.log_path.stat().st_size
-    timed = run_commands(plan.commands, bench, run_dir, registry, "timed")
+    timed = run_commands(plan.commands, bench, run_dir, registry, "timed", plan.daemon)
     _mark_end(registry)
     if plan.commands[0][0] == "docker" and not row.workload.batch:
         check_docker_statuses(run_dir, row)

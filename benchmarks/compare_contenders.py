@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -20,10 +19,11 @@ from pathlib import Path
 
 from benchmarks.compare_workloads import LAYOUT, STORE, Image, Workload
 from benchmarks.peers.layout import read_image
-from benchmarks.process import hoist_argv, run_checked, skopeo_copy_argv
+from benchmarks.process import HOIST_COMMAND, hoist_argv, run_checked, skopeo_copy_argv
 from benchmarks.report import Contender
 from engine import Engine
 from tests.support.dockerd import Daemon
+from tests.support.hoist_serve import running_hoist_serve
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 CURL_DRIVER = PEERS_DIR / "curl_push.sh"
@@ -57,6 +57,8 @@ class Plan:
 
     commands: list[list[str]]
     first: list[list[str]] = field(default_factory=list)
+    #: The daemon the commands are clients of: measured with them.
+    daemon: Daemon | None = None
 
 
 Planner = Callable[[Setup], AbstractContextManager[Plan]]
@@ -84,8 +86,8 @@ class Peer:
         return None
 
 
-def _noop(setup: Setup, commands: list[list[str]]) -> Plan:
-    return Plan(commands, first=commands if setup.workload.noop else [])
+def _noop(setup: Setup, commands: list[list[str]], daemon: Daemon | None = None) -> Plan:
+    return Plan(commands, first=commands if setup.workload.noop else [], daemon=daemon)
 
 
 # --- Hoist ------------------------------------------------------------------------------------
@@ -126,10 +128,21 @@ def _hoist_store(*options: str) -> Planner:
     return plan
 
 
+@contextlib.contextmanager
+def _hoist_daemon(setup: Setup) -> Iterator[Plan]:
+    """``hoist push`` through a warm ``hoist serve`` on the store copy (started untimed, as
+    dockerd is): the command is the client of issue 15's thin CLI, one image per command."""
+    root = _store_copy(setup)
+    with running_hoist_serve(setup.run_dir / "serve", root, command=HOIST_COMMAND) as daemon:
+        address = f"unix://{daemon.socket}"
+        commands = [hoist_argv(root, "-H", address, "push", "-q", t) for t in setup.targets()]
+        yield _noop(setup, commands, daemon)
+
+
 def zstd_unsupported(env: dict[str, str]) -> str | None:
     """Why this checkout's ``hoist push`` cannot compress with zstd, or None."""
     helped = subprocess.run(
-        [sys.executable, "-m", "cli", "push", "--help"],
+        [*HOIST_COMMAND, "push", "--help"],
         capture_output=True,
         text=True,
         env=env,
@@ -207,7 +220,7 @@ def _docker(setup: Setup) -> Iterator[Plan]:
     for image, target in setup.pairs():
         run_checked(["docker", "tag", image.source_name, target], timeout=setup.timeout, env=env)
     try:
-        yield _noop(setup, [["docker", "push", target] for target in targets])
+        yield _noop(setup, [["docker", "push", target] for target in targets], daemon)
     finally:
         run_checked(["docker", "rmi", *targets], timeout=setup.timeout, env=env)
 
@@ -216,6 +229,7 @@ def _docker(setup: Setup) -> Iterator[Plan]:
 
 HOIST_LAYOUT = Contender("hoist-layout", "hoist push --from layout")
 HOIST_STORE = Contender("hoist-store", "hoist push (store, gzip)")
+HOIST_DAEMON = Contender("hoist-daemon", "hoist push through hoist serve (store)")
 HOIST_STORE_ZSTD = Contender("hoist-store-zstd", "hoist push --compression zstd (store)")
 #: The contender every other one in its row is compared with, by source.
 HOIST_BY_SOURCE = {LAYOUT: HOIST_LAYOUT.key, STORE: HOIST_STORE.key}
@@ -236,6 +250,7 @@ def peers(*, docker_unavailable: str | None, zstd_unavailable: str | None) -> li
             _python_driver("drca_push.py"),
         ),
         Peer("hoist", HOIST_STORE, STORE, _hoist_store()),
+        Peer("hoist-daemon", HOIST_DAEMON, STORE, _hoist_daemon),
         Peer(
             "hoist-zstd",
             HOIST_STORE_ZSTD,
@@ -259,7 +274,7 @@ def peers(*, docker_unavailable: str | None, zstd_unavailable: str | None) -> li
     ]
 
 
-NAMES = ("hoist", "hoist-zstd", "curl", "skopeo", "dxf", "oras", "drca", "docker")
+NAMES = ("hoist", "hoist-daemon", "hoist-zstd", "curl", "skopeo", "dxf", "oras", "drca", "docker")
 
 
 def select(all_peers: Sequence[Peer], names: Sequence[str]) -> list[Peer]:

@@ -239,9 +239,12 @@ def byte_compile_hoist() -> None:
         )
 
 
+#: ``hoist``, as its console script runs it: the ``cli`` module (``child_env`` finds it).
+HOIST_COMMAND = [sys.executable, "-m", "cli"]
+
+
 def hoist_argv(root: Path, *args: str) -> list[str]:
-    """``hoist``, as its console script runs it: the ``cli`` module (``child_env`` finds it)."""
-    return [sys.executable, "-m", "cli", "--root", str(root), *args]
+    return [*HOIST_COMMAND, "--root", str(root), *args]
 
 
 def skopeo_copy_argv(source: str, target: str) -> list[str]:

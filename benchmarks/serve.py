@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.process import (
+    HOIST_COMMAND,
     KIB,
     REGISTRY_DIR_HELP,
     BenchmarkError,
@@ -66,7 +67,6 @@ TAG = "latest"
 #: Issue 14's targets: hoist serve's median time over dockerd's, at most.
 TARGETS = {"cold": 0.3, "noop": 1.5}
 #: How Hoist runs: its ``cli`` module, byte-compiled, as the ``hoist`` console script does.
-HOIST_COMMAND = [sys.executable, "-m", "cli"]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ push machinery, whose import is most of a small push's time. It blocks; no event
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -37,28 +36,100 @@ class DaemonUnreachable(DaemonError):
     """Nothing answers at the address: no request was sent."""
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket, as the docker client talks to its daemon."""
+class Answer:
+    """The daemon's answer to one HTTP/1.0 request: its status, then its body as it arrives.
 
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+    HTTP/1.0 because its answer is the simplest to read: no chunked encoding, the body ends
+    where the connection does (aiohttp and Go's net/http both answer a 1.0 request so). That
+    keeps ``http.client`` (and the email parser and ssl it imports: a sixth of this command's
+    start) out of the command.
+    """
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._body = sock.makefile("rb")
         try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
+            self.status, self.reason = self._read_head()
         except BaseException:
-            sock.close()
+            self.close()
             raise
-        self.sock = sock
+
+    def _read_head(self) -> tuple[int, str]:
+        status_line = self._body.readline(_LINE_LIMIT)
+        version, _, rest = status_line.decode("latin-1").strip().partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/") or not code.isdigit():
+            raise OSError(f"not an HTTP answer: {status_line[:60]!r}")
+        while self._body.readline(_LINE_LIMIT).strip():
+            pass  # headers: nothing in them matters to this client
+        return int(code), reason
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The body's lines."""
+        return iter(self._body)
+
+    def read(self) -> bytes:
+        return self._body.read()
+
+    def close(self) -> None:
+        self._body.close()
+        self._sock.close()
 
 
-def connection(address: Address, timeout: float = TIMEOUT) -> http.client.HTTPConnection:
-    if address.path is not None:
-        return _UnixConnection(address.path, timeout)
-    return http.client.HTTPConnection(address.host, address.port, timeout=timeout)
+#: The longest status or header line read (a guard against a peer that is not HTTP).
+_LINE_LIMIT = 65536
+
+
+def request(
+    address: Address,
+    method: str,
+    target: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = TIMEOUT,
+) -> Answer:
+    """Send one bodiless request; raises ``DaemonUnreachable`` when nothing listens."""
+    try:
+        sock = _connect(address, timeout)
+    except OSError as exc:
+        raise DaemonUnreachable(
+            f"Cannot connect to the hoist serve at {address}. Is it running? ({exc.strerror})"
+        ) from None
+    lines = [f"{method} {target} HTTP/1.0", "Host: hoist", "Content-Length: 0"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    try:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    except OSError as exc:
+        sock.close()
+        raise DaemonError(f"the hoist serve at {address} failed to answer: {exc}") from None
+    try:
+        return Answer(sock)  # closes the socket if it fails
+    except OSError as exc:
+        raise DaemonError(f"the hoist serve at {address} failed to answer: {exc}") from None
+
+
+def _connect(address: Address, timeout: float) -> socket.socket:
+    if address.path is None:
+        return socket.create_connection((address.host, address.port), timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address.path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def ping(address: Address, timeout: float = 2.0) -> bool:
+    """Whether the daemon at ``address`` answers ``GET /_ping`` with 200."""
+    try:
+        answer = request(address, "GET", "/_ping", timeout=timeout)
+    except DaemonError:
+        return False
+    try:
+        return answer.status == 200
+    finally:
+        answer.close()
 
 
 def find_daemon(host: str | None, root: Path) -> tuple[Address, bool] | None:
@@ -105,58 +176,36 @@ def push(
         # Without a tag the daemon would push every tag (its --all-tags), as dockerd does.
         path += "?" + urllib.parse.urlencode({"tag": tag or DEFAULT_TAG})
     headers = {"X-Registry-Auth": to_registry_auth(credentials(named.domain))}
-    client = connection(address)
+    answer = request(address, "POST", path, headers)
     try:
-        _connect(client, address)
+        if answer.status != 200:
+            raise DaemonError(_refusal(answer))
         if not all_tags and not tag:
             draw(Message(f"Using default tag: {DEFAULT_TAG}"))
-        return _draw_stream(_lines(_request(client, address, path, headers)), draw)
+        return _draw_stream(_lines(answer), draw)
     finally:
-        client.close()
+        answer.close()
 
 
-def _connect(client: http.client.HTTPConnection, address: Address) -> None:
-    try:
-        client.connect()
-    except OSError as exc:
-        raise DaemonUnreachable(
-            f"Cannot connect to the hoist serve at {address}. Is it running? ({exc.strerror})"
-        ) from None
-
-
-def _request(
-    client: http.client.HTTPConnection, address: Address, target: str, headers: dict[str, str]
-) -> http.client.HTTPResponse:
-    try:
-        client.request("POST", target, headers=headers)
-        response = client.getresponse()
-    except (OSError, http.client.HTTPException) as exc:
-        raise DaemonError(f"the hoist serve at {address} failed to answer: {exc}") from None
-    if response.status != 200:
-        raise DaemonError(_refusal(response))
-    return response
-
-
-def _refusal(response: http.client.HTTPResponse) -> str:
+def _refusal(answer: Answer) -> str:
     """The daemon's ``{"message": …}``, as the docker CLI prints dockerd's."""
-    body = response.read()
     try:
-        message = json.loads(body).get("message")
-    except (ValueError, AttributeError):
+        message = json.loads(answer.read()).get("message")
+    except (OSError, ValueError, AttributeError):
         message = None
     if isinstance(message, str) and message:
         return message
-    return f"the daemon answered {response.status} {response.reason}"
+    return f"the daemon answered {answer.status} {answer.reason}"
 
 
-def _lines(response: http.client.HTTPResponse) -> Iterator[object]:
+def _lines(answer: Answer) -> Iterator[object]:
     try:
-        for line in response:
+        for line in answer:
             if line.strip():
                 yield json.loads(line)
     except ValueError as exc:
         raise DaemonError(f"the daemon's stream is not JSON: {exc}") from None
-    except (OSError, http.client.HTTPException) as exc:
+    except OSError as exc:
         raise DaemonError(f"the daemon's stream broke off: {exc}") from None
 
 

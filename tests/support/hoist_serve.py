@@ -43,14 +43,7 @@ def hoist_serve_unavailable(command: Sequence[str] | None = None) -> str | None:
 
 def ping(path: Path, timeout: float = 2.0) -> bool:
     """Whether the daemon on ``path`` answers ``GET /_ping`` with 200."""
-    connection = remote.connection(Address(path=str(path)), timeout)
-    try:
-        connection.request("GET", "/_ping")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
+    return remote.ping(Address(path=str(path)), timeout)
 
 
 @contextlib.contextmanager
