@@ -40,6 +40,7 @@ from benchmarks.compare_workloads import (
 )
 from benchmarks.process import (
     REGISTRY_DIR_HELP,
+    REPO_ROOT,
     BenchmarkError,
     Measured,
     byte_compile_hoist,
@@ -66,7 +67,13 @@ from benchmarks.report import (
     summarise,
     write_results,
 )
-from benchmarks.venv import default_venv, ensure_venv, versions
+from benchmarks.venv import (
+    default_hoist_venv,
+    default_venv,
+    ensure_venv,
+    install_hoist,
+    versions,
+)
 from tests.support.docker_output import EXISTS, PUSHED
 from tests.support.dockerd import Daemon, DockerdUnavailable, dockerd_unavailable, running_dockerd
 from tests.support.registry import LocalRegistry
@@ -86,6 +93,9 @@ TIME_TARGETS = (
     ("R/store", "docker", 0.15),
     ("batch", "skopeo-archive", 0.25),
 )
+#: Targets across rows: (Hoist's row and contender, the other's row and contender, at most). The
+#: no-op push through a warm hoist serve starts from the store; curl's HEADs read the layout.
+CROSS_TARGETS = (("D/store", "hoist-daemon", "D/layout", "curl", 1.3),)
 #: Hoist's peak RSS (MiB), at most.
 RSS_TARGETS = (("D/layout", 40.0), ("E/layout", 50.0), ("A/layout", 50.0))
 #: Hoist's bytes sent over docker push's, at most, by Hoist contender.
@@ -125,6 +135,7 @@ class Bench:
     timeout: float
     registry_dir: Path | None
     venv_python: Path
+    hoist: list[str]
     daemon: Daemon | None
 
 
@@ -198,6 +209,7 @@ def run_once(bench: Bench, row: Row, peer: Peer, round_: int) -> Run:
             bench.env,
             bench.timeout,
             bench.venv_python,
+            bench.hoist,
             bench.daemon,
         )
         with peer.plan(setup) as plan:
@@ -373,6 +385,11 @@ def verdicts(summaries: dict[str, list[Summary]]) -> list[str]:
         if hoist and other:
             ratio = hoist.median_seconds / other.median_seconds
             lines.append(_verdict(f"{row}: Hoist / {peer} time", ratio, bound, "×"))
+    for row, key, other_row, peer, bound in CROSS_TARGETS:
+        hoist, other = medians.get((row, key)), medians.get((other_row, peer))
+        if hoist and other:
+            ratio = hoist.median_seconds / other.median_seconds
+            lines.append(_verdict(f"{row}: {key} / {other_row} {peer} time", ratio, bound, "×"))
     for row, bound in RSS_TARGETS:
         if hoist := medians.get((row, HOIST_BY_SOURCE["layout"])):
             lines.append(_verdict(f"{row}: Hoist peak RSS", hoist.median_rss_mib, bound, " MiB"))
@@ -391,7 +408,8 @@ def _verdict(what: str, value: float, bound: float, unit: str) -> str:
 
 def compare(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     env = child_env(base)
-    byte_compile_hoist()
+    byte_compile_hoist()  # the checkout's modules: its store is made by ``hoist load``
+    hoist = install_hoist(args.hoist_venv, REPO_ROOT)
     needs_venv = bool({"dxf", "oras", "drca"} & set(args.contenders)) or args.chart
     venv_python = ensure_venv(args.venv) if needs_venv else Path(sys.executable)
     workloads = generate(
@@ -403,10 +421,10 @@ def compare(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         daemon, docker_skipped = _dockerd(stack, args, base, workloads, env)
         all_peers = peers_module.peers(
             docker_unavailable=docker_skipped,
-            zstd_unavailable=peers_module.zstd_unsupported(env),
+            zstd_unavailable=peers_module.zstd_unsupported(hoist, env),
         )
         rows = make_rows(workloads, peers_module.select(all_peers, args.contenders))
-        bench = Bench(base, env, args.timeout, args.registry_dir, venv_python, daemon)
+        bench = Bench(base, env, args.timeout, args.registry_dir, venv_python, hoist, daemon)
         runs = {row.key: run_row(bench, row, args.runs) for row in rows}
     summaries = {
         row.key: summarise(
@@ -540,6 +558,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-chart", dest="chart", action="store_false", help="no PNG chart")
     parser.add_argument(
         "--venv", type=Path, default=default_venv(), help="the harness's venv (default %(default)s)"
+    )
+    parser.add_argument(
+        "--hoist-venv",
+        type=Path,
+        default=default_hoist_venv(),
+        help="the venv this checkout's Hoist is installed into and run from (default %(default)s)",
     )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds allowed to each command (default 900)"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.compare_workloads import LAYOUT, STORE, Image, Workload
 from benchmarks.peers.layout import read_image
-from benchmarks.process import HOIST_COMMAND, hoist_argv, run_checked, skopeo_copy_argv
+from benchmarks.process import run_checked, skopeo_copy_argv
 from benchmarks.report import Contender
 from engine import Engine
 from tests.support.dockerd import Daemon
@@ -41,7 +41,12 @@ class Setup:
     env: dict[str, str]
     timeout: float
     venv_python: Path
+    #: How to run Hoist: the ``hoist`` command of an install of this checkout.
+    hoist: Sequence[str]
     daemon: Daemon | None = None
+
+    def hoist_argv(self, root: Path, *args: str) -> list[str]:
+        return [*self.hoist, "--root", str(root), *args]
 
     def targets(self) -> list[str]:
         return [image.target(self.host, self.prefix) for image in self.workload.images]
@@ -99,7 +104,7 @@ def _hoist_layout(setup: Setup) -> Iterator[Plan]:
     layout = setup.workload.layout
     yield _noop(
         setup,
-        [hoist_argv(root, "push", "-q", "--from", str(layout), t) for t in setup.targets()],
+        [setup.hoist_argv(root, "push", "-q", "--from", str(layout), t) for t in setup.targets()],
     )
 
 
@@ -123,7 +128,7 @@ def _hoist_store(*options: str) -> Planner:
     @contextlib.contextmanager
     def plan(setup: Setup) -> Iterator[Plan]:
         root = _store_copy(setup)
-        yield _noop(setup, [hoist_argv(root, "push", "-q", *options, *setup.targets())])
+        yield _noop(setup, [setup.hoist_argv(root, "push", "-q", *options, *setup.targets())])
 
     return plan
 
@@ -133,16 +138,16 @@ def _hoist_daemon(setup: Setup) -> Iterator[Plan]:
     """``hoist push`` through a warm ``hoist serve`` on the store copy (started untimed, as
     dockerd is): the command is the client of issue 15's thin CLI, one image per command."""
     root = _store_copy(setup)
-    with running_hoist_serve(setup.run_dir / "serve", root, command=HOIST_COMMAND) as daemon:
+    with running_hoist_serve(setup.run_dir / "serve", root, command=setup.hoist) as daemon:
         address = f"unix://{daemon.socket}"
-        commands = [hoist_argv(root, "-H", address, "push", "-q", t) for t in setup.targets()]
+        commands = [setup.hoist_argv(root, "-H", address, "push", "-q", t) for t in setup.targets()]
         yield _noop(setup, commands, daemon)
 
 
-def zstd_unsupported(env: dict[str, str]) -> str | None:
+def zstd_unsupported(hoist: Sequence[str], env: dict[str, str]) -> str | None:
     """Why this checkout's ``hoist push`` cannot compress with zstd, or None."""
     helped = subprocess.run(
-        [*HOIST_COMMAND, "push", "--help"],
+        [*hoist, "push", "--help"],
         capture_output=True,
         text=True,
         env=env,
