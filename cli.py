@@ -305,7 +305,6 @@ def _local_only(args: argparse.Namespace) -> str:
     """The first option of ``args`` that a push through the daemon cannot honour, or ""."""
     asked = [
         ("several images at once", len(args.names) > 1),
-        ("--from", args.source is not None),
         ("--platform", args.platform is not None),
         ("--chunk-size", args.chunk_size is not None),
         ("--max-upload-attempts", args.max_upload_attempts != DEFAULT_UPLOAD_ATTEMPTS),
@@ -331,6 +330,7 @@ def _draw_daemon_push(args: argparse.Namespace, address: Address) -> int:
             all_tags=args.all_tags,
             credentials=config.get_blocking,
             draw=renderer.handle,
+            source=Path(args.source) if args.source is not None else None,
         )
     finally:
         renderer.close()

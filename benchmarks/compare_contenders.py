@@ -86,8 +86,8 @@ class Peer:
             return self.unavailable
         if self.source not in workload.sources:
             return f"{workload.key} is pushed from the {'/'.join(workload.sources)} only"
-        if workload.batch and self.contender.key == HOIST_LAYOUT.key:
-            return "in the batch Hoist pushes from its store, all refs in one command"
+        if workload.batch and self.contender.key in (HOIST_LAYOUT.key, HOIST_DAEMON_LAYOUT.key):
+            return "in the batch Hoist pushes from its store"
         return None
 
 
@@ -134,14 +134,29 @@ def _hoist_store(*options: str) -> Planner:
 
 
 @contextlib.contextmanager
-def _hoist_daemon(setup: Setup) -> Iterator[Plan]:
-    """``hoist push`` through a warm ``hoist serve`` on the store copy (started untimed, as
-    dockerd is): the command is the client of issue 15's thin CLI, one image per command."""
-    root = _store_copy(setup)
+def _through_daemon(setup: Setup, root: Path, *options: str) -> Iterator[Plan]:
+    """``hoist push`` through a warm ``hoist serve`` on ``root`` (started untimed, as dockerd
+    is), one image per command: issue 15's thin CLI."""
     with running_hoist_serve(setup.run_dir / "serve", root, command=setup.hoist) as daemon:
         address = f"unix://{daemon.socket}"
-        commands = [setup.hoist_argv(root, "-H", address, "push", "-q", t) for t in setup.targets()]
+        commands = [
+            setup.hoist_argv(root, "-H", address, "push", "-q", *options, t)
+            for t in setup.targets()
+        ]
         yield _noop(setup, commands, daemon)
+
+
+@contextlib.contextmanager
+def _hoist_daemon_store(setup: Setup) -> Iterator[Plan]:
+    with _through_daemon(setup, _store_copy(setup)) as plan:
+        yield plan
+
+
+@contextlib.contextmanager
+def _hoist_daemon_layout(setup: Setup) -> Iterator[Plan]:
+    layout = str(setup.workload.layout)
+    with _through_daemon(setup, setup.run_dir / "store", "--from", layout) as plan:
+        yield plan
 
 
 def zstd_unsupported(hoist: Sequence[str], env: dict[str, str]) -> str | None:
@@ -234,7 +249,8 @@ def _docker(setup: Setup) -> Iterator[Plan]:
 
 HOIST_LAYOUT = Contender("hoist-layout", "hoist push --from layout")
 HOIST_STORE = Contender("hoist-store", "hoist push (store, gzip)")
-HOIST_DAEMON = Contender("hoist-daemon", "hoist push through hoist serve (store)")
+HOIST_DAEMON_LAYOUT = Contender("hoist-daemon-layout", "hoist push --from layout via hoist serve")
+HOIST_DAEMON_STORE = Contender("hoist-daemon-store", "hoist push via hoist serve (store)")
 HOIST_STORE_ZSTD = Contender("hoist-store-zstd", "hoist push --compression zstd (store)")
 #: The contender every other one in its row is compared with, by source.
 HOIST_BY_SOURCE = {LAYOUT: HOIST_LAYOUT.key, STORE: HOIST_STORE.key}
@@ -244,6 +260,7 @@ def peers(*, docker_unavailable: str | None, zstd_unavailable: str | None) -> li
     """Every contender, in the order of the report's rows."""
     return [
         Peer("hoist", HOIST_LAYOUT, LAYOUT, _hoist_layout),
+        Peer("hoist-daemon", HOIST_DAEMON_LAYOUT, LAYOUT, _hoist_daemon_layout),
         Peer("curl", Contender("curl", "curl ×4 (ceiling)"), LAYOUT, _curl),
         Peer("skopeo", Contender("skopeo-oci", "skopeo copy oci:"), LAYOUT, _skopeo_layout),
         Peer("dxf", Contender("dxf", "python-dxf"), LAYOUT, _python_driver("dxf_push.py")),
@@ -255,7 +272,7 @@ def peers(*, docker_unavailable: str | None, zstd_unavailable: str | None) -> li
             _python_driver("drca_push.py"),
         ),
         Peer("hoist", HOIST_STORE, STORE, _hoist_store()),
-        Peer("hoist-daemon", HOIST_DAEMON, STORE, _hoist_daemon),
+        Peer("hoist-daemon", HOIST_DAEMON_STORE, STORE, _hoist_daemon_store),
         Peer(
             "hoist-zstd",
             HOIST_STORE_ZSTD,

@@ -171,14 +171,26 @@ async def push(request: web.Request) -> web.StreamResponse:
     name, tag = request.match_info["name"], request.query.get("tag", "")
     ref = wire.push_reference(name, tag)
     credentials = wire.decode_registry_auth(request.headers.get("X-Registry-Auth"))
-    refs = await _refs_to_push(engine, ref, all_tags=not tag)
+    source = _source(request, all_tags=not tag)
+    refs = [ref] if source is not None else await _refs_to_push(engine, ref, all_tags=not tag)
     response = web.StreamResponse(headers=JSON_HEADERS)
     await response.prepare(request)
     for one in refs:
-        if not await _push_one(engine, one, credentials, response):
+        if not await _push_one(engine, one, credentials, response, source):
             break
     await response.write_eof()
     return response
+
+
+def _source(request: web.Request, *, all_tags: bool) -> str | None:
+    """Hoist's ``from`` parameter (``hoist push --from PATH`` through the daemon): an archive or
+    layout the daemon reads itself, so it is served only to a client of the daemon's own user
+    on its unix socket, who could read the path anyway. Absent: the store's image, as dockerd."""
+    source = request.query.get("from")
+    if source is None:
+        return None
+    peer = wire.peer_uid(request.transport.get_extra_info("socket") if request.transport else None)
+    return wire.check_source(source, peer, all_tags=all_tags)
 
 
 async def _refs_to_push(engine: Engine, ref: str, *, all_tags: bool) -> list[str]:
@@ -195,12 +207,17 @@ async def _refs_to_push(engine: Engine, ref: str, *, all_tags: bool) -> list[str
 
 
 async def _push_one(
-    engine: Engine, ref: str, credentials: AuthConfig, response: web.StreamResponse
+    engine: Engine,
+    ref: str,
+    credentials: AuthConfig,
+    response: web.StreamResponse,
+    source: str | None = None,
 ) -> bool:
     """Stream one push's messages; whether it succeeded."""
     queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
     task = asyncio.create_task(
-        engine.push(ref, progress=queue, credentials=credentials), name=f"push {ref}"
+        engine.push(ref, source=source, progress=queue, credentials=credentials),
+        name=f"push {ref}",
     )
     try:
         await _stream(queue, response)

@@ -157,9 +157,11 @@ def push(
     all_tags: bool,
     credentials: Callable[[str], AuthConfig],
     draw: Callable[[Drawable], None],
+    source: Path | None = None,
 ) -> list[str]:
-    """Push ``name`` (every tag of its repository with ``all_tags``) through the daemon, drawing
-    its stream; the error message of each push that failed.
+    """Push ``name`` (every tag of its repository with ``all_tags``; from the archive or layout
+    at ``source`` if given) through the daemon, drawing its stream; the error message of each
+    push that failed.
 
     ``credentials`` gives the stored credentials of a registry's domain. Raises
     ``DaemonUnreachable`` before anything is sent when nobody listens, ``DaemonError`` when the
@@ -172,9 +174,13 @@ def push(
     if named.digest is not None:
         raise DigestReferenceError()
     path = f"/images/{urllib.parse.quote(familiar_name(named), safe='/:')}/push"
-    if not all_tags:
+    query = {} if all_tags else {"tag": tag or DEFAULT_TAG}
+    if source is not None:
+        # Hoist's own parameter: the daemon reads the archive or layout where it lies.
+        query["from"] = str(source.absolute())
+    if query:
         # Without a tag the daemon would push every tag (its --all-tags), as dockerd does.
-        path += "?" + urllib.parse.urlencode({"tag": tag or DEFAULT_TAG})
+        path += "?" + urllib.parse.urlencode(query)
     headers = {"X-Registry-Auth": to_registry_auth(credentials(named.domain))}
     answer = request(address, "POST", path, headers)
     try:

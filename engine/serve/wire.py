@@ -13,6 +13,8 @@ import json
 import os
 import platform
 import re
+import socket
+import struct
 from datetime import datetime
 from typing import Any
 
@@ -175,6 +177,28 @@ def status_of(error: HoistError) -> int:
     if isinstance(error, StoreError) and str(error).startswith("conflict:"):
         return 409
     return 500
+
+
+def peer_uid(sock: socket.socket | None) -> int | None:
+    """The user id of the process at the other end of a unix socket; None for any other."""
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    uid: int = struct.unpack("3i", credentials)[1]
+    return uid
+
+
+def check_source(source: str, peer: int | None, *, all_tags: bool) -> str:
+    """``from``: an absolute path, from a client of the daemon's own user (or root)."""
+    if peer is None or peer not in (0, os.getuid()):
+        raise WireError(
+            403, "from is served only to clients of the daemon's own user, on its unix socket"
+        )
+    if all_tags:
+        raise WireError(400, "from pushes one tag: it cannot go with --all-tags")
+    if not os.path.isabs(source):
+        raise WireError(400, f"from must be an absolute path, not {source!r}")
+    return source
 
 
 def removal_record(line: str) -> dict[str, str]:

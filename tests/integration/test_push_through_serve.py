@@ -24,7 +24,7 @@ from engine.serve.address import default_socket
 from tests.support.clients import ROOT, Skopeo
 from tests.support.hoist_serve import ping
 from tests.support.registry import LocalRegistry, SecuredRegistry
-from tests.support.sample import LayerSpec, write_docker_archive
+from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
 pytestmark = pytest.mark.integration
 
@@ -177,19 +177,36 @@ def test_the_daemons_refusal_is_one_error_line(client: Client, serve: Path) -> N
     )
 
 
-def test_a_push_the_daemon_cannot_make_runs_here_unless_a_daemon_is_named(
-    client: Client, serve: Path, registry: LocalRegistry, tmp_path: Path
+def test_from_a_layout_through_the_daemon(
+    client: Client, serve: Path, registry: LocalRegistry, tmp_path: Path, skopeo: Skopeo
 ) -> None:
-    archive = tmp_path / "other.tar"
-    write_docker_archive(archive, LAYERS, ["other:v1"], tmp_path / "w2")
-    target = f"{registry.host}/from/app:v1"
-    here = client("push", "-q", "--from", str(archive), target)
+    """``--from`` goes too: the daemon reads the layout itself (the path made absolute here)."""
+    layout = write_oci_layout(tmp_path / "layout", LAYERS, "v1")
+    target = f"{registry.host}/layout/app:v1"
+    relative = os.path.relpath(tmp_path / "layout", ROOT)  # the client runs in ROOT
+    pushed = client("push", "--from", relative, target)
+    assert pushed.code == 0, pushed.stderr
+    assert not pushed.in_process
+    assert skopeo.digest(target) == str(layout.manifest_digest)
+    assert _digest(pushed.stdout) == str(layout.manifest_digest)
+
+
+def test_a_push_the_daemon_cannot_make_runs_here_unless_a_daemon_is_named(
+    client: Client, serve: Path, registry: LocalRegistry
+) -> None:
+    target = f"{registry.host}/platform/app:v1"
+    assert client("tag", "app:v1", target).code == 0
+    here = client("push", "-q", "--max-upload-attempts", "2", target)
     assert here.code == 0, here.stderr
     assert here.in_process
 
-    named = client("push", "--from", str(archive), target, env={"HOIST_HOST": f"unix://{serve}"})
+    named = client(
+        "push", "--max-upload-attempts", "2", target, env={"HOIST_HOST": f"unix://{serve}"}
+    )
     assert named.code == 1
-    assert named.stderr.startswith("Error: --from cannot go through the hoist serve at unix://")
+    assert named.stderr.startswith(
+        "Error: --max-upload-attempts cannot go through the hoist serve at unix://"
+    )
 
 
 def test_a_socket_nobody_listens_on(client: Client, root: Path, registry: LocalRegistry) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
 
 import pytest
 
@@ -269,3 +271,29 @@ def test_a_network_address_is_served_only_with_tlsverify() -> None:
         listening_address("tcp://0.0.0.0:2376")
     served = listening_address("tcp://0.0.0.0:2376", tls_verify=True)
     assert (served.host, served.port) == ("0.0.0.0", 2376)
+
+
+def test_the_peer_of_a_unix_socket_is_this_user() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right, socket.socket(socket.AF_INET) as tcp:
+        assert wire.peer_uid(left) == os.getuid()
+        assert wire.peer_uid(tcp) is None
+    assert wire.peer_uid(None) is None
+
+
+@pytest.mark.parametrize(
+    ("source", "peer", "all_tags", "status"),
+    [
+        ("/tmp/layout", None, False, 403),  # TCP: no peer to trust
+        ("/tmp/layout", os.getuid() + 1, False, 403),
+        ("layout", os.getuid(), False, 400),
+        ("/tmp/layout", os.getuid(), True, 400),
+    ],
+)
+def test_from_is_for_this_users_clients_and_absolute_paths(
+    source: str, peer: int | None, all_tags: bool, status: int
+) -> None:
+    with pytest.raises(wire.WireError) as caught:
+        wire.check_source(source, peer, all_tags=all_tags)
+    assert caught.value.status == status
+    assert wire.check_source("/tmp/layout", os.getuid(), all_tags=False) == "/tmp/layout"
