@@ -6,8 +6,9 @@ order, so one machine always gives the same tars), then compresses each tar with
 compressor the way a push does (1 MiB chunks through one streaming compressor, one thread) and
 prints bytes and time against zlib level 6, the stand-in for the gzip-6 of Go's compress/gzip
 that ``docker push`` writes. ``--docker`` also pushes the three tars as one image through a
-private dockerd to a registry on loopback and reads back what Docker really wrote: its bytes
-become the reference. See README.md, section Compression.
+private dockerd to a registry on loopback and reads back what Docker really wrote, which becomes
+the reference, and pushes them with Hoist from its store (gzip, then zstd) beside it. See
+README.md, section Compression.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from isal import isal_zlib
 
@@ -37,6 +38,8 @@ TREES = ("/usr/bin", "/usr/lib", "/usr/share")
 CHUNK = 1 << 20
 #: Docker's level: Go's compress/gzip DefaultCompression.
 REFERENCE = "zlib-6"
+#: The name the three tars are loaded under, by dockerd and by Hoist.
+IMAGE = "bench/compression:latest"
 _GZIP_WBITS = 31
 
 
@@ -80,15 +83,16 @@ def codecs(zstd_levels: Sequence[int], zlib_ng_levels: Sequence[int]) -> list[Co
 
 
 def _isal(level: int) -> Callable[[], _Compressor]:
-    return lambda: isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS)  # type: ignore[no-any-return]
+    return lambda: isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS)
 
 
-def _zlib_ng(module: object, level: int) -> Callable[[], _Compressor]:
-    return lambda: module.compressobj(level, module.DEFLATED, _GZIP_WBITS)  # type: ignore[attr-defined, no-any-return]
+def _zlib_ng(module: Any, level: int) -> Callable[[], _Compressor]:
+    return lambda: module.compressobj(level, module.DEFLATED, _GZIP_WBITS)
 
 
-def _zstd(module: object, level: int) -> Callable[[], _Compressor]:
-    return lambda: module.ZstdCompressor(level=level).compressobj()  # type: ignore[attr-defined, no-any-return]
+def _zstd(module: Any, level: int) -> Callable[[], _Compressor]:
+    # One thread, as Hoist makes its frames (Hoist also writes the content size: 4 bytes).
+    return lambda: module.ZstdCompressor(level=level, write_content_size=True).compressobj()
 
 
 def write_tar(tree: str, path: Path, cap: int) -> int:
@@ -133,27 +137,62 @@ def measure(codec: Codec, tar: Path) -> Measured:
     return Measured(codec.name, tar.name, tar.stat().st_size, out, seconds)
 
 
-def docker_push(tars: Sequence[Path], work: Path) -> list[Measured]:
-    """What ``docker push`` writes of each tar (one image of the three layers), and its wall
-    time for the whole push (the compressing, hashing and sending of every layer), spread over
-    the layers by their size."""
-    from benchmarks.process import child_env, fresh_registry, read_manifest
+def pushes(tars: Sequence[Path], work: Path) -> list[Measured]:
+    """What ``docker push`` and ``hoist push`` (gzip, then zstd) write of each tar, pushing one
+    image of the three layers, each cold (a fresh store, a repository of its own), and the wall
+    time of each whole push (reading, compressing, hashing and sending every layer; Hoist's
+    start-up too), spread over the layers by their size."""
+    from benchmarks.process import (
+        byte_compile_hoist,
+        child_env,
+        fresh_registry,
+        hoist_argv,
+        read_manifest,
+        run_checked,
+    )
     from tests.support.dockerd import running_dockerd
 
     archive = work / "docker-archive.tar"
     _write_docker_archive(archive, tars)
+    byte_compile_hoist()
+    runs: list[Measured] = []
     with fresh_registry(work) as (run_dir, registry), running_dockerd(run_dir / "d") as dockerd:
-        target = f"{registry.host}/bench/compression:latest"
+        env = child_env(run_dir)
+
+        def measured(name: str, repository: str, push: Callable[[str], object]) -> None:
+            target = f"{registry.host}/bench/{repository}:latest"
+            started = time.perf_counter()
+            push(target)
+            seconds = time.perf_counter() - started
+            manifest = read_manifest(target, timeout=60, env=env)
+            runs.extend(_spread(name, tars, manifest["layers"], seconds))
+
         dockerd.docker("load", "-i", str(archive))
-        dockerd.docker("tag", "bench/compression:latest", target)
-        started = time.perf_counter()
-        dockerd.docker("push", target, timeout=1800)
-        seconds = time.perf_counter() - started
-        manifest = read_manifest(target, timeout=60, env=child_env(run_dir))
+        for name, flags in (("hoist push", ()), ("hoist push zstd", ("--compression", "zstd"))):
+            root = run_dir / name.replace(" ", "-")
+            run_checked(hoist_argv(root, "load", "-i", str(archive)), timeout=600, env=env)
+
+            def hoist(target: str, root: Path = root, flags: Sequence[str] = flags) -> None:
+                run_checked(hoist_argv(root, "tag", IMAGE, target), timeout=60, env=env)
+                run_checked(hoist_argv(root, "push", "-q", *flags, target), timeout=1800, env=env)
+
+            measured(name, name.replace(" ", "-"), hoist)
+
+        def docker(target: str) -> None:
+            dockerd.docker("tag", IMAGE, target)
+            dockerd.docker("push", target, timeout=1800)
+
+        measured("docker push", "docker", docker)
+    return runs
+
+
+def _spread(
+    name: str, tars: Sequence[Path], layers: Sequence[dict[str, Any]], seconds: float
+) -> list[Measured]:
     sizes = [tar.stat().st_size for tar in tars]
     return [
-        Measured("docker push", tar.name, size, layer["size"], seconds * size / sum(sizes))
-        for tar, size, layer in zip(tars, sizes, manifest["layers"], strict=True)
+        Measured(name, tar.name, size, layer["size"], seconds * size / sum(sizes))
+        for tar, size, layer in zip(tars, sizes, layers, strict=True)
     ]
 
 
@@ -205,8 +244,8 @@ def report(runs: Sequence[Measured], reference: str) -> str:
             f"| {raw / MIB / seconds:.0f} | {ref_seconds / seconds:.1f}× |"
         )
     tar_mib = next(iter(totals.values()))[0] / MIB
-    lines.append(f"\n{tar_mib:.0f} MiB of tars in all; s: one thread, but docker push's is the")
-    lines.append("wall time of the whole push (compressing, hashing, sending to loopback).")
+    lines.append(f"\n{tar_mib:.0f} MiB of tars in all. s: one thread compressing, but for a push:")
+    lines.append("the wall time of the whole push (compressing, hashing, sending to loopback).")
     return "\n".join(lines)
 
 
@@ -219,7 +258,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=None, help="for the tars ($TMPDIR)")
     parser.add_argument("--out", type=Path, default=None, help="the raw runs as JSON")
     parser.add_argument(
-        "--docker", action="store_true", help="docker push the tars (a private dockerd, as root)"
+        "--docker",
+        action="store_true",
+        help="docker push and hoist push the tars (a private dockerd, as root)",
     )
     args = parser.parse_args(argv)
     chosen = codecs(_levels(args.zstd_levels), _levels(args.zlib_ng_levels))
@@ -239,8 +280,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 runs.append(best)
             say(f"{codec.name} done")
         if args.docker:
-            runs = docker_push(tars, Path(work)) + runs
-            say("docker push done")
+            runs = pushes(tars, Path(work)) + runs
+            say("pushes done")
     print(report(runs, "docker push" if args.docker else REFERENCE))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / f"compression-{stamp}.json"
