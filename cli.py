@@ -111,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="send each layer in PATCH chunks of SIZE (e.g. 16MiB) instead of one request",
     )
     push.add_argument(
+        "--compression",
+        choices=["gzip", "zstd"],
+        default="gzip",
+        help="how Hoist compresses layers (default gzip; zstd: smaller, in an OCI manifest)",
+    )
+    push.add_argument(
+        "--compression-level",
+        type=int,
+        metavar="N",
+        help="gzip 0-3 (default 3), zstd 1-19 (default 3)",
+    )
+    push.add_argument(
         "--max-upload-attempts",
         type=_positive,
         default=DEFAULT_UPLOAD_ATTEMPTS,
@@ -237,13 +249,23 @@ async def _push(args: argparse.Namespace) -> int:
             if len(names) > 1:
                 batch.extend(
                     await engine.push_many(
-                        names, source=args.source, platform=args.platform, progress=queue
+                        names,
+                        source=args.source,
+                        platform=args.platform,
+                        progress=queue,
+                        compression=args.compression,
+                        compression_level=args.compression_level,
                     )
                 )
                 return
             try:
                 await engine.push(
-                    names[0], source=args.source, platform=args.platform, progress=queue
+                    names[0],
+                    source=args.source,
+                    platform=args.platform,
+                    progress=queue,
+                    compression=args.compression,
+                    compression_level=args.compression_level,
                 )
             except UnauthorizedError as exc:
                 raise _with_login_hint(exc, names[0]) from exc

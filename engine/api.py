@@ -40,7 +40,7 @@ from engine.progress.events import (
     PushFailed,
     discard,
 )
-from engine.push.encode import COMPRESSOR
+from engine.push.compression import Compression
 from engine.push.ledger import BlobLedger, UnderWay
 from engine.push.pusher import Pusher
 from engine.push.result import PushResult
@@ -247,6 +247,8 @@ class Engine:
         platform: str | None = None,
         progress: ProgressTarget = None,
         credentials: AuthConfig | None = None,
+        compression: str = "gzip",
+        compression_level: int | None = None,
     ) -> PushResult:
         """Push ``ref`` from the store, or straight from an archive or layout at ``source``.
 
@@ -258,10 +260,16 @@ class Engine:
 
         ``credentials`` (a daemon's ``X-Registry-Auth``; ``AuthConfig()`` is anonymous) serve
         this push alone, instead of config.json's, and no re-login is asked for.
+
+        ``compression`` (``"gzip"`` or ``"zstd"``) and ``compression_level`` (gzip 0–3, default
+        3; zstd 1–19, default 3) say how the layers Hoist compresses are compressed; zstd layers
+        go in an OCI image manifest (a source whose own manifest is Docker schema 2 refuses
+        zstd). A blob the source fixes goes as it is. A bad value is a ``UsageError``.
         """
         sink = _sink(progress)
         run = _current_run.set(_current_run.get() or _Run(BlobLedger(self._under_way)))
         try:
+            chosen = Compression.of(compression, compression_level)
             await self._open()
             named = parse_normalized_named(ref)
             if named.digest is not None:
@@ -271,13 +279,13 @@ class Engine:
                 named = named.with_tag(DEFAULT_TAG)
             if credentials is not None:
                 pinned = PinnedCredentials(self.pool, named.domain, credentials)
-                return await self._push(named, source, platform, sink, pinned)
+                return await self._push(named, source, platform, sink, chosen, pinned)
             try:
-                return await self._push(named, source, platform, sink)
+                return await self._push(named, source, platform, sink, chosen)
             except UnauthorizedError:
                 if not await self._relogin(named.domain):
                     raise
-                return await self._push(named, source, platform, sink)
+                return await self._push(named, source, platform, sink, chosen)
         except BaseException as exc:
             sink(_ending(ref, exc))
             raise
@@ -290,13 +298,14 @@ class Engine:
         source: Path | str | None,
         platform: str | None,
         sink: ProgressSink,
+        compression: Compression,
         registries: Registries | None = None,
     ) -> PushResult:
-        pusher = replace(self._pusher, ledger=_run().ledger)
+        pusher = replace(self._pusher, ledger=_run().ledger, compression=compression)
         if registries is not None:
             pusher = replace(pusher, pool=registries)
         if source is None:
-            image, known = await self.store.image_to_push(str(ref), COMPRESSOR)
+            image, known = await self.store.image_to_push(str(ref), compression.compressor)
             return await pusher.push(ref, image, sink, known)
         from engine.image.detect import open_archive
 
@@ -333,6 +342,8 @@ class Engine:
         source: Path | str | None = None,
         platform: str | None = None,
         progress: ProgressTarget = None,
+        compression: str = "gzip",
+        compression_level: int | None = None,
     ) -> list[BatchItem]:
         """Push every ref at once under the shared upload limit; one push's ``HoistError`` stops
         no other (it is that item's ``error``). Any other exception is a bug or a cancellation:
@@ -341,14 +352,22 @@ class Engine:
         A blob shared by several of them crosses the wire once per registry: the first push
         uploads it, the others mount it from there. Their push records are written in groups,
         all of them before this returns. ``progress`` gets one ``PushEnded`` per ref, each the
-        last event of its push.
+        last event of its push. ``compression`` and ``compression_level``: as for ``push``, a
+        bad value raised (a ``UsageError``) before any push starts.
         """
         started = [False] * len(refs)
 
         async def one(index: int, ref: str) -> BatchItem:
             started[index] = True
             try:
-                pushed = await self.push(ref, source=source, platform=platform, progress=progress)
+                pushed = await self.push(
+                    ref,
+                    source=source,
+                    platform=platform,
+                    progress=progress,
+                    compression=compression,
+                    compression_level=compression_level,
+                )
                 return BatchItem(ref, pushed)
             except HoistError as exc:
                 return BatchItem(ref, error=exc)
@@ -356,6 +375,7 @@ class Engine:
         # The batch's pushes share one run: each task copies this context when it starts.
         run = _current_run.set(_Run(BlobLedger(self._under_way)))
         try:
+            Compression.of(compression, compression_level)
             async with self.store.batched_records():
                 return await gather([partial(one, i, ref) for i, ref in enumerate(refs)])
         except BaseException as exc:

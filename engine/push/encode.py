@@ -1,34 +1,53 @@
 """A layer's body as the registry receives it, hashed (and compressed) in one pass, off the loop.
 
-An uncompressed layer is gzip-compressed with python-isal at a fixed level: isal writes a
-header with mtime 0 and no name, so one layer always gives the same bytes and the same digest
-(a re-push finds its blobs even when the local metadata is gone). Each chunk is read, hashed
-and compressed in one worker-thread call: isal and hashlib release the GIL, so several layers
-really compress at once and the event loop keeps serving the network. The diff ID is hashed
-again only when the source has not already verified it (the store has, at load).
+An uncompressed layer is compressed as its push asks (``compression.Compression``): gzip with
+python-isal, or zstd with libzstd (``zstandard``, imported by the first zstd push only). Both are
+deterministic: isal writes a header with mtime 0 and no name, and a zstd frame holds the
+content's size and no dictionary, made by one thread, so one layer always gives the same bytes
+and the same digest (a re-push finds its blobs even when the local metadata is gone). Each chunk
+is read, hashed and compressed in one worker-thread call: isal, libzstd and hashlib release the
+GIL, so several layers really compress at once and the event loop keeps serving the network. A
+compressor keeps a bounded window, not the layer: memory does not grow with the layer. The diff
+ID is hashed again only when the source has not already verified it (the store has, at load).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import anyio
 from isal import isal_zlib
 
-from engine import media_types
 from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DigestMismatchError
 from engine.image.base import CHUNK_SIZE, Layer
 from engine.offload import cpu_bound
+from engine.push.compression import DEFAULT, Compression
 
-#: isal level 1 compresses ~20× faster than zlib level 6 and still better than level 1 zlib.
-GZIP_LEVEL = 1
-#: Names the compressor and its settings: the same name always gives the same bytes.
-COMPRESSOR = f"gzip-isal-{GZIP_LEVEL}"
 _GZIP_WBITS = 31  # a gzip wrapper, not zlib
+
+
+class Compressor(Protocol):
+    """A streaming compressor: isal's and zstandard's have this shape."""
+
+    def compress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+def compressor(compression: Compression, size: int) -> Compressor:
+    """A new compressor for a tar of ``size`` bytes: the same arguments, the same bytes out."""
+    if compression.algorithm == "gzip":
+        made: Compressor = isal_zlib.compressobj(compression.level, isal_zlib.DEFLATED, _GZIP_WBITS)
+        return made
+    import zstandard  # only zstd pushes pay for importing it
+
+    # threads=0: one thread makes the frame (zstd's workers would split it where they please).
+    zstd = zstandard.ZstdCompressor(level=compression.level, write_content_size=True, threads=0)
+    return zstd.compressobj(size=size)
 
 
 class LayerStream:
@@ -40,10 +59,16 @@ class LayerStream:
     (Docker's Pushing counter).
     """
 
-    def __init__(self, layer: Layer, on_read: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        layer: Layer,
+        on_read: Callable[[int], None] | None = None,
+        compression: Compression = DEFAULT,
+    ) -> None:
         self.layer = layer
         self._on_read = on_read
-        self._pass = _Pass(layer)
+        self.compression = compression
+        self._pass = _Pass(layer, compression)
 
     @property
     def size(self) -> int:
@@ -59,7 +84,7 @@ class LayerStream:
         Compression is deterministic, so the skipped part is made again (and hashed: the digest
         covers the whole blob) but not sent: CPU spent instead of bandwidth.
         """
-        self._pass = _Pass(self.layer)
+        self._pass = _Pass(self.layer, self.compression)
         return Reading(self._pass, start, self._on_read)
 
     @property
@@ -85,7 +110,7 @@ class LayerStream:
             raise DigestMismatchError(
                 f"layer {self.layer.diff_id.short}", str(self.layer.diff_id), str(diff_id)
             )
-        return Descriptor(media_types.DOCKER_LAYER_GZIP, self.digest, done.size)
+        return Descriptor(self.compression.media_type, self.digest, done.size)
 
 
 class Reading:
@@ -143,15 +168,13 @@ class _Pass:
     """One pass over a layer: its reader, compressor and hashes. Every method but the
     constructor runs in a worker thread."""
 
-    def __init__(self, layer: Layer) -> None:
+    def __init__(self, layer: Layer, compression: Compression) -> None:
         self._layer = layer
+        self._compression = compression
         self._reader: BinaryIO | None = None
-        self._compressor = (
-            isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, _GZIP_WBITS)
-            if layer.descriptor is None
-            else None
-        )
-        self.check_diff_id = self._compressor is not None and not layer.verified
+        self._compressor: Compressor | None = None
+        self.compressing = layer.descriptor is None
+        self.check_diff_id = self.compressing and not layer.verified
         self.diff_hash = hashlib.sha256()
         self.blob_hash = hashlib.sha256()
         self.position = 0  # in the source
@@ -166,6 +189,9 @@ class _Pass:
         """
         if self._reader is None:
             self._reader = self._layer.reader()
+            if self.compressing:
+                # Here, in the worker thread: a zstd compressor allocates its window when made.
+                self._compressor = compressor(self._compression, self._layer.size)
         raw = self._reader.read(CHUNK_SIZE)
         self.position += len(raw)
         if self.check_diff_id:

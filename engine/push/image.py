@@ -15,7 +15,7 @@ from functools import partial
 
 import anyio
 
-from engine import logs, media_types
+from engine import logs
 from engine.concurrency import gather
 from engine.descriptor import Descriptor
 from engine.digest import Digest
@@ -23,6 +23,7 @@ from engine.errors import RegistryResponseError
 from engine.image.base import Image
 from engine.progress.events import LayerProgress, LayerStatus, Message, ProgressSink
 from engine.push import manifest as manifests
+from engine.push.compression import DEFAULT, Compression
 from engine.push.config import ConfigUpload, worth_checking
 from engine.push.layer import LayerUpload
 from engine.push.ledger import BlobLedger
@@ -61,6 +62,7 @@ class ImagePush:
     transfers: TransferManager
     ledger: BlobLedger
     options: UploadOptions
+    compression: Compression = DEFAULT
 
     async def run(self, reference: str) -> PushedImage:
         """Layers and config, then the manifest as ``reference`` (a tag or its digest)."""
@@ -95,7 +97,7 @@ class ImagePush:
         it was found, or another process committing it at that moment) has every blob checked
         again with none of this run's knowledge, what is missing placed, and is PUT once more."""
         await self._place_config(layers, self.ledger)
-        media_type, manifest = _manifest(self.image, layers)
+        media_type, manifest = _manifest(self.image, layers, self.compression)
         try:
             digest = await self._put_manifest(reference, media_type, manifest)
         except RegistryResponseError as refusal:
@@ -120,7 +122,7 @@ class ImagePush:
         finally:
             await self.metadata.flush()
         await self._place_config(layers, fresh, check_first=True)
-        return layers, *_manifest(self.image, layers)
+        return layers, *_manifest(self.image, layers, self.compression)
 
     async def _place_layers(self, ledger: BlobLedger, *, again: bool = False) -> list[LayerResult]:
         uploads = [
@@ -132,6 +134,7 @@ class ImagePush:
                 metadata=self.metadata,
                 ledger=ledger,
                 options=self.options,
+                compression=self.compression,
                 again=again,
             )
             for layer in self.image.layers
@@ -178,9 +181,10 @@ class ImagePush:
         return [by_key[upload.key] for upload in uploads]
 
 
-def _manifest(image: Image, layers: Sequence[LayerResult]) -> tuple[str, bytes]:
+def _manifest(
+    image: Image, layers: Sequence[LayerResult], compression: Compression
+) -> tuple[str, bytes]:
     if image.manifest is not None:
         return image.manifest
     descriptors = [Descriptor(layer.media_type, layer.digest, layer.size) for layer in layers]
-    built = manifests.schema2(image.config, image.config_media_type, descriptors)
-    return media_types.DOCKER_MANIFEST, built
+    return manifests.build(image.config, image.config_media_type, descriptors, compression)

@@ -21,6 +21,7 @@ from engine.digest import Digest
 from engine.image.base import Layer
 from engine.progress import events
 from engine.progress.events import LayerProgress, LayerStatus, Measure
+from engine.push.compression import DEFAULT, Compression
 from engine.push.encode import LayerStream
 from engine.push.layer_blob import FixedBlob, LayerBlob, layer_blob
 from engine.push.ledger import BlobLedger, Placement
@@ -58,13 +59,15 @@ class LayerUpload:
     metadata: MetadataService
     ledger: BlobLedger
     options: UploadOptions = field(default_factory=UploadOptions)
+    #: How the layer is compressed if Hoist compresses it.
+    compression: Compression = DEFAULT
     #: Placed again after the registry refused a manifest: never joins a transfer that may still
     #: go by the knowledge the refusal disproved.
     again: bool = False
 
     @cached_property
     def blob(self) -> LayerBlob:
-        return layer_blob(self.layer)
+        return layer_blob(self.layer, self.compression)
 
     @cached_property
     def identity(self) -> Digest:
@@ -201,7 +204,8 @@ class LayerUpload:
             chunk_size=self.options.chunk_size,
         )
         small = self.layer.size <= SMALL_BLOB_SIZE
-        blob = await sender.send(LayerStream(self.layer, on_read), session, small=small)
+        stream = LayerStream(self.layer, on_read, self.compression)
+        blob = await sender.send(stream, session, small=small)
         return self._result(blob, LayerOutcome.PUSHED, sent=sender.sent)
 
     async def _wait_to_retry(self, ctx: TransferContext, delay: float) -> None:

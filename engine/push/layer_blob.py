@@ -8,12 +8,14 @@ the other:
   names that digest, so only evidence about *that digest* counts: a ``HEAD`` of it, a mount of
   it, the run's record of it. Another compressed form of the same diff ID is another blob.
 - ``ToCompress``: a tar that Hoist compresses. The manifest is built from what the push finds, so
-  any gzip blob of the same diff ID will do: what the push metadata knows by diff ID chooses
-  which compressed form to reuse, or Hoist makes its own.
+  any blob of the same diff ID in the asked algorithm (gzip, or zstd) will do, whatever its
+  level: what the push metadata knows by diff ID chooses which compressed form to reuse, or
+  Hoist makes its own.
 
 Each kind has its own key for the run's ledger and the transfer manager (``blob …`` against
-``diff_id …``), so a record about one never answers for the other, even when a digest and a diff
-ID are equal (an uncompressed layer's blob is its tar).
+``diff_id … gzip``), so a record about one never answers for the other, even when a digest and a
+diff ID are equal (an uncompressed layer's blob is its tar); nor does a gzip placement answer a
+push that asked for zstd.
 """
 
 from __future__ import annotations
@@ -21,15 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine import media_types
 from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import ImageSourceError
 from engine.image.base import Layer
+from engine.push.compression import DEFAULT, Compression
 from engine.store import V2Metadata
-
-#: Blob media types that a ToCompress layer of the same diff ID may name in its place.
-_GZIP_LAYERS = frozenset({media_types.DOCKER_LAYER_GZIP, media_types.OCI_LAYER_GZIP})
 
 
 def blob_key(digest: Digest) -> str:
@@ -72,30 +71,32 @@ class FixedBlob:
 
 @dataclass(frozen=True)
 class ToCompress:
-    """A tar that Hoist compresses; any gzip blob of its diff ID stands for it."""
+    """A tar that Hoist compresses; any blob of its diff ID in the asked algorithm stands for it."""
 
     diff_id: Digest
     #: The tar's size (Docker sizes its search for a layer by it).
     size: int
+    compression: Compression = DEFAULT
 
     @property
     def key(self) -> str:
-        return f"diff_id {self.diff_id}"
+        return f"diff_id {self.diff_id} {self.compression.algorithm}"
 
     @property
     def blob_size(self) -> None:
-        """Unknown until a gzip blob of the tar is made or found."""
+        """Unknown until a compressed blob of the tar is made or found."""
         return None
 
     def locations(self, metadata: Sequence[V2Metadata], own: Digest | None) -> list[V2Metadata]:
-        """The records of gzip blobs of the tar: only a gzip blob may stand for it in a schema 2
-        manifest. A record without a media type (written before Hoist kept them) counts only
-        when it names ``own``, what Hoist's compressor made of the tar: any other could be the
-        tar itself, or zstd."""
+        """The records of blobs of the tar in the asked algorithm: a gzip blob in a schema 2
+        manifest, and a push that asked for zstd wants zstd. A record without a media type
+        (written before Hoist kept them) counts only when it names ``own``, what Hoist's
+        compressor made of the tar: any other could be the tar itself, or another algorithm."""
+        accepted = self.compression.layer_media_types
         return [
             entry
             for entry in metadata
-            if entry.media_type in _GZIP_LAYERS or (not entry.media_type and entry.digest == own)
+            if entry.media_type in accepted or (not entry.media_type and entry.digest == own)
         ]
 
     def known_digest(self, own: Digest | None) -> Digest | None:
@@ -103,17 +104,18 @@ class ToCompress:
         return own
 
     def found(self, digest: Digest, size: int) -> Descriptor:
-        return Descriptor(media_types.DOCKER_LAYER_GZIP, digest, size)
+        return Descriptor(self.compression.media_type, digest, size)
 
 
 LayerBlob = FixedBlob | ToCompress
 
 
-def layer_blob(layer: Layer) -> LayerBlob:
-    """The kind of ``layer``, decided once, where the pusher first meets it."""
+def layer_blob(layer: Layer, compression: Compression = DEFAULT) -> LayerBlob:
+    """The kind of ``layer``, decided once, where the pusher first meets it; ``compression``:
+    how Hoist compresses it if it is a tar."""
     if layer.descriptor is not None:
         return FixedBlob(layer.descriptor, layer.diff_id)
     if layer.diff_id is None:
         # Nothing would name it, in the ledger or the push records: every source knows one.
         raise ImageSourceError("a layer with neither a digest nor a diff ID cannot be pushed")
-    return ToCompress(layer.diff_id, layer.size)
+    return ToCompress(layer.diff_id, layer.size, compression)

@@ -18,7 +18,7 @@ from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.image.base import Layer
 from engine.push import candidates
-from engine.push.encode import COMPRESSOR
+from engine.push.compression import DEFAULT, Compression
 from engine.push.layer_blob import LayerBlob, ToCompress
 from engine.store import LayerMetadata, MetadataUpdate, Store, V2Metadata, compute_hmac
 
@@ -56,6 +56,8 @@ class MetadataService:
 
     store: Store | None
     hmac_key: bytes
+    #: What the push compresses with: the store keeps what each compressor made apart.
+    compression: Compression = DEFAULT
     _known: dict[Digest, LayerMetadata] = field(default_factory=dict)
     _pending: list[MetadataUpdate] = field(default_factory=list)
     _forgotten: set[V2Metadata] = field(default_factory=set)
@@ -66,7 +68,7 @@ class MetadataService:
         """What the store knows of ``layers``: ``known``, when the caller read it already."""
         diff_ids = [layer.diff_id for layer in layers if layer.diff_id is not None]
         if known is None and self.store is not None and diff_ids:
-            known = await self.store.layer_metadata(diff_ids, COMPRESSOR)
+            known = await self.store.layer_metadata(diff_ids, self.compression.compressor)
         self._known.update(known or {})
 
     def candidates(self, blob: LayerBlob, target: str) -> Candidates:
@@ -97,8 +99,9 @@ class MetadataService:
         """The layer is now in ``target`` as ``placed`` (Docker's ``TagAndAdd``); kept to flush.
 
         ``made``: Hoist's compressor made ``placed`` (it was sent), so it is also recorded as the
-        tar's compressed form; a gzip blob found or mounted may be another tool's. The record
-        keeps the blob's media type: a layer Hoist compresses may only reuse a gzip blob.
+        tar's compressed form; a blob found or mounted may be another tool's. The record keeps
+        the blob's media type: a layer Hoist compresses may only reuse a blob of the algorithm
+        its push asks for.
         """
         if self.store is None or blob.diff_id is None:
             return
@@ -123,7 +126,7 @@ class MetadataService:
         pending, self._pending = self._pending, []
         if self.store is not None and pending:
             with anyio.CancelScope(shield=True):
-                await self.store.record_pushes(pending, COMPRESSOR)
+                await self.store.record_pushes(pending, self.compression.compressor)
 
     async def forget(self, entry: V2Metadata) -> None:
         """``entry`` turned out wrong (a mount from it failed, its own repository lacks the

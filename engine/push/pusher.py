@@ -15,6 +15,7 @@ from engine.image.base import Image, SourceIndex
 from engine.progress.events import Message, ProgressSink, PushComplete
 from engine.push import manifest as manifests
 from engine.push.candidates import hmac_key
+from engine.push.compression import DEFAULT, Compression
 from engine.push.image import ImagePush, PushedImage
 from engine.push.ledger import BlobLedger
 from engine.push.metadata_service import MetadataService
@@ -34,6 +35,8 @@ class Pusher:
     store: Store | None = None
     ledger: BlobLedger = field(default_factory=BlobLedger)
     options: UploadOptions = field(default_factory=UploadOptions)
+    #: How the layers Hoist compresses are compressed (one per call of the Engine).
+    compression: Compression = DEFAULT
 
     async def push(
         self,
@@ -45,6 +48,7 @@ class Pusher:
         """Push ``image`` as ``ref`` (which carries its tag); ``known``: what the store knows of
         its layers, when the caller read it already."""
         tag = _tag(ref)
+        manifests.check_compression(image, self.compression)
         progress(Message(f"The push refers to repository [{ref.name}]"))
         client = await self.pool.client(ref.domain)
         pushed = await self._push_image(client, ref, tag, image, progress, known)
@@ -59,6 +63,7 @@ class Pusher:
         """Every child by digest, concurrently, then the index itself by tag, byte for byte."""
         tag = _tag(ref)
         manifests.check_size(index.raw)
+        manifests.check_index_compression(index, self.compression)
         progress(Message(f"The push refers to repository [{ref.name}]"))
         client = await self.pool.client(ref.domain)
 
@@ -87,10 +92,19 @@ class Pusher:
         known: Mapping[Digest, LayerMetadata] | None = None,
     ) -> PushedImage:
         """One image, its manifest PUT as ``reference`` (a tag or its digest)."""
-        metadata = MetadataService(self.store, hmac_key(await self.pool.credentials(ref.domain)))
+        key = hmac_key(await self.pool.credentials(ref.domain))
+        metadata = MetadataService(self.store, key, self.compression)
         await metadata.load(image.layers, known)
         pushing = ImagePush(
-            client, ref, image, metadata, progress, self.transfers, self.ledger, self.options
+            client,
+            ref,
+            image,
+            metadata,
+            progress,
+            self.transfers,
+            self.ledger,
+            self.options,
+            self.compression,
         )
         return await pushing.run(reference)
 

@@ -278,7 +278,7 @@ async def test_a_push_that_hits_a_bug_still_ends_with_push_failed(
 async def test_a_cancelled_push_ends_with_push_cancelled_before_it_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def endless(ref: Reference, source: Any, platform: Any, sink: Any) -> None:
+    async def endless(ref: Reference, source: Any, platform: Any, sink: Any, *_: Any) -> None:
         sink(LayerProgress(LAYER, LayerStatus.PREPARING))
         await anyio.sleep_forever()
 
@@ -316,7 +316,7 @@ async def test_push_events_ends_with_the_push_s_last_event_then_raises(
 ) -> None:
     denied = DeniedError("denied: no", status=403)
 
-    async def refused(ref: Reference, source: Any, platform: Any, sink: Any) -> None:
+    async def refused(ref: Reference, source: Any, platform: Any, sink: Any, *_: Any) -> None:
         sink(LayerProgress(LAYER, LayerStatus.PREPARING))
         raise denied
 

@@ -16,6 +16,7 @@ from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import ImageSourceError
 from engine.image.base import FileLayer
+from engine.push.compression import Compression
 from engine.push.layer_blob import FixedBlob, ToCompress, blob_key, layer_blob
 from engine.push.metadata_service import ExistenceCandidate, MetadataService
 from engine.store import LayerMetadata, MetadataUpdate, V2Metadata
@@ -181,3 +182,21 @@ async def test_without_a_store_a_forgotten_record_is_still_offered_no_more() -> 
     await service.forget(stale)
 
     assert service.candidates(tar, TARGET).mounts == (_in("a"),)
+
+
+ZSTD_PUSH = Compression("zstd", 3)
+
+
+def test_a_tar_pushed_as_zstd_takes_only_zstd_blobs_of_its_diff_id() -> None:
+    """A gzip blob is another compression than the push asked for, whatever its level."""
+    records = [_in("a", UNCOMPRESSED), _in("b", ZSTD), _in("c"), _in("d", OTHER_GZIP)]
+    tar = ToCompress(DIFF_ID, 100, ZSTD_PUSH)
+    assert tar.locations(records, ZSTD.digest) == [_in("b", ZSTD)]
+    assert tar.found(ZSTD.digest, 70) == ZSTD
+
+
+def test_a_gzip_placement_never_answers_a_zstd_push_of_the_same_tar() -> None:
+    gzip_key = ToCompress(DIFF_ID, 100).key
+    assert ToCompress(DIFF_ID, 100, ZSTD_PUSH).key != gzip_key
+    assert ToCompress(DIFF_ID, 100, Compression("gzip", 0)).key == gzip_key, "any level will do"
+    assert layer_blob(_layer(), ZSTD_PUSH) == ToCompress(DIFF_ID, 100, ZSTD_PUSH)
