@@ -353,12 +353,20 @@ def _draw_daemon_push(args: argparse.Namespace, address: Address) -> int:
             credentials=config.get_blocking,
             draw=renderer.handle,
             source=Path(args.source) if args.source is not None else None,
+            compression=_compression_query(args),
         )
     finally:
         renderer.close()
     for message in failures:
         print(f"Error: {message}", file=sys.stderr)
     return EXIT_ERROR if failures else 0
+
+
+def _compression_query(args: argparse.Namespace) -> dict[str, str]:
+    query = {"compression": args.compression} if args.compression != "gzip" else {}
+    if args.compression_level is not None:
+        query["compressionLevel"] = str(args.compression_level)
+    return query
 
 
 def _with_login_hint(exc: HoistError, name: str) -> HoistError:

@@ -28,6 +28,7 @@ from engine.api import Engine
 from engine.errors import HoistError, ImageNotFoundError, TLSConfigError
 from engine.progress.events import ProgressEvent, PushEnded
 from engine.progress.jsonstream import LINE_END, encode, messages_for
+from engine.push.compression import Compression
 from engine.registry.auth_config import AuthConfig
 from engine.serve import wire
 from engine.serve.address import Address
@@ -172,11 +173,12 @@ async def push(request: web.Request) -> web.StreamResponse:
     ref = wire.push_reference(name, tag)
     credentials = wire.decode_registry_auth(request.headers.get("X-Registry-Auth"))
     source = _source(request, all_tags=not tag)
+    compression = wire.compression_of(request.query)
     refs = [ref] if source is not None else await _refs_to_push(engine, ref, all_tags=not tag)
     response = web.StreamResponse(headers=JSON_HEADERS)
     await response.prepare(request)
     for one in refs:
-        if not await _push_one(engine, one, credentials, response, source):
+        if not await _push_one(engine, one, credentials, response, source, compression):
             break
     await response.write_eof()
     return response
@@ -212,13 +214,20 @@ async def _push_one(
     credentials: AuthConfig,
     response: web.StreamResponse,
     source: str | None = None,
+    compression: Compression | None = None,
 ) -> bool:
     """Stream one push's messages; whether it succeeded."""
     queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
-    task = asyncio.create_task(
-        engine.push(ref, source=source, progress=queue, credentials=credentials),
-        name=f"push {ref}",
+    compression = compression or Compression()
+    push = engine.push(
+        ref,
+        source=source,
+        progress=queue,
+        credentials=credentials,
+        compression=compression.algorithm,
+        compression_level=compression.level,
     )
+    task = asyncio.create_task(push, name=f"push {ref}")
     try:
         await _stream(queue, response)
     finally:

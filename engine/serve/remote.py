@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from engine.errors import DaemonError, DigestReferenceError, InvalidReferenceError, UsageError
@@ -158,10 +158,12 @@ def push(
     credentials: Callable[[str], AuthConfig],
     draw: Callable[[Drawable], None],
     source: Path | None = None,
+    compression: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Push ``name`` (every tag of its repository with ``all_tags``; from the archive or layout
     at ``source`` if given) through the daemon, drawing its stream; the error message of each
-    push that failed.
+    push that failed. ``compression``: Hoist's query parameters for ``--compression`` and
+    ``--compression-level``.
 
     ``credentials`` gives the stored credentials of a registry's domain. Raises
     ``DaemonUnreachable`` before anything is sent when nobody listens, ``DaemonError`` when the
@@ -178,6 +180,8 @@ def push(
     if source is not None:
         # Hoist's own parameter: the daemon reads the archive or layout where it lies.
         query["from"] = str(source.absolute())
+    # Hoist's own parameters too: ``compression`` and ``compressionLevel``, checked there.
+    query.update(compression or {})
     if query:
         # Without a tag the daemon would push every tag (its --all-tags), as dockerd does.
         path += "?" + urllib.parse.urlencode(query)

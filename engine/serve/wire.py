@@ -15,6 +15,7 @@ import platform
 import re
 import socket
 import struct
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from engine.errors import (
     UsageError,
 )
 from engine.host import go_arch
+from engine.push.compression import Compression
 from engine.registry.auth_config import AuthConfig, from_registry_auth
 from engine.store import ImageDetails, ImageSummary
 from engine.version import VERSION
@@ -199,6 +201,18 @@ def check_source(source: str, peer: int | None, *, all_tags: bool) -> str:
     if not os.path.isabs(source):
         raise WireError(400, f"from must be an absolute path, not {source!r}")
     return source
+
+
+def compression_of(query: Mapping[str, str]) -> Compression:
+    """Hoist's ``compression`` and ``compressionLevel`` (``hoist push --compression``); absent,
+    Hoist's default, as for the docker CLI, which sends neither."""
+    level = query.get("compressionLevel")
+    if level is not None and not level.lstrip("-").isdigit():
+        raise WireError(400, f"compressionLevel must be an integer, not {level!r}")
+    try:
+        return Compression.of(query.get("compression", "gzip"), int(level) if level else None)
+    except UsageError as exc:
+        raise WireError(400, str(exc)) from exc
 
 
 def removal_record(line: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ read back with skopeo.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -249,3 +250,22 @@ def test_the_clients_credentials_travel_to_the_daemon(
     )
     assert answer.returncode == 0, answer.stderr
     assert secured.password not in pushed.stdout + pushed.stderr
+
+
+def test_zstd_through_the_daemon(
+    client: Client, serve: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    target = f"{registry.host}/zstd/app:v1"
+    assert client("tag", "app:v1", target).code == 0
+    pushed = client("push", "--compression", "zstd", "--compression-level", "5", target)
+    assert pushed.code == 0, pushed.stderr
+    assert not pushed.in_process
+    manifest = json.loads(skopeo.raw_manifest(target))
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    }
+
+    refused = client("push", "--compression-level", "9", target)
+    assert refused.code == 1
+    assert refused.stderr == "Error: gzip compression level must be 0 to 3, not 9"

@@ -20,6 +20,7 @@ from engine.errors import (
     UnauthorizedError,
     UsageError,
 )
+from engine.push.compression import Compression
 from engine.registry.auth_config import AuthConfig
 from engine.serve import wire
 from engine.serve.address import Address, listening_address, parse_address
@@ -297,3 +298,13 @@ def test_from_is_for_this_users_clients_and_absolute_paths(
         wire.check_source(source, peer, all_tags=all_tags)
     assert caught.value.status == status
     assert wire.check_source("/tmp/layout", os.getuid(), all_tags=False) == "/tmp/layout"
+
+
+def test_compression_comes_from_hoists_own_parameters() -> None:
+    assert wire.compression_of({}) == Compression()
+    assert wire.compression_of({"compression": "zstd"}) == Compression.of("zstd")
+    assert wire.compression_of({"compression": "zstd", "compressionLevel": "9"}).level == 9
+    for bad in ({"compression": "lz4"}, {"compressionLevel": "x"}, {"compressionLevel": "7"}):
+        with pytest.raises(wire.WireError) as caught:
+            wire.compression_of(bad)
+        assert caught.value.status == 400
