@@ -1,10 +1,13 @@
 """One image's blobs and manifest into one repository: the body of Docker's ``pushV2Tag``.
 
-Layers go through the shared TransferManager (one coroutine each, a global slot limit, dedup);
-the first failure cancels the others. The config follows, and the manifest is PUT only once
-every blob it names is committed. A manifest the registry refuses for a blob it names has every
-blob checked again, by a ledger that knows nothing yet, and is PUT once more. Written for
-anyio: the layers and the store's write beside the config and manifest are task groups.
+Layers go through the shared TransferManager (one coroutine each, a global upload budget,
+dedup); the first failure cancels the others. An image that brings its manifest (a layout, an
+archive) first asks whether the target holds it, one request that tells a re-push from a first
+push: a re-push asks after every blob, a first push sends small blobs unasked. The config
+follows, and the manifest is PUT only once every blob it names is committed. A manifest the
+registry refuses for a blob it names has every blob checked again, by a ledger that knows
+nothing yet, and is PUT once more. Written for anyio: the layers and the store's write beside
+the config and manifest are task groups.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ class ImagePush:
         return layers, *_manifest(self.image, layers)
 
     async def _place_layers(self, ledger: BlobLedger, *, again: bool = False) -> list[LayerResult]:
+        held = not again and await self._manifest_held()
         uploads = [
             LayerUpload(
                 client=self.client,
@@ -133,10 +137,26 @@ class ImagePush:
                 ledger=ledger,
                 options=self.options,
                 again=again,
+                manifest_held=held,
             )
             for layer in self.image.layers
         ]
         return await self._upload_layers(uploads)
+
+    async def _manifest_held(self) -> bool:
+        """Whether the target already holds the manifest the image brings (a layout's, an
+        archive's): then a re-push asks after each blob rather than send a small one unasked.
+        One request for the whole image; an image whose manifest is built has nothing to ask."""
+        if self.image.manifest is None:
+            return False
+        media_type, manifest = self.image.manifest
+        return await retry_call(
+            self.options.retry,
+            self.client.head_manifest,
+            self.ref.path,
+            Digest.of(manifest),
+            media_type,
+        )
 
     async def _place_config(
         self,
