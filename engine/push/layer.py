@@ -64,7 +64,8 @@ class LayerUpload:
     #: Placed again after the registry refused a manifest: never joins a transfer that may still
     #: go by the knowledge the refusal disproved.
     again: bool = False
-    #: The target holds the manifest the image brings: its blobs are worth a ``HEAD`` each.
+    #: The target holds the manifest the image brings, which names this layer's blob if the
+    #: source fixes it: "Layer already exists" without a request.
     manifest_held: bool = False
 
     @cached_property
@@ -104,6 +105,9 @@ class LayerUpload:
         return result
 
     async def _place(self, ctx: TransferContext, elsewhere: Placement | None) -> LayerResult:
+        if self.manifest_held and isinstance(self.blob, FixedBlob):
+            # The target holds the manifest that names this blob: linked there with it.
+            return self._exists(ctx, self.blob.blob)
         candidates = self.metadata.candidates(self.blob, self.target)
         # Placed elsewhere in this run: a mount says "already here" too, in one request.
         if elsewhere is None and self._worth_asking(candidates):
@@ -138,10 +142,10 @@ class LayerUpload:
         went; Hoist also asks of a digest it knows (a layout's, its own compressor's), so that a
         re-push without records reads no layer. For a small layer that nothing points to that
         question costs about what sending does (Docker's reason to try small layers least), so
-        it is sent straight away, unless the target holds the image's manifest."""
+        it is sent straight away."""
         if not candidates.existence:
             return False
-        if self.manifest_held or any(check.entry is not None for check in candidates.existence):
+        if any(check.entry is not None for check in candidates.existence):
             return True
         return self.blob.size > SMALL_LAYER_MAX_SIZE
 
