@@ -60,7 +60,8 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
         type=_positive,
         default=default(None),
         metavar="N",
-        help="layers uploaded at once, across every push of this run (default 5, or daemon.json)",
+        help="layers of 2 MiB or more uploaded at once, across every push of this run (default 5, "
+        "or daemon.json); smaller ones share a slot",
     )
     parser.add_argument(
         "--log-level",

@@ -15,6 +15,9 @@ from engine.errors import SettingsError
 
 FILE_NAME = "daemon.json"
 DEFAULT_MAX_CONCURRENT_UPLOADS = 5
+#: Keep-alive connections to the registries, and so the most uploads of small layers at once
+#: (``max-concurrent-uploads`` counts big layers; small ones share a slot).
+CONNECTIONS = 32
 
 
 @dataclass(frozen=True)

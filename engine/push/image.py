@@ -1,10 +1,13 @@
 """One image's blobs and manifest into one repository: the body of Docker's ``pushV2Tag``.
 
-Layers go through the shared TransferManager (one coroutine each, a global slot limit, dedup);
-the first failure cancels the others. The config follows, and the manifest is PUT only once
-every blob it names is committed. A manifest the registry refuses for a blob it names has every
-blob checked again, by a ledger that knows nothing yet, and is PUT once more. Written for
-anyio: the layers and the store's write beside the config and manifest are task groups.
+Layers go through the shared TransferManager (one coroutine each, a global upload budget,
+dedup); the first failure cancels the others. An image that brings its manifest (a layout, an
+archive) first asks whether the target holds it, one request that tells a re-push from a first
+push: a re-push asks after every blob, a first push sends small blobs unasked. The config
+follows, and the manifest is PUT only once every blob it names is committed. A manifest the
+registry refuses for a blob it names has every blob checked again, by a ledger that knows
+nothing yet, and is PUT once more. Written for anyio: the layers and the store's write beside
+the config and manifest are task groups.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class ImagePush:
     async def run(self, reference: str) -> PushedImage:
         """Layers and config, then the manifest as ``reference`` (a tag or its digest)."""
         try:
-            layers = await self._place_layers(self.ledger)
+            held = await self._manifest_held()
+            layers = await self._place_layers(self.ledger, held=held)
         except BaseException:
             await self.metadata.flush()
             raise
@@ -85,18 +89,21 @@ class ImagePush:
                     unrecorded.append(error)  # raised once the push's own error has not come
 
         async def complete() -> None:
-            pushed.append(await self._complete(reference, layers))
+            pushed.append(await self._complete(reference, layers, held=held))
 
         await gather([record, complete])
         if unrecorded:
             raise unrecorded[0]
         return pushed[0]
 
-    async def _complete(self, reference: str, layers: list[LayerResult]) -> PushedImage:
+    async def _complete(
+        self, reference: str, layers: list[LayerResult], *, held: bool
+    ) -> PushedImage:
         """The config, then the manifest. A manifest refused for a blob it names (deleted since
         it was found, or another process committing it at that moment) has every blob checked
         again with none of this run's knowledge, what is missing placed, and is PUT once more."""
-        await self._place_config(layers, self.ledger)
+        if not held:  # else in the repository with the manifest that names it
+            await self._place_config(layers, self.ledger)
         media_type, manifest = _manifest(self.image, layers, self.compression)
         try:
             digest = await self._put_manifest(reference, media_type, manifest)
@@ -124,7 +131,9 @@ class ImagePush:
         await self._place_config(layers, fresh, check_first=True)
         return layers, *_manifest(self.image, layers, self.compression)
 
-    async def _place_layers(self, ledger: BlobLedger, *, again: bool = False) -> list[LayerResult]:
+    async def _place_layers(
+        self, ledger: BlobLedger, *, again: bool = False, held: bool = False
+    ) -> list[LayerResult]:
         uploads = [
             LayerUpload(
                 client=self.client,
@@ -136,10 +145,29 @@ class ImagePush:
                 options=self.options,
                 compression=self.compression,
                 again=again,
+                manifest_held=held,
             )
             for layer in self.image.layers
         ]
         return await self._upload_layers(uploads)
+
+    async def _manifest_held(self) -> bool:
+        """Whether the target already holds the manifest the image brings (a layout's, an
+        archive's). One request for the whole image, which says every blob it names is there
+        too: the registry linked each in the repository before it took the manifest. So a
+        re-push asks after none of them; should one have been deleted since, the manifest PUT
+        is refused for it, and every blob is checked again (``_complete``). An image whose
+        manifest is built has nothing to ask."""
+        if self.image.manifest is None:
+            return False
+        media_type, manifest = self.image.manifest
+        return await retry_call(
+            self.options.retry,
+            self.client.head_manifest,
+            self.ref.path,
+            Digest.of(manifest),
+            media_type,
+        )
 
     async def _place_config(
         self,

@@ -1,6 +1,8 @@
 """One layer's upload (Docker's ``v2PushDescriptor.Upload``): the function a transfer runs.
 
-In order: is it already in the target repository (``HEAD``)? → "Layer already exists". Can it be
+In order: is it already in the target repository (``HEAD``, when that is worth a round trip: a
+record says so, the target holds the image's manifest, or the layer is not small)? → "Layer
+already exists". Can it be
 mounted from another repository of the registry (placed there earlier in this run, or
 remembered in the push metadata)? → "Mounted from …". Otherwise stream one ``PATCH`` of the
 (compressed) body into a session — the one a failed mount opened, or a new one — check it is what
@@ -21,6 +23,7 @@ from engine.digest import Digest
 from engine.image.base import Layer
 from engine.progress import events
 from engine.progress.events import LayerProgress, LayerStatus, Measure
+from engine.push.candidates import SMALL_LAYER_MAX_SIZE
 from engine.push.compression import DEFAULT, Compression
 from engine.push.encode import LayerStream
 from engine.push.layer_blob import FixedBlob, LayerBlob, layer_blob
@@ -64,6 +67,9 @@ class LayerUpload:
     #: Placed again after the registry refused a manifest: never joins a transfer that may still
     #: go by the knowledge the refusal disproved.
     again: bool = False
+    #: The target holds the manifest the image brings, which names this layer's blob if the
+    #: source fixes it: "Layer already exists" without a request.
+    manifest_held: bool = False
 
     @cached_property
     def blob(self) -> LayerBlob:
@@ -102,9 +108,12 @@ class LayerUpload:
         return result
 
     async def _place(self, ctx: TransferContext, elsewhere: Placement | None) -> LayerResult:
+        if self.manifest_held and isinstance(self.blob, FixedBlob):
+            # The target holds the manifest that names this blob: linked there with it.
+            return self._exists(ctx, self.blob.blob)
         candidates = self.metadata.candidates(self.blob, self.target)
         # Placed elsewhere in this run: a mount says "already here" too, in one request.
-        if elsewhere is None:
+        if elsewhere is None and self._worth_asking(candidates):
             existing = await self._retrying(ctx, partial(self._find_existing, candidates))
             if existing is not None:
                 return self._exists(ctx, existing)
@@ -118,7 +127,9 @@ class LayerUpload:
         if mounted is not None:
             return mounted
         try:
-            await ctx.wait_started(on_wait=partial(self._say, ctx, LayerStatus.WAITING))
+            # Weighed by what it reads: many small layers go at once, big ones a few at a time.
+            waiting = partial(self._say, ctx, LayerStatus.WAITING)
+            await ctx.wait_started(on_wait=waiting, size=self.layer.size)
         except BaseException:
             # Cancelled while queued: the session a refused mount opened must not stay open.
             if session is not None:
@@ -128,6 +139,18 @@ class LayerUpload:
         ctx.set_inactive()
         self._say(ctx, LayerStatus.PUSHED)
         return result
+
+    def _worth_asking(self, candidates: Candidates) -> bool:
+        """Whether to ``HEAD`` before sending. Docker asks only where a record says the blob
+        went; Hoist also asks of a digest it knows (a layout's, its own compressor's), so that a
+        re-push without records reads no layer. For a small layer that nothing points to that
+        question costs about what sending does (Docker's reason to try small layers least), so
+        it is sent straight away."""
+        if not candidates.existence:
+            return False
+        if any(check.entry is not None for check in candidates.existence):
+            return True
+        return self.blob.size > SMALL_LAYER_MAX_SIZE
 
     async def _find_existing(self, candidates: Candidates) -> Descriptor | None:
         for check in candidates.existence:

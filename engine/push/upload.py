@@ -25,7 +25,8 @@ from engine.retry import Attempts, RetryPolicy
 
 log = logs.get_logger("engine.push")
 
-#: Blobs whose source is at most this long go in one request; held in memory meanwhile.
+#: Blobs whose source is at most this long go in one request; held in memory meanwhile (the
+#: transfer manager's slot is this size, so its budget bounds that memory).
 SMALL_BLOB_SIZE = 2 << 20
 
 #: Called with the delay before a retry; it waits (and may give the upload slot back meanwhile).

@@ -58,6 +58,10 @@ class RegistryAPI(Protocol):
         """``DELETE`` a session that will not be committed."""
         ...
 
+    async def head_manifest(self, repository: str, digest: Digest, media_type: str) -> bool:
+        """``HEAD`` a manifest of ``media_type`` by digest: whether the repository holds it."""
+        ...
+
     async def put_manifest(
         self, repository: str, reference: str, media_type: str, data: bytes
     ) -> Digest:

@@ -296,6 +296,18 @@ class RegistryClient:
         """``DELETE`` an upload session that will not be committed."""
         await self.request("DELETE", location, ok=(204, 404), scopes=[repository_scope(repository)])
 
+    async def head_manifest(self, repository: str, digest: Digest, media_type: str) -> bool:
+        """``HEAD`` a manifest by digest: whether the repository holds it. ``Accept`` names its
+        type: Distribution hides an OCI manifest from a client that does not accept OCI."""
+        answer = await self.request(
+            "HEAD",
+            protocol.manifest_url(self.base, repository, str(digest)),
+            ok=(200, 404),
+            headers={"Accept": media_type},
+            scopes=[repository_scope(repository)],
+        )
+        return answer.status == 200 and protocol.names_manifest(answer.headers, digest)
+
     async def put_manifest(
         self, repository: str, reference: str, media_type: str, data: bytes
     ) -> Digest:

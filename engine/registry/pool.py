@@ -27,6 +27,7 @@ from engine.registry.auth_config import AuthConfig
 from engine.registry.client import RegistryClient
 from engine.registry.endpoints import Endpoint, push_endpoints
 from engine.registry.throttle import HostGate
+from engine.settings import CONNECTIONS
 from engine.version import VERSION
 
 log = logs.get_logger("engine.registry")
@@ -62,7 +63,7 @@ class RegistryPool:
         insecure_loopback: bool = True,
         credentials: CredentialSource = anonymous,
         certs_dirs: Sequence[Path] | None = None,
-        connections: int = 32,
+        connections: int = CONNECTIONS,
         timeouts: Timeouts | None = None,
     ) -> None:
         self.insecure_registries = tuple(insecure_registries)

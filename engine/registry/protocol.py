@@ -105,6 +105,15 @@ def present_size(headers: Mapping[str, str], digest: Digest) -> int | None:
     return int(length) if length.isdigit() else None
 
 
+def names_manifest(headers: Mapping[str, str], digest: Digest) -> bool:
+    """Whether a ``200`` to a manifest's ``HEAD`` is that manifest: a registry names its digest;
+    a page that names none (a proxy's sign-in page answering 200) is not it."""
+    given = headers.get(CONTENT_DIGEST_HEADER)
+    if given is not None:
+        return given.strip() == str(digest)
+    return not headers.get("Content-Type", "").lower().startswith("text/html")
+
+
 def chunk_min_length(headers: Mapping[str, str]) -> int:
     try:
         return max(0, int(headers.get("OCI-Chunk-Min-Length", "0")))

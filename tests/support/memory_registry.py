@@ -56,6 +56,7 @@ class MemoryRegistry:
     blobs: dict[str, bytes] = field(default_factory=dict)
     links: dict[str, set[str]] = field(default_factory=dict)  # repository → digests
     manifests: dict[str, bytes] = field(default_factory=dict)  # by tag or digest
+    manifest_links: dict[str, set[Digest]] = field(default_factory=dict)  # repository → digests
     sessions: dict[str, bytearray] = field(default_factory=dict)
     patches: list[tuple[str, int | None, int]] = field(default_factory=list)  # (loc, start, n)
     deleted: list[str] = field(default_factory=list)
@@ -156,11 +157,16 @@ class MemoryRegistry:
         self.deleted.append(location)
         self.sessions.pop(location, None)
 
+    async def head_manifest(self, repository: str, digest: Digest, media_type: str) -> bool:
+        self._call("head_manifest")
+        return digest in self.manifest_links.get(repository, set())
+
     async def put_manifest(
         self, repository: str, reference: str, media_type: str, data: bytes
     ) -> Digest:
         self._call("put_manifest")
         self.manifests[reference] = data
+        self.manifest_links.setdefault(repository, set()).add(Digest.of(data))
         return Digest.of(data)
 
     def _receive_body(self) -> None:

@@ -4,6 +4,7 @@ are deleted, which evidence is forgotten (pure logic; the real registry is in te
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -128,3 +129,52 @@ async def test_a_layer_cancelled_while_it_waits_for_a_slot_deletes_the_refused_m
 
     assert registry.deleted == ["s1"] and not registry.sessions
     assert registry.calls["patch_blob"] == 0
+
+
+async def test_a_small_blob_no_record_places_in_the_target_is_sent_without_asking(
+    tmp_path: Path,
+) -> None:
+    layer = await anyio.to_thread.run_sync(_layer, tmp_path)
+    registry = MemoryRegistry()
+    upload, _ = await _upload(registry, layer)
+
+    result = await _run(upload, [])
+
+    assert result.outcome is LayerOutcome.PUSHED
+    assert registry.calls["head_blob"] == 0
+    assert registry.calls["mount_blob"] == 1, "the anonymous mount opens the session"
+    assert registry.calls["commit_blob"] == 1 and registry.calls["initiate_upload"] == 0
+
+
+@pytest.mark.parametrize("why", ["a record places it in the target", "it is big"])
+async def test_a_blob_is_asked_after_before_it_is_sent(tmp_path: Path, why: str) -> None:
+    size = 200_000 if why == "it is big" else 50_000
+    layer = await anyio.to_thread.run_sync(_layer, tmp_path, size)
+    assert layer.descriptor is not None
+    registry = MemoryRegistry()
+    registry.blobs[layer.descriptor.digest] = layer.path.read_bytes()
+    registry.links["app"] = {layer.descriptor.digest}
+    records = [_in("app", layer.descriptor)] if why.startswith("a record") else []
+    upload, _ = await _upload(registry, layer, *records)
+    events: list[ProgressEvent] = []
+
+    result = await _run(upload, events)
+
+    assert result.outcome is LayerOutcome.EXISTS
+    assert registry.calls["head_blob"] == 1 and registry.uploads == 0
+    assert [e.status for e in events if isinstance(e, LayerProgress)] == [LayerStatus.EXISTS]
+
+
+async def test_a_held_manifest_says_its_blobs_are_there_without_a_request(tmp_path: Path) -> None:
+    layer = await anyio.to_thread.run_sync(_layer, tmp_path, 50_000)
+    assert layer.descriptor is not None
+    registry = MemoryRegistry()
+    upload, _ = await _upload(registry, layer)
+    events: list[ProgressEvent] = []
+
+    result = await _run(replace(upload, manifest_held=True), events)
+
+    assert result.outcome is LayerOutcome.EXISTS
+    assert result.digest == layer.descriptor.digest
+    assert sum(registry.calls.values()) == 0 and registry.uploads == 0
+    assert [e.status for e in events if isinstance(e, LayerProgress)] == [LayerStatus.EXISTS]

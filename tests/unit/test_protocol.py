@@ -151,6 +151,20 @@ def test_what_a_head_answer_proves(headers: dict[str, str], size: int | None) ->
 
 
 @pytest.mark.parametrize(
+    ("headers", "held"),
+    [
+        ({"Docker-Content-Digest": str(BLOB), "Content-Type": "text/html"}, True),
+        ({"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, True),
+        ({"Docker-Content-Digest": str(Digest.of(b"other"))}, False),
+        ({"Content-Type": "text/html; charset=utf-8"}, False),
+    ],
+    ids=["named", "unnamed", "another", "a page"],
+)
+def test_what_a_manifest_s_head_answer_proves(headers: dict[str, str], held: bool) -> None:
+    assert protocol.names_manifest(headers, BLOB) is held
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "https://r:5000/v2/",

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from engine import media_types
+from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import BlobUploadInvalidError, PushError, RegistryResponseError
 from engine.image.base import FileLayer, SourceImage
@@ -166,3 +167,37 @@ def test_a_manifest_over_the_registry_s_limit_is_refused_before_it_is_sent() -> 
     manifests.check_size(b" " * manifests.MAX_MANIFEST_SIZE)
     with pytest.raises(PushError, match="over the"):
         manifests.check_size(b" " * (manifests.MAX_MANIFEST_SIZE + 1))
+
+
+def _layout_image(tmp_path: Path, sizes: list[int]) -> SourceImage:
+    """An image whose source fixes its blobs and its manifest, as an OCI layout does."""
+    layers = []
+    for index, size in enumerate(sizes):
+        path = tmp_path / f"blob-{index}"
+        path.write_bytes(bytes([index]) * size)
+        blob = Descriptor(media_types.OCI_LAYER_GZIP, Digest.of(path.read_bytes()), size)
+        layers.append(FileLayer(path, size, descriptor=blob, diff_id=Digest.of(b"tar %d" % index)))
+    config = make_config([layer.diff_id for layer in layers if layer.diff_id])
+    named = [layer.descriptor for layer in layers if layer.descriptor]
+    manifest = manifests.schema2(config, media_types.OCI_CONFIG, named)
+    return SourceImage(config, layers, media_types.OCI_CONFIG, (media_types.OCI_MANIFEST, manifest))
+
+
+async def test_a_re_push_of_a_held_manifest_asks_after_no_blob_and_sends_none(
+    tmp_path: Path,
+) -> None:
+    image = await anyio.to_thread.run_sync(_layout_image, tmp_path, [4096, 8192, 300_000])
+    registry = MemoryRegistry()
+
+    first = await _push(registry, image, [])
+    assert registry.calls["head_blob"] == 1, "only the big blob is asked after on a cold push"
+    sent = registry.uploads
+    for layer in image.layers:
+        layer.path.unlink()  # a re-push that read a layer would fail
+    again = await _push(registry, image, [])
+
+    assert {layer.outcome for layer in again.layers} == {LayerOutcome.EXISTS}
+    assert registry.uploads == sent
+    assert registry.calls["head_manifest"] == 2
+    assert registry.calls["head_blob"] == 1, "the held manifest answers for its blobs"
+    assert again.digest == first.digest

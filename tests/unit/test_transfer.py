@@ -1,10 +1,11 @@
-"""The transfer manager: slot limit, FIFO starts, dedup, watchers, cancellation, failure."""
+"""The transfer manager: slot limit, byte budget, FIFO starts, dedup, watchers, cancellation,
+failure."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -133,6 +134,135 @@ async def test_raising_the_limit_starts_waiters() -> None:
             assert manager.concurrency == 3
             gate.set()
     assert manager.active() == 0
+
+
+MIB = 1 << 20
+
+
+async def _started_at_once(manager: TransferManager, sizes: list[int | None]) -> list[str]:
+    """Start a transfer per size, in order; the keys that hold a slot once nothing else moves."""
+    contexts: list[TransferContext] = []
+    gate = anyio.Event()
+
+    async def func(ctx: TransferContext) -> None:
+        contexts.append(ctx)
+        await ctx.wait_started(size=sizes[int(ctx.key)])
+        await gate.wait()
+
+    def has_requested(count: int) -> Callable[[], bool]:
+        return lambda: len(contexts) == count
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            for index in range(len(sizes)):
+                tg.start_soon(manager.transfer, str(index), func, ignore)
+                await until(has_requested(index + 1))
+            await settle()
+            started = [ctx.key for ctx in contexts if ctx.started]
+            gate.set()
+    assert manager.active() == 0 and manager.in_flight() == 0
+    return started
+
+
+@pytest.mark.anyio
+async def test_small_transfers_share_a_slot_up_to_the_parallel_cap() -> None:
+    manager = TransferManager(2, slot_bytes=MIB, max_parallel=6)
+    # 100 KiB each: twenty would fit in two slots' bytes; the cap lets six go.
+    started = await _started_at_once(manager, [100 << 10] * 10)
+    assert started == [str(i) for i in range(6)]
+
+
+@pytest.mark.anyio
+async def test_transfers_of_a_slot_or_more_go_as_many_as_the_limit() -> None:
+    manager = TransferManager(3, slot_bytes=MIB, max_parallel=32)
+    started = await _started_at_once(manager, [MIB, 40 * MIB, None, MIB, 5 * MIB])
+    assert started == ["0", "1", "2"], "a big layer, or one of unknown size, takes a whole slot"
+
+
+@pytest.mark.anyio
+async def test_small_transfers_fill_the_bytes_a_big_one_leaves() -> None:
+    manager = TransferManager(2, slot_bytes=MIB, max_parallel=32)
+    quarter = MIB // 4
+    started = await _started_at_once(
+        manager, [8 * MIB, quarter, quarter, quarter, quarter, quarter]
+    )
+    assert started == ["0", "1", "2", "3", "4"]
+    assert manager.concurrency == 2
+
+
+@pytest.mark.anyio
+async def test_a_big_transfer_at_the_head_of_the_queue_is_not_overtaken() -> None:
+    manager = TransferManager(1, slot_bytes=MIB, max_parallel=32)
+    half = MIB // 2
+    # The second does not fit beside the first; the third would, but goes in its turn.
+    started = await _started_at_once(manager, [half, MIB, half])
+    assert started == ["0"]
+
+
+@pytest.mark.anyio
+async def test_a_transfer_gives_back_what_it_took_and_keeps_its_size_when_it_queues_again() -> None:
+    manager = TransferManager(1, slot_bytes=MIB, max_parallel=32)
+    half = MIB // 2
+    phases: list[tuple[int, int]] = []
+    again = anyio.Event()
+
+    async def func(ctx: TransferContext) -> None:
+        await ctx.wait_started(size=half)
+        phases.append((manager.active(), manager.in_flight()))
+        ctx.set_inactive()
+        phases.append((manager.active(), manager.in_flight()))
+        await again.wait()
+        await ctx.wait_started()  # a retry: no size said, the one said before still counts
+        phases.append((manager.active(), manager.in_flight()))
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(manager.transfer, "a", func, ignore)
+            await until(lambda: len(phases) == 2)
+            again.set()
+    assert phases == [(1, half), (0, 0), (1, half)]
+    assert manager.in_flight() == 0
+
+
+@pytest.mark.anyio
+async def test_a_queued_transfer_that_says_its_size_is_weighed_by_it() -> None:
+    manager = TransferManager(1, slot_bytes=MIB, max_parallel=32)
+    contexts: list[TransferContext] = []
+    gate = anyio.Event()
+
+    async def func(ctx: TransferContext) -> None:
+        contexts.append(ctx)
+        size = MIB // 2 if ctx.key == "small" else None
+        await ctx.wait_started(size=size)
+        await gate.wait()
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(manager.transfer, "half", _holding_half(gate), ignore)
+            await until(lambda: manager.in_flight() == MIB // 2)
+            # Queued at creation as a whole slot, which does not fit; half a slot does.
+            tg.start_soon(manager.transfer, "small", func, ignore)
+            await until(lambda: len(contexts) == 1)
+            await until(lambda: contexts[0].started)
+            assert manager.in_flight() == MIB
+            gate.set()
+
+
+def _holding_half(gate: anyio.Event) -> Callable[[TransferContext], Awaitable[None]]:
+    async def func(ctx: TransferContext) -> None:
+        await ctx.wait_started(size=MIB // 2)
+        await gate.wait()
+
+    return func
+
+
+@pytest.mark.parametrize(
+    ("limits", "what"),
+    [({"slot_bytes": 0}, "slot size"), ({"max_parallel": 0}, "parallel transfers")],
+)
+def test_a_budget_of_nothing_is_refused(limits: dict[str, int], what: str) -> None:
+    with pytest.raises(ValueError, match=what):
+        TransferManager(1, **limits)
 
 
 @pytest.mark.anyio
