@@ -16,29 +16,26 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from benchmarks.process import (
-    REGISTRY_DIR_HELP,
     BenchmarkError,
     StoredBlobs,
+    add_run_options,
     byte_compile_hoist,
     check_exit,
+    check_pushed,
     child_env,
     cold_env,
     default_registry_dir,
     fresh_registry,
     hoist_argv,
     in_turn,
-    interrupt_on_sigterm,
-    read_manifest,
     registry_storage,
     run_checked,
     run_measured,
@@ -51,17 +48,15 @@ from benchmarks.report import (
     Contender,
     Run,
     Summary,
-    machine,
+    run_benchmark,
     say,
     summarise,
     table,
-    write_results,
 )
 from engine import Engine, logs
 from tests.support.registry import LocalRegistry
 from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TAG = "latest"
 SHARED_LAYERS = 5
 SHARED_LAYER_MIB = 4
@@ -315,16 +310,9 @@ def run_once(ws: BatchWorkspace, contender: Contender, round_: int) -> tuple[Run
 
 
 def verify_pushed(ws: BatchWorkspace, host: str) -> None:
-    """Read every manifest back with skopeo: the right config and all layers, or abort."""
     for image in ws.images:
-        manifest = read_manifest(image.target(host), timeout=ws.timeout, env=ws.env)
-        config = manifest.get("config", {}).get("digest")
-        layers = manifest.get("layers", [])
-        if config != image.image_id or len(layers) != LAYER_COUNT:
-            raise BenchmarkError(
-                f"{image.target(host)}: expected config {image.image_id} and {LAYER_COUNT} "
-                f"layers, the registry holds config {config} and {len(layers)} layers"
-            )
+        target = image.target(host)
+        check_pushed(target, image.image_id, LAYER_COUNT, timeout=ws.timeout, env=ws.env)
 
 
 # --- rounds and the report --------------------------------------------------------------------
@@ -444,11 +432,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, help="raw runs as JSON (default results/batch-<time>.json)"
     )
-    parser.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds allowed to each command (default 600)"
-    )
-    parser.add_argument("--work-dir", type=Path, help="where temporary files go (default: $TMPDIR)")
-    parser.add_argument("--registry-dir", type=Path, help=REGISTRY_DIR_HELP)
+    add_run_options(parser, timeout=600)
     args = parser.parse_args(argv)
     args.registry_dir = args.registry_dir or default_registry_dir()
     if min(args.runs, args.images) < 1:
@@ -459,23 +443,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure()  # the benchmark owns its process, as the CLI does: warnings only, on stderr
-    interrupt_on_sigterm()
-    started = datetime.now(UTC)
-    out = args.out or RESULTS / f"batch-{started:%Y%m%d-%H%M%S}.json"
-    try:
-        with tempfile.TemporaryDirectory(prefix="hoist-batch-", dir=args.work_dir) as tmp:
-            clock = time.monotonic()
-            result = batch_benchmark(args, Path(tmp))
-            result |= {"started": started.isoformat(), "machine": machine()}
-            result["elapsed_seconds"] = round(time.monotonic() - clock, 1)
-    except BenchmarkError as exc:
-        say(f"benchmark aborted:\n{exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted; registries stopped and temporary files removed")
-        return 130
-    write_results(out, result)
-    return 0
+    return run_benchmark("batch", args.work_dir, args.out, partial(batch_benchmark, args)).code
 
 
 if __name__ == "__main__":

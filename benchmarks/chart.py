@@ -11,6 +11,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -39,7 +40,7 @@ def main() -> None:
     figure.savefig(target, dpi=110)
 
 
-def draw_row(ax: plt.Axes, row: dict) -> None:
+def draw_row(ax: plt.Axes, row: dict[str, Any]) -> None:
     summary = row["summary"]
     labels = [s["label"] for s in summary]
     medians = [s["median_seconds"] for s in summary]

@@ -16,13 +16,12 @@ import contextlib
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,18 @@ from benchmarks.compare_workloads import (
     generate,
 )
 from benchmarks.process import (
-    REGISTRY_DIR_HELP,
     REPO_ROOT,
     BenchmarkError,
     Measured,
+    add_run_options,
     byte_compile_hoist,
     check_exit,
+    check_pushed,
     child_env,
     cold_env,
     default_registry_dir,
     fresh_registry,
     in_turn,
-    interrupt_on_sigterm,
-    read_manifest,
     registry_storage,
     run_checked,
     run_measured,
@@ -62,10 +60,9 @@ from benchmarks.report import (
     Run,
     Summary,
     format_table,
-    machine,
+    run_benchmark,
     say,
     summarise,
-    write_results,
 )
 from benchmarks.venv import (
     default_hoist_venv,
@@ -78,7 +75,6 @@ from tests.support.docker_output import EXISTS, PUSHED
 from tests.support.dockerd import Daemon, DockerdUnavailable, dockerd_unavailable, running_dockerd
 from tests.support.registry import LocalRegistry
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: The issue's targets: (row, contender, Hoist's median time over the contender's, at most).
 TIME_TARGETS = (
     ("A/layout", "curl", 1.15),
@@ -250,16 +246,10 @@ def check_docker_statuses(run_dir: Path, row: Row) -> None:
 
 
 def verify_pushed(bench: Bench, setup: Setup) -> None:
-    """Read every manifest back with skopeo: the right config and every layer, or abort."""
     for image, target in setup.pairs():
-        manifest = read_manifest(target, timeout=bench.timeout, env=bench.env)
-        config = manifest.get("config", {}).get("digest")
-        layers = manifest.get("layers", [])
-        if config != image.image_id or len(layers) != image.layer_count:
-            raise BenchmarkError(
-                f"{target}: expected config {image.image_id} and {image.layer_count} layers, "
-                f"the registry holds config {config} and {len(layers)} layers"
-            )
+        check_pushed(
+            target, image.image_id, image.layer_count, timeout=bench.timeout, env=bench.env
+        )
 
 
 # --- what the registry received ---------------------------------------------------------------
@@ -564,11 +554,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=default_hoist_venv(),
         help="the venv this checkout's Hoist is installed into and run from (default %(default)s)",
     )
-    parser.add_argument(
-        "--timeout", type=float, default=900.0, help="seconds allowed to each command (default 900)"
-    )
-    parser.add_argument("--work-dir", type=Path, help="where temporary files go (default: $TMPDIR)")
-    parser.add_argument("--registry-dir", type=Path, help=REGISTRY_DIR_HELP)
+    add_run_options(parser, timeout=900)
     args = parser.parse_args(argv)
     args.registry_dir = args.registry_dir or default_registry_dir()
     sizes = QUICK if args.quick else Sizes()
@@ -589,25 +575,20 @@ def draw_chart(python: Path, json_path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    interrupt_on_sigterm()
-    started = datetime.now(UTC)
-    out = args.out or RESULTS / f"compare-{started:%Y%m%d-%H%M%S}.json"
-    try:
-        with tempfile.TemporaryDirectory(prefix="hoist-compare-", dir=args.work_dir) as tmp:
-            clock = time.monotonic()
-            result = compare(args, Path(tmp))
-            result |= {"started": started.isoformat(), "machine": machine()}
-            result["elapsed_seconds"] = round(time.monotonic() - clock, 1)
-        write_results(out, result)
-        if args.chart:
-            draw_chart(ensure_venv(args.venv), out)
-    except BenchmarkError as exc:
-        say(f"benchmark aborted:\n{exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted; registries and dockerd stopped, temporary files removed")
-        return 130
-    return 0
+    outcome = run_benchmark(
+        "compare",
+        args.work_dir,
+        args.out,
+        partial(compare, args),
+        stopped="registries and dockerd stopped",
+    )
+    if outcome.out is not None and args.chart:
+        try:
+            draw_chart(ensure_venv(args.venv), outcome.out)
+        except BenchmarkError as exc:
+            say(f"no chart:\n{exc}")
+            return 1
+    return outcome.code
 
 
 if __name__ == "__main__":

@@ -30,9 +30,8 @@ from typing import Any, Protocol
 
 from isal import isal_zlib
 
-from benchmarks.report import MIB, machine, say, write_results
+from benchmarks.report import MIB, RESULTS, machine, say, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TREES = ("/usr/bin", "/usr/lib", "/usr/share")
 #: What a push reads at a time (engine.image.base.CHUNK_SIZE).
 CHUNK = 1 << 20

@@ -10,6 +10,7 @@ counts, as it does for a user.
 
 from __future__ import annotations
 
+import argparse
 import compileall
 import contextlib
 import json
@@ -262,6 +263,20 @@ def read_manifest(target: str, *, timeout: float, env: Mapping[str, str]) -> dic
     return manifest
 
 
+def check_pushed(
+    target: str, image_id: str, layer_count: int, *, timeout: float, env: Mapping[str, str]
+) -> None:
+    """Read the manifest back with skopeo: the right config and every layer, or abort."""
+    manifest = read_manifest(target, timeout=timeout, env=env)
+    config = manifest.get("config", {}).get("digest")
+    layers = manifest.get("layers", [])
+    if config != image_id or len(layers) != layer_count:
+        raise BenchmarkError(
+            f"{target}: expected config {image_id} and {layer_count} layers, "
+            f"the registry holds config {config} and {len(layers)} layers"
+        )
+
+
 # --- one cold run's registry ------------------------------------------------------------------
 
 
@@ -273,6 +288,19 @@ REGISTRY_DIR_HELP = (
     "--work-dir). CNCF Distribution fsyncs every file it writes, about four per request: on a "
     "disk that cost is the registry's, the same for every contender, and noisy"
 )
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, timeout: float) -> None:
+    """``--timeout``, ``--work-dir`` and ``--registry-dir``, which every benchmark takes; call
+    ``registry_dir_or_default`` on the parsed arguments."""
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=timeout,
+        help=f"seconds allowed to each command (default {timeout:.0f})",
+    )
+    parser.add_argument("--work-dir", type=Path, help="where temporary files go (default: $TMPDIR)")
+    parser.add_argument("--registry-dir", type=Path, help=REGISTRY_DIR_HELP)
 
 
 def registry_storage(registry_dir: Path | None) -> str:

@@ -11,27 +11,24 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from benchmarks.process import (
-    REGISTRY_DIR_HELP,
     BenchmarkError,
+    add_run_options,
     byte_compile_hoist,
     check_exit,
+    check_pushed,
     child_env,
     cold_env,
     default_registry_dir,
     fresh_registry,
     hoist_argv,
     in_turn,
-    interrupt_on_sigterm,
-    read_manifest,
     registry_storage,
     run_checked,
     run_measured,
@@ -42,15 +39,13 @@ from benchmarks.report import (
     MIB,
     Contender,
     Run,
-    machine,
+    run_benchmark,
     say,
     summarise,
     table,
-    write_results,
 )
 from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: The name the docker-archive carries; ``hoist load`` files the image under it.
 SOURCE_NAME = "bench/sample:latest"
 TAG = "latest"
@@ -161,15 +156,7 @@ def run_once(ws: Workspace, contender: Contender, round_: int) -> Run:
 
 
 def verify_pushed(ws: Workspace, target: str) -> None:
-    """Read the manifest back with skopeo: the right config and every layer, or abort."""
-    manifest = read_manifest(target, timeout=ws.timeout, env=ws.env)
-    config = manifest.get("config", {}).get("digest")
-    layers = manifest.get("layers", [])
-    if config != ws.image_id or len(layers) != ws.layer_count:
-        raise BenchmarkError(
-            f"{target}: expected config {ws.image_id} and {ws.layer_count} layers, "
-            f"the registry holds config {config} and {len(layers)} layers"
-        )
+    check_pushed(target, ws.image_id, ws.layer_count, timeout=ws.timeout, env=ws.env)
 
 
 # --- the two modes ----------------------------------------------------------------------------
@@ -265,11 +252,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--memory", action="store_true", help="push one big layer from the store; report peak RSS"
     )
     parser.add_argument("--memory-mib", type=int, default=256, help="its size (default 256)")
-    parser.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds allowed to each command (default 600)"
-    )
-    parser.add_argument("--work-dir", type=Path, help="where temporary files go (default: $TMPDIR)")
-    parser.add_argument("--registry-dir", type=Path, help=REGISTRY_DIR_HELP)
+    add_run_options(parser, timeout=600)
     args = parser.parse_args(argv)
     args.registry_dir = args.registry_dir or default_registry_dir()
     if min(args.runs, args.layers, args.layer_mib, args.memory_mib) < 1:
@@ -279,27 +262,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    interrupt_on_sigterm()
-    started = datetime.now(UTC)
-    mode = "memory" if args.memory else "push"
-    out = args.out or RESULTS / f"{mode}-{started:%Y%m%d-%H%M%S}.json"
-    try:
-        with tempfile.TemporaryDirectory(prefix="hoist-bench-", dir=args.work_dir) as tmp:
-            clock = time.monotonic()
-            bench = memory_benchmark if args.memory else push_benchmark
-            result = bench(args, Path(tmp))
-            result |= {"started": started.isoformat(), "machine": machine()}
-            result["elapsed_seconds"] = round(time.monotonic() - clock, 1)
-    except BenchmarkError as exc:
-        say(f"benchmark aborted:\n{exc}")
+    bench = memory_benchmark if args.memory else push_benchmark
+    kind = "memory" if args.memory else "push"
+    outcome = run_benchmark(kind, args.work_dir, args.out, partial(bench, args))
+    if outcome.result is not None and args.memory and not outcome.result["within_limit"]:
         return 1
-    except KeyboardInterrupt:
-        say("interrupted; registries stopped and temporary files removed")
-        return 130
-    write_results(out, result)
-    if args.memory and not result["within_limit"]:
-        return 1
-    return 0
+    return outcome.code
 
 
 if __name__ == "__main__":

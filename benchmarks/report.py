@@ -12,12 +12,15 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.process import BenchmarkError, run_checked
+from benchmarks.process import BenchmarkError, interrupt_on_sigterm, run_checked
 
 MIB = 1 << 20
 
@@ -221,3 +224,48 @@ def write_results(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     say(f"raw runs written to {path}")
+
+
+#: Where every benchmark writes its raw runs (git-ignored).
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a benchmark ended: its exit status, and its result where it has one."""
+
+    code: int
+    result: dict[str, Any] | None = None
+    out: Path | None = None
+
+
+def run_benchmark(
+    kind: str,
+    work_dir: Path | None,
+    out: Path | None,
+    body: Callable[[Path], dict[str, Any]],
+    *,
+    stopped: str = "registries stopped",
+    aborts: tuple[type[Exception], ...] = (BenchmarkError,),
+) -> Outcome:
+    """The frame every benchmark runs in: ``body`` in a temporary directory (gone afterwards,
+    also on Ctrl-C or SIGTERM), its result stamped with the start, the machine and the time it
+    took, and written as JSON (default ``results/<kind>-<UTC time>.json``). One line and exit
+    status 1 for a run that went wrong (``aborts``), 130 for an interrupted one."""
+    interrupt_on_sigterm()
+    started = datetime.now(UTC)
+    out = out or RESULTS / f"{kind}-{started:%Y%m%d-%H%M%S}.json"
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"hoist-{kind}-", dir=work_dir) as tmp:
+            clock = time.monotonic()
+            result = body(Path(tmp))
+            result |= {"started": started.isoformat(), "machine": machine()}
+            result["elapsed_seconds"] = round(time.monotonic() - clock, 1)
+    except aborts as exc:
+        say(f"benchmark aborted:\n{exc}")
+        return Outcome(1)
+    except KeyboardInterrupt:
+        say(f"interrupted; {stopped}, temporary files removed")
+        return Outcome(130)
+    write_results(out, result)
+    return Outcome(0, result, out)

@@ -16,28 +16,25 @@ import argparse
 import contextlib
 import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from benchmarks.process import (
     HOIST_COMMAND,
     KIB,
-    REGISTRY_DIR_HELP,
     BenchmarkError,
     Measured,
+    add_run_options,
     byte_compile_hoist,
     check_exit,
+    check_pushed,
     child_env,
     default_registry_dir,
     fresh_registry,
     in_turn,
-    interrupt_on_sigterm,
-    read_manifest,
     registry_storage,
     run_checked,
     run_measured,
@@ -48,11 +45,10 @@ from benchmarks.report import (
     Contender,
     Run,
     Summary,
-    machine,
+    run_benchmark,
     say,
     summarise,
     table,
-    write_results,
 )
 from tests.support.docker_output import EXISTS, PUSHED, parse_push
 from tests.support.dockerd import Daemon, DockerdUnavailable, running_dockerd
@@ -60,7 +56,6 @@ from tests.support.hoist_serve import hoist_serve_unavailable, running_hoist_ser
 from tests.support.registry import LocalRegistry
 from tests.support.sample import LayerSpec, write_docker_archive
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: The name the docker-archive carries; both daemons load the image under it.
 SOURCE_NAME = "bench/sample:latest"
 TAG = "latest"
@@ -193,15 +188,7 @@ def check_output(measured: Measured, status: str, layer_count: int) -> None:
 
 
 def verify_pushed(ws: Workspace, target: str) -> None:
-    """Read the manifest back with skopeo: the right config and every layer, or abort."""
-    manifest = read_manifest(target, timeout=ws.timeout, env=ws.env)
-    config = manifest.get("config", {}).get("digest")
-    layers = manifest.get("layers", [])
-    if config != ws.image_id or len(layers) != ws.layer_count:
-        raise BenchmarkError(
-            f"{target}: expected config {ws.image_id} and {ws.layer_count} layers, "
-            f"the registry holds config {config} and {len(layers)} layers"
-        )
+    check_pushed(target, ws.image_id, ws.layer_count, timeout=ws.timeout, env=ws.env)
 
 
 def run_rounds(ws: Workspace, daemons: dict[str, Daemon], rounds: int) -> list[Run]:
@@ -321,11 +308,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, help="raw runs as JSON (default results/serve-<time>.json)"
     )
-    parser.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds allowed to each command (default 600)"
-    )
-    parser.add_argument("--work-dir", type=Path, help="where temporary files go (default: $TMPDIR)")
-    parser.add_argument("--registry-dir", type=Path, help=REGISTRY_DIR_HELP)
+    add_run_options(parser, timeout=600)
     args = parser.parse_args(argv)
     args.registry_dir = args.registry_dir or default_registry_dir()
     args.contenders = [name.strip() for name in args.contenders.split(",") if name.strip()]
@@ -344,23 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{missing}: nothing to compare dockerd with (--contenders dockerd times dockerd alone)"
         )
         return 1
-    interrupt_on_sigterm()
-    started_at = datetime.now(UTC)
-    out = args.out or RESULTS / f"serve-{started_at:%Y%m%d-%H%M%S}.json"
-    try:
-        with tempfile.TemporaryDirectory(prefix="hoist-bench-", dir=args.work_dir) as tmp:
-            clock = time.monotonic()
-            result = serve_benchmark(args, Path(tmp))
-            result |= {"started": started_at.isoformat(), "machine": machine()}
-            result["elapsed_seconds"] = round(time.monotonic() - clock, 1)
-    except (BenchmarkError, DockerdUnavailable) as exc:
-        say(f"benchmark aborted:\n{exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted; daemons and registries stopped, temporary files removed")
-        return 130
-    write_results(out, result)
-    return 0
+    return run_benchmark(
+        "serve",
+        args.work_dir,
+        args.out,
+        partial(serve_benchmark, args),
+        stopped="daemons and registries stopped",
+        aborts=(BenchmarkError, DockerdUnavailable),
+    ).code
 
 
 if __name__ == "__main__":

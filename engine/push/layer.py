@@ -26,7 +26,7 @@ from engine.progress.events import LayerProgress, LayerStatus, Measure
 from engine.push.candidates import SMALL_LAYER_MAX_SIZE
 from engine.push.compression import DEFAULT, Compression
 from engine.push.encode import LayerStream
-from engine.push.layer_blob import FixedBlob, LayerBlob, layer_blob
+from engine.push.layer_blob import FixedBlob, LayerBlob, ToCompress, layer_blob
 from engine.push.ledger import BlobLedger, Placement
 from engine.push.metadata_service import Candidates, MetadataService
 from engine.push.result import LayerOutcome, LayerResult
@@ -142,12 +142,15 @@ class LayerUpload:
 
     def _worth_asking(self, candidates: Candidates) -> bool:
         """Whether to ``HEAD`` before sending. Docker asks only where a record says the blob
-        went; Hoist also asks of a digest it knows (a layout's, its own compressor's), so that a
-        re-push without records reads no layer. For a small layer that nothing points to that
-        question costs about what sending does (Docker's reason to try small layers least), so
-        it is sent straight away."""
+        went; Hoist also asks of a digest it knows, so that a re-push without records reads no
+        layer: Hoist's own compressor's output (made before, so likely pushed before), or a
+        blob its source fixes. For a small fixed blob that nothing points to, that question
+        costs about what sending does (Docker's reason to try small layers least), so it is
+        sent straight away: a re-push of its image finds it by the image's manifest instead."""
         if not candidates.existence:
             return False
+        if isinstance(self.blob, ToCompress):
+            return True
         if any(check.entry is not None for check in candidates.existence):
             return True
         return self.blob.size > SMALL_LAYER_MAX_SIZE
