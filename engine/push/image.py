@@ -70,8 +70,7 @@ class ImagePush:
     async def run(self, reference: str) -> PushedImage:
         """Layers and config, then the manifest as ``reference`` (a tag or its digest)."""
         try:
-            held = await self._manifest_held()
-            layers = await self._place_layers(self.ledger, held=held)
+            layers = await self._place_layers(self.ledger)
         except BaseException:
             await self.metadata.flush()
             raise
@@ -89,21 +88,18 @@ class ImagePush:
                     unrecorded.append(error)  # raised once the push's own error has not come
 
         async def complete() -> None:
-            pushed.append(await self._complete(reference, layers, held=held))
+            pushed.append(await self._complete(reference, layers))
 
         await gather([record, complete])
         if unrecorded:
             raise unrecorded[0]
         return pushed[0]
 
-    async def _complete(
-        self, reference: str, layers: list[LayerResult], *, held: bool
-    ) -> PushedImage:
+    async def _complete(self, reference: str, layers: list[LayerResult]) -> PushedImage:
         """The config, then the manifest. A manifest refused for a blob it names (deleted since
         it was found, or another process committing it at that moment) has every blob checked
         again with none of this run's knowledge, what is missing placed, and is PUT once more."""
-        if not held:  # else in the repository with the manifest that names it
-            await self._place_config(layers, self.ledger)
+        await self._place_config(layers, self.ledger)
         media_type, manifest = _manifest(self.image, layers, self.compression)
         try:
             digest = await self._put_manifest(reference, media_type, manifest)
@@ -131,9 +127,8 @@ class ImagePush:
         await self._place_config(layers, fresh, check_first=True)
         return layers, *_manifest(self.image, layers, self.compression)
 
-    async def _place_layers(
-        self, ledger: BlobLedger, *, again: bool = False, held: bool = False
-    ) -> list[LayerResult]:
+    async def _place_layers(self, ledger: BlobLedger, *, again: bool = False) -> list[LayerResult]:
+        held = not again and await self._manifest_held()
         uploads = [
             LayerUpload(
                 client=self.client,
@@ -153,11 +148,8 @@ class ImagePush:
 
     async def _manifest_held(self) -> bool:
         """Whether the target already holds the manifest the image brings (a layout's, an
-        archive's). One request for the whole image, which says every blob it names is there
-        too: the registry linked each in the repository before it took the manifest. So a
-        re-push asks after none of them; should one have been deleted since, the manifest PUT
-        is refused for it, and every blob is checked again (``_complete``). An image whose
-        manifest is built has nothing to ask."""
+        archive's): then a re-push asks after each blob rather than send a small one unasked.
+        One request for the whole image; an image whose manifest is built has nothing to ask."""
         if self.image.manifest is None:
             return False
         media_type, manifest = self.image.manifest

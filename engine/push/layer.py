@@ -67,8 +67,7 @@ class LayerUpload:
     #: Placed again after the registry refused a manifest: never joins a transfer that may still
     #: go by the knowledge the refusal disproved.
     again: bool = False
-    #: The target holds the manifest the image brings, which names this layer's blob if the
-    #: source fixes it: "Layer already exists" without a request.
+    #: The target holds the manifest the image brings: its blobs are worth a ``HEAD`` each.
     manifest_held: bool = False
 
     @cached_property
@@ -108,9 +107,6 @@ class LayerUpload:
         return result
 
     async def _place(self, ctx: TransferContext, elsewhere: Placement | None) -> LayerResult:
-        if self.manifest_held and isinstance(self.blob, FixedBlob):
-            # The target holds the manifest that names this blob: linked there with it.
-            return self._exists(ctx, self.blob.blob)
         candidates = self.metadata.candidates(self.blob, self.target)
         # Placed elsewhere in this run: a mount says "already here" too, in one request.
         if elsewhere is None and self._worth_asking(candidates):
@@ -146,10 +142,10 @@ class LayerUpload:
         layer: Hoist's own compressor's output (made before, so likely pushed before), or a
         blob its source fixes. For a small fixed blob that nothing points to, that question
         costs about what sending does (Docker's reason to try small layers least), so it is
-        sent straight away: a re-push of its image finds it by the image's manifest instead."""
+        sent straight away, unless the target holds the image's manifest (a re-push)."""
         if not candidates.existence:
             return False
-        if isinstance(self.blob, ToCompress):
+        if isinstance(self.blob, ToCompress) or self.manifest_held:
             return True
         if any(check.entry is not None for check in candidates.existence):
             return True

@@ -146,7 +146,10 @@ async def test_a_small_blob_no_record_places_in_the_target_is_sent_without_askin
     assert registry.calls["commit_blob"] == 1 and registry.calls["initiate_upload"] == 0
 
 
-@pytest.mark.parametrize("why", ["a record places it in the target", "it is big"])
+@pytest.mark.parametrize(
+    "why",
+    ["a record places it in the target", "the target holds the image's manifest", "it is big"],
+)
 async def test_a_blob_is_asked_after_before_it_is_sent(tmp_path: Path, why: str) -> None:
     size = 200_000 if why == "it is big" else 50_000
     layer = await anyio.to_thread.run_sync(_layer, tmp_path, size)
@@ -156,25 +159,11 @@ async def test_a_blob_is_asked_after_before_it_is_sent(tmp_path: Path, why: str)
     registry.links["app"] = {layer.descriptor.digest}
     records = [_in("app", layer.descriptor)] if why.startswith("a record") else []
     upload, _ = await _upload(registry, layer, *records)
+    upload = replace(upload, manifest_held=why.startswith("the target"))
     events: list[ProgressEvent] = []
 
     result = await _run(upload, events)
 
     assert result.outcome is LayerOutcome.EXISTS
     assert registry.calls["head_blob"] == 1 and registry.uploads == 0
-    assert [e.status for e in events if isinstance(e, LayerProgress)] == [LayerStatus.EXISTS]
-
-
-async def test_a_held_manifest_says_its_blobs_are_there_without_a_request(tmp_path: Path) -> None:
-    layer = await anyio.to_thread.run_sync(_layer, tmp_path, 50_000)
-    assert layer.descriptor is not None
-    registry = MemoryRegistry()
-    upload, _ = await _upload(registry, layer)
-    events: list[ProgressEvent] = []
-
-    result = await _run(replace(upload, manifest_held=True), events)
-
-    assert result.outcome is LayerOutcome.EXISTS
-    assert result.digest == layer.descriptor.digest
-    assert sum(registry.calls.values()) == 0 and registry.uploads == 0
     assert [e.status for e in events if isinstance(e, LayerProgress)] == [LayerStatus.EXISTS]

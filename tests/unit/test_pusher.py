@@ -183,7 +183,7 @@ def _layout_image(tmp_path: Path, sizes: list[int]) -> SourceImage:
     return SourceImage(config, layers, media_types.OCI_CONFIG, (media_types.OCI_MANIFEST, manifest))
 
 
-async def test_a_re_push_of_a_held_manifest_asks_after_no_blob_and_sends_none(
+async def test_a_re_push_of_a_held_manifest_asks_after_each_blob_and_sends_none(
     tmp_path: Path,
 ) -> None:
     image = await anyio.to_thread.run_sync(_layout_image, tmp_path, [4096, 8192, 300_000])
@@ -199,5 +199,5 @@ async def test_a_re_push_of_a_held_manifest_asks_after_no_blob_and_sends_none(
     assert {layer.outcome for layer in again.layers} == {LayerOutcome.EXISTS}
     assert registry.uploads == sent
     assert registry.calls["head_manifest"] == 2
-    assert registry.calls["head_blob"] == 1, "the held manifest answers for its blobs"
+    assert registry.calls["head_blob"] == 1 + 3 + 1, "each layer, then the config"
     assert again.digest == first.digest
