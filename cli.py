@@ -289,7 +289,7 @@ def _push_through_daemon(args: argparse.Namespace) -> int | None:
     from pathlib import Path
 
     from engine.data_root import default_root
-    from engine.errors import HoistError, UsageError
+    from engine.errors import DaemonUnreachable, HoistError, UsageError
     from engine.serve import remote
 
     named = False
@@ -311,7 +311,7 @@ def _push_through_daemon(args: argparse.Namespace) -> int | None:
         signal.signal(signal.SIGTERM, _interrupt)
         return _draw_daemon_push(args, address)
     except HoistError as exc:
-        if isinstance(exc, remote.DaemonUnreachable) and not named:
+        if isinstance(exc, DaemonUnreachable) and not named:
             return None
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_ERROR

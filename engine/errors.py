@@ -15,8 +15,9 @@
     │   └── DigestMismatchError                   content that does not hash to its digest
     ├── PushError                                 the push itself cannot go on
     │   └── DigestReferenceError                  "cannot push a digest reference"
-    ├── DaemonError                               a hoist serve that push goes through: not
-    │   │                                         reached, or it refused the request
+    ├── DaemonError                               a hoist serve that push goes through
+    │   │                                         refused the request
+    │   ├── DaemonUnreachable                     nothing answers at its address
     │   └── DaemonStreamError                     its message stream cannot be read
     └── RegistryError                             the registry refused or could not be reached
         ├── TransportError                        connection refused, reset, timed out, TLS
@@ -117,6 +118,10 @@ class DigestReferenceError(PushError):
 class DaemonError(HoistError):
     """``hoist push`` through a running ``hoist serve``: the daemon cannot be reached, or it
     refused the request (its own message, as the docker CLI prints dockerd's)."""
+
+
+class DaemonUnreachable(DaemonError):
+    """Nothing answers at the daemon's address: no request was sent."""
 
 
 class DaemonStreamError(DaemonError):

@@ -17,7 +17,13 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from engine.errors import DaemonError, DigestReferenceError, InvalidReferenceError, UsageError
+from engine.errors import (
+    DaemonError,
+    DaemonUnreachable,
+    DigestReferenceError,
+    InvalidReferenceError,
+    UsageError,
+)
 from engine.progress.events import Drawable, Message, PushFailed
 from engine.progress.jsonstream import StreamDecoder
 from engine.reference import DEFAULT_TAG, familiar_name, parse_normalized_named
@@ -30,10 +36,6 @@ HOST_ENV = "HOIST_HOST"
 #: Connecting and each read: a push's stream may stay quiet while a big layer compresses, so
 #: the read limit is generous; Ctrl-C ends a wait at any time.
 TIMEOUT = 600.0
-
-
-class DaemonUnreachable(DaemonError):
-    """Nothing answers at the address: no request was sent."""
 
 
 class Answer:
