@@ -306,7 +306,7 @@ class RegistryClient:
             headers={"Accept": media_type},
             scopes=[repository_scope(repository)],
         )
-        return answer.status == 200 and protocol.names_manifest(answer.headers, digest)
+        return answer.status == 200 and protocol.names_digest(answer.headers, digest)
 
     async def put_manifest(
         self, repository: str, reference: str, media_type: str, data: bytes

@@ -93,21 +93,16 @@ def present_size(headers: Mapping[str, str], digest: Digest) -> int | None:
     """The blob's size from a ``200`` to its ``HEAD``; None when the answer proves nothing.
 
     A registry states the size, and names the digest (Distribution always does; object storage
-    behind a redirect may not). An answer naming another digest, without a size, or that is a
-    web page (a proxy's error or sign-in page answering 200) is not the blob.
+    behind a redirect may not). An answer that is not about the blob (``names_digest``), or
+    without a size, proves nothing.
     """
-    given = headers.get(CONTENT_DIGEST_HEADER)
-    if given is not None and given.strip() != str(digest):
-        return None
-    if given is None and headers.get("Content-Type", "").lower().startswith("text/html"):
-        return None
     length = headers.get("Content-Length", "").strip()
-    return int(length) if length.isdigit() else None
+    return int(length) if names_digest(headers, digest) and length.isdigit() else None
 
 
-def names_manifest(headers: Mapping[str, str], digest: Digest) -> bool:
-    """Whether a ``200`` to a manifest's ``HEAD`` is that manifest: a registry names its digest;
-    a page that names none (a proxy's sign-in page answering 200) is not it."""
+def names_digest(headers: Mapping[str, str], digest: Digest) -> bool:
+    """Whether a ``200`` to a ``HEAD`` of ``digest`` is about it: the digest it names is that
+    one, or it names none and is not a web page (a proxy's error or sign-in page answering 200)."""
     given = headers.get(CONTENT_DIGEST_HEADER)
     if given is not None:
         return given.strip() == str(digest)

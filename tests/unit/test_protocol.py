@@ -161,7 +161,7 @@ def test_what_a_head_answer_proves(headers: dict[str, str], size: int | None) ->
     ids=["named", "unnamed", "another", "a page"],
 )
 def test_what_a_manifest_s_head_answer_proves(headers: dict[str, str], held: bool) -> None:
-    assert protocol.names_manifest(headers, BLOB) is held
+    assert protocol.names_digest(headers, BLOB) is held
 
 
 @pytest.mark.parametrize(
