@@ -67,9 +67,15 @@ def from_registry_auth(header: str | None) -> AuthConfig:
         document = json.loads(raw)
     except (binascii.Error, ValueError):
         raise ValueError("invalid X-Registry-Auth header: not base64url-encoded JSON") from None
+    return from_json(document)
+
+
+def from_json(document: object, what: str = "X-Registry-Auth header") -> AuthConfig:
+    """Docker's AuthConfig as JSON (decoded) as credentials; a ValueError naming ``what`` (the
+    header, ``POST /auth``'s body) otherwise, which never quotes the document."""
     if not isinstance(document, dict):
-        raise ValueError("invalid X-Registry-Auth header: not a JSON object")
+        raise ValueError(f"invalid {what}: not a JSON object")
     values = {f.name: document.get(_wire_name(f.name)) for f in fields(AuthConfig)}
     if not all(value is None or isinstance(value, str) for value in values.values()):
-        raise ValueError("invalid X-Registry-Auth header: a field is not a string")
+        raise ValueError(f"invalid {what}: a field is not a string")
     return AuthConfig(**{name: value or "" for name, value in values.items()})

@@ -7,7 +7,6 @@ directly.
 
 from __future__ import annotations
 
-import base64
 import fnmatch
 import json
 import os
@@ -32,7 +31,7 @@ from engine.errors import (
 )
 from engine.host import go_arch
 from engine.push.compression import Compression
-from engine.registry.auth_config import AuthConfig, from_registry_auth
+from engine.registry.auth_config import AuthConfig, from_json, from_registry_auth
 from engine.store import ImageDetails, ImageSummary
 from engine.version import VERSION
 
@@ -100,9 +99,10 @@ def decode_registry_auth(header: str | None) -> AuthConfig:
 
 def auth_config_of(document: object) -> AuthConfig:
     """The JSON body of ``POST /auth`` (Docker's AuthConfig) as credentials."""
-    if not isinstance(document, dict):
-        raise WireError(400, "invalid JSON body: an AuthConfig object was expected")
-    return decode_registry_auth(base64.urlsafe_b64encode(json.dumps(document).encode()).decode())
+    try:
+        return from_json(document, "JSON body")
+    except ValueError as exc:
+        raise WireError(400, str(exc)) from exc
 
 
 def ping_headers() -> dict[str, str]:
