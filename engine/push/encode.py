@@ -1,9 +1,10 @@
 """A layer's body as the registry receives it, hashed (and compressed) in one pass, off the loop.
 
 An uncompressed layer is compressed as its push asks (``compression.Compression``): gzip with
-python-isal, or zstd with libzstd (``zstandard``, imported by the first zstd push only). Both are
-deterministic: isal writes a header with mtime 0 and no name, and a zstd frame holds the
-content's size and no dictionary, made by one thread, so one layer always gives the same bytes
+python-isal, storing what does not compress (``gzip_member``), or zstd with libzstd
+(``zstandard``, imported by the first zstd push only). Both are deterministic: the gzip member
+has mtime 0 and no name, and a zstd frame holds the content's size and no dictionary, made by
+one thread, so one layer always gives the same bytes
 and the same digest (a re-push finds its blobs even when the local metadata is gone). Each chunk
 is read, hashed and compressed in one worker-thread call: isal, libzstd and hashlib release the
 GIL, so several layers really compress at once and the event loop keeps serving the network. A
@@ -18,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO, Protocol
 
 import anyio
-from isal import isal_zlib
 
 from engine.descriptor import Descriptor
 from engine.digest import Digest
@@ -26,8 +26,14 @@ from engine.errors import DigestMismatchError
 from engine.image.base import CHUNK_SIZE, Layer
 from engine.offload import cpu_bound
 from engine.push.compression import DEFAULT, Compression
+from engine.push.gzip_member import GzipMember
 
-_GZIP_WBITS = 31  # a gzip wrapper, not zlib
+#: Bytes read per step of a blob that goes as it is. Each upload holds about three pieces at a
+#: time (being read, being sent, in the socket's buffer): measured on 8 × 32 MiB from a layout,
+#: 256 KiB pieces cut the push's peak RSS by 9 MiB against 1 MiB ones, at the same speed. A tar
+#: being compressed is read ``CHUNK_SIZE`` at a time: what is sent of it is smaller, and each
+#: step costs a thread hop.
+FIXED_READ_SIZE = 256 << 10
 
 
 class Compressor(Protocol):
@@ -41,8 +47,7 @@ class Compressor(Protocol):
 def compressor(compression: Compression, size: int) -> Compressor:
     """A new compressor for a tar of ``size`` bytes: the same arguments, the same bytes out."""
     if compression.algorithm == "gzip":
-        made: Compressor = isal_zlib.compressobj(compression.level, isal_zlib.DEFLATED, _GZIP_WBITS)
-        return made
+        return GzipMember(compression.level)
     import zstandard  # only zstd pushes pay for importing it
 
     # threads=0: one thread makes the frame (zstd's workers would split it where they please).
@@ -192,7 +197,7 @@ class _Pass:
             if self.compressing:
                 # Here, in the worker thread: a zstd compressor allocates its window when made.
                 self._compressor = compressor(self._compression, self._layer.size)
-        raw = self._reader.read(CHUNK_SIZE)
+        raw = self._reader.read(CHUNK_SIZE if self.compressing else FIXED_READ_SIZE)
         self.position += len(raw)
         if self.check_diff_id:
             self.diff_hash.update(raw)
