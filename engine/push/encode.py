@@ -80,6 +80,12 @@ class LayerStream:
         """Blob bytes made by the latest pass so far."""
         return self._pass.size
 
+    @property
+    def length(self) -> int | None:
+        """The blob's size when the source fixes the blob; None when it is compressed here."""
+        given = self.layer.descriptor
+        return None if given is None else given.size
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self.from_offset(0)
 

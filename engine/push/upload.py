@@ -61,6 +61,11 @@ class BlobSource(Protocol):
         ...
 
     @property
+    def length(self) -> int | None:
+        """The whole blob's size when it is known before a pass (not for one being compressed)."""
+        ...
+
+    @property
     def digest(self) -> Digest: ...
 
     def from_offset(self, start: int) -> Pieces: ...
@@ -79,6 +84,10 @@ class BytesSource:
 
     @property
     def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def length(self) -> int:
         return len(self.data)
 
     @property
@@ -176,8 +185,9 @@ class _Steps:
             case flow.Open():
                 return await api.initiate_upload(repository)
             case flow.Patch(location, offset):
+                length = None if self.source.length is None else self.source.length - offset
                 async with aclosing(_Body(self.source, offset, self.sender)) as body:
-                    location = await api.patch_blob(repository, location, body)
+                    location = await api.patch_blob(repository, location, body, length)
                 return flow.Sent(location, self.source.size)
             case flow.PatchChunk(location, start, size):
                 return await self._chunk(location, start, size)

@@ -35,8 +35,15 @@ class RegistryAPI(Protocol):
         without ``source``, OCI 1.1's anonymous mount."""
         ...
 
-    async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
-        """Stream ``body`` in one ``PATCH``; the session's next location."""
+    async def patch_blob(
+        self,
+        repository: str,
+        location: str,
+        body: AsyncIterable[bytes],
+        length: int | None = None,
+    ) -> str:
+        """Stream ``body`` in one ``PATCH`` (``length`` bytes when known, chunked otherwise);
+        the session's next location."""
         ...
 
     async def patch_chunk(self, repository: str, location: str, chunk: bytes, start: int) -> str:

@@ -95,7 +95,13 @@ class MemoryRegistry:
         self.calls["initiate_upload"] -= 1  # one request, not two
         return await self.initiate_upload(repository)
 
-    async def patch_blob(self, repository: str, location: str, body: AsyncIterable[bytes]) -> str:
+    async def patch_blob(
+        self,
+        repository: str,
+        location: str,
+        body: AsyncIterable[bytes],
+        length: int | None = None,
+    ) -> str:
         self._call("patch_blob")
         self._receive_body()
         if self.faults.deny:
@@ -113,6 +119,7 @@ class MemoryRegistry:
                 raise TransportError("connection reset")
             session += piece
             received += len(piece)
+        assert length is None or received == length, "a body must be as long as it said"
         self.patches.append((location, None, received))
         return location
 
