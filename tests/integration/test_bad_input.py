@@ -350,6 +350,23 @@ def test_oci_blob_does_not_match_its_digest(
     assert_nothing_came_of_it(hoist_root, skopeo, command, target)
 
 
+def test_a_big_oci_layer_that_does_not_match_its_digest_is_never_committed(
+    hoist: Hoist, hoist_root: Path, skopeo: Skopeo, tmp_path: Path, target: str
+) -> None:
+    """A layer too big to go in its commit's body is sent from its file by the kernel while a
+    worker thread hashes it; the mismatch is found before the commit."""
+    layout = tmp_path / "layout"
+    write_oci_layout(layout, [LayerSpec(size=3 << 20, seed=503)], ref_name="v1")
+    _, manifest = layout_parts(layout)
+    digest = manifest["layers"][0]["digest"]
+    flip_byte(blob_path(layout, digest), GZIP_MTIME_OFFSET)
+
+    result = run_source(hoist, "push", layout, target)
+
+    assert_one_error(result, "digest mismatch", digest)
+    assert_nothing_came_of_it(hoist_root, skopeo, "push", target)
+
+
 # --- entries that try to leave the archive ------------------------------------------------------
 
 UNSAFE_ENTRIES: dict[str, Entry] = {

@@ -21,7 +21,7 @@ from engine.errors import UnauthorizedError
 from engine.registry.auth_config import AuthConfig
 from tests.support.clients import Hoist
 from tests.support.registry import SecuredRegistry
-from tests.support.sample import LayerSpec, write_docker_archive
+from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
 pytestmark = pytest.mark.integration
 
@@ -271,6 +271,37 @@ def test_tls_registry_is_verified_with_certs_d(
     hoist.env["HOIST_CERTS_D"] = str(secured.certs_d)
     hoist("push", target)
     assert _skopeo_has(secured, target)
+
+
+def test_blobs_that_lie_in_files_go_over_tls_too(
+    hoist: Hoist, tls_registry: SecuredRegistry, tmp_path: Path
+) -> None:
+    """A layout's blobs go by ``sendfile`` where the kernel can; over TLS it cannot, and asyncio
+    copies them itself. skopeo copies the image back, checking every blob's digest."""
+    secured = tls_registry
+    target = f"{secured.host}/tls/layout:v1"
+    _secure_loopback(hoist)
+    hoist.env["HOIST_CERTS_D"] = str(secured.certs_d)
+    layout = tmp_path / "layout"
+    image = write_oci_layout(layout, [LayerSpec(3 << 20, 81), LayerSpec(5 << 20, 82)], "v1")
+
+    hoist("push", "--from", str(layout), target)
+
+    copied = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            f"--src-cert-dir={secured.cert_dir}",
+            f"docker://{target}",
+            f"oci:{tmp_path / 'back'}:v1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert copied.returncode == 0, copied.stderr
+    back = json.loads((tmp_path / "back" / "index.json").read_text())
+    assert back["manifests"][0]["digest"] == str(image.manifest_digest)
 
 
 def test_mtls_registry_needs_the_client_pair(

@@ -27,7 +27,7 @@ from tests.support.clients import ROOT, Skopeo
 from tests.support.policies import FAST
 from tests.support.proxy import Fault, FaultPlan, Proxy, running_proxy
 from tests.support.registry import LocalRegistry, running_registry
-from tests.support.sample import LayerSpec, write_docker_archive
+from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -50,15 +50,25 @@ def proxy(backend: LocalRegistry) -> Iterator[Proxy]:
         assert running.errors == []
 
 
-async def _engine_push(tmp_path: Path, target: str, **options: object) -> tuple[PushResult, int]:
-    """Load a sample image and push it; the result, and the bytes of its distinct blobs."""
-    archive = tmp_path / "image.tar"
-    await anyio.to_thread.run_sync(
-        lambda: write_docker_archive(archive, LAYERS, [target], tmp_path / "work")
-    )
+async def _engine_push(
+    tmp_path: Path, target: str, source: str = "store", **options: object
+) -> tuple[PushResult, int]:
+    """Push a sample image, loaded into the store (its layers compressed by the push) or from
+    an OCI layout (gzip blobs sent as they lie, by ``sendfile``); the result, and the bytes of
+    its distinct blobs."""
+    archive, layout = tmp_path / "image.tar", tmp_path / "layout"
+    if source == "layout":
+        await anyio.to_thread.run_sync(lambda: write_oci_layout(layout, LAYERS, "v1"))
+    else:
+        await anyio.to_thread.run_sync(
+            lambda: write_docker_archive(archive, LAYERS, [target], tmp_path / "work")
+        )
     async with Engine(tmp_path / "root", config_dir=tmp_path / "config", **options) as engine:  # type: ignore[arg-type]
-        await engine.load(archive)
-        result = await engine.push(target)
+        if source == "layout":
+            result = await engine.push(target, source=layout)
+        else:
+            await engine.load(archive)
+            result = await engine.push(target)
     payload = sum({layer.digest: layer.size for layer in result.layers}.values())
     return result, payload
 
@@ -76,9 +86,16 @@ def _reads_back(skopeo: Skopeo, ref: str, result: PushResult) -> None:
     ]
 
 
-@pytest.mark.parametrize("chunk_size", [None, 512 * 1024])
+@pytest.mark.parametrize(
+    ("source", "chunk_size"), [("store", None), ("store", 512 * 1024), ("layout", None)]
+)
 async def test_faults_that_keep_the_session_cost_almost_nothing(
-    proxy: Proxy, skopeo: Skopeo, tmp_path: Path, chunk_size: int | None, anyio_backend: str
+    proxy: Proxy,
+    skopeo: Skopeo,
+    tmp_path: Path,
+    source: str,
+    chunk_size: int | None,
+    anyio_backend: str,
 ) -> None:
     proxy.faults = FaultPlan(
         rates={"status": 0.25, "reset_after_headers": 0.1},
@@ -87,7 +104,9 @@ async def test_faults_that_keep_the_session_cost_almost_nothing(
     )
     target = f"{proxy.host}/faults/keep:v1"
 
-    result, payload = await _engine_push(tmp_path, target, retry=PATIENT, chunk_size=chunk_size)
+    result, payload = await _engine_push(
+        tmp_path, target, source, retry=PATIENT, chunk_size=chunk_size
+    )
 
     assert proxy.faults_applied > 0
     await anyio.to_thread.run_sync(_reads_back, skopeo, target, result)
@@ -120,8 +139,9 @@ async def test_a_429_is_honoured_and_shown(
     assert patches[1].started_at - patches[0].finished_at >= 0.9, "Retry-After was not honoured"
 
 
+@pytest.mark.parametrize("source", ["store", "layout"])
 async def test_resets_mid_body_and_stalls_still_finish(
-    proxy: Proxy, skopeo: Skopeo, tmp_path: Path, anyio_backend: str
+    proxy: Proxy, skopeo: Skopeo, tmp_path: Path, source: str, anyio_backend: str
 ) -> None:
     proxy.faults = FaultPlan(
         rates={"reset_mid_body": 0.3, "stall": 0.1},
@@ -131,7 +151,7 @@ async def test_resets_mid_body_and_stalls_still_finish(
     target = f"{proxy.host}/faults/broken:v1"
 
     result, payload = await _engine_push(
-        tmp_path, target, retry=PATIENT, timeouts=Timeouts(connect=5, read=1)
+        tmp_path, target, source, retry=PATIENT, timeouts=Timeouts(connect=5, read=1)
     )
 
     assert proxy.faults_applied > 0
