@@ -30,11 +30,12 @@ from engine.push.compression import DEFAULT, Compression
 from engine.push.gzip_member import GzipMember
 from engine.registry.api import FileBody
 
-#: Bytes read per step of a blob that goes as it is. Each upload holds about three pieces at a
-#: time (being read, being sent, in the socket's buffer): measured on 8 × 32 MiB from a layout,
-#: 256 KiB pieces cut the push's peak RSS by 9 MiB against 1 MiB ones, at the same speed. A tar
-#: being compressed is read ``CHUNK_SIZE`` at a time: what is sent of it is smaller, and each
-#: step costs a thread hop.
+#: Bytes read per step of a blob that goes as it is: hashed while the kernel sends it from its
+#: file (``file_body``), or read and sent in pieces (``--chunk-size``). Streamed in pieces, each
+#: upload holds about three at a time (being read, being sent, in the socket's buffer): measured
+#: on 8 × 32 MiB from a layout, 256 KiB pieces cut the push's peak RSS by 9 MiB against 1 MiB
+#: ones, at the same speed. A tar being compressed is read ``CHUNK_SIZE`` at a time: what is
+#: sent of it is smaller, and each step costs a thread hop.
 FIXED_READ_SIZE = 256 << 10
 
 
