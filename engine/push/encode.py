@@ -15,7 +15,6 @@ ID is hashed again only when the source has not already verified it (the store h
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO, Protocol
 
@@ -24,18 +23,16 @@ import anyio
 from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DigestMismatchError
-from engine.image.base import CHUNK_SIZE, FileLayer, Layer
+from engine.image.base import CHUNK_SIZE, Layer
 from engine.offload import cpu_bound
 from engine.push.compression import DEFAULT, Compression
 from engine.push.gzip_member import GzipMember
-from engine.registry.api import FileBody
 
-#: Bytes read per step of a blob that goes as it is: hashed while the kernel sends it from its
-#: file (``file_body``), or read and sent in pieces (``--chunk-size``). Streamed in pieces, each
-#: upload holds about three at a time (being read, being sent, in the socket's buffer): measured
-#: on 8 × 32 MiB from a layout, 256 KiB pieces cut the push's peak RSS by 9 MiB against 1 MiB
-#: ones, at the same speed. A tar being compressed is read ``CHUNK_SIZE`` at a time: what is
-#: sent of it is smaller, and each step costs a thread hop.
+#: Bytes read per step of a blob that goes as it is. Each upload holds about three pieces at a
+#: time (being read, being sent, in the socket's buffer): measured on 8 × 32 MiB from a layout,
+#: 256 KiB pieces cut the push's peak RSS by 9 MiB against 1 MiB ones, at the same speed. A tar
+#: being compressed is read ``CHUNK_SIZE`` at a time: what is sent of it is smaller, and each
+#: step costs a thread hop.
 FIXED_READ_SIZE = 256 << 10
 
 
@@ -100,23 +97,6 @@ class LayerStream:
         """
         self._pass = _Pass(self.layer, self.compression)
         return Reading(self._pass, start, self._on_read)
-
-    def file_body(self, start: int) -> FileBody | None:
-        """The blob from ``start`` as a file for the kernel to send, when it lies in one as it
-        is (a blob its source fixes, in a file): a new pass, which ``hash_whole`` hashes while
-        the body goes. None when the blob must be made (compressed) here."""
-        layer, on_read = self.layer, self._on_read
-        if layer.descriptor is None or not isinstance(layer, FileLayer):
-            return None
-        self._pass = _Pass(layer, self.compression)
-        on_sent = None if on_read is None else (lambda sent: on_read(start + sent))
-        return FileBody(layer.path, layer.offset + start, layer.size - start, on_sent)
-
-    async def hash_whole(self, stop: threading.Event) -> None:
-        """Hash the whole blob of the pass ``file_body`` began, in a worker thread (the digest
-        covers the blob from its start, whatever the body's offset); ``stop`` ends it early,
-        when the body failed."""
-        await cpu_bound(self._pass.hash_file, stop)
 
     @property
     def digest(self) -> Digest:
@@ -237,22 +217,6 @@ class _Pass:
         self.blob_hash.update(out)
         self.size += len(out)
         return out, last
-
-    def hash_file(self, stop: threading.Event) -> None:
-        """Hash a file layer's blob as it lies, into one buffer used again and again (no
-        allocation per piece), until its end or until ``stop`` is set."""
-        layer = self._layer
-        assert isinstance(layer, FileLayer)
-        buffer = memoryview(bytearray(FIXED_READ_SIZE))
-        with layer.path.open("rb", buffering=0) as file:
-            file.seek(layer.offset)
-            while self.size < layer.size and not stop.is_set():
-                read = file.readinto(buffer[: layer.size - self.size])
-                if not read:
-                    raise EOFError(f"{layer.path}: ended {layer.size - self.size} bytes early")
-                self.blob_hash.update(buffer[:read])
-                self.size += read
-        self.position = self.size
 
     def close(self) -> None:
         if self._reader is not None:

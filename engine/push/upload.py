@@ -8,21 +8,18 @@ anyio (cancel scopes shield and bound that ``DELETE``); it starts no task.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
 
 from engine import logs
-from engine.concurrency import gather
 from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.push import upload_flow as flow
-from engine.registry.api import FileBody, RegistryAPI, blob_size
+from engine.registry.api import RegistryAPI, blob_size
 from engine.registry.protocol import UploadSession
 from engine.retry import Attempts, RetryPolicy
 
@@ -73,14 +70,6 @@ class BlobSource(Protocol):
 
     def from_offset(self, start: int) -> Pieces: ...
 
-    def file_body(self, start: int) -> FileBody | None:
-        """The blob from ``start`` as a file to send as it lies, if it lies in one; a new pass."""
-        ...
-
-    async def hash_whole(self, stop: threading.Event) -> None:
-        """Hash the pass ``file_body`` began (until ``stop`` is set)."""
-        ...
-
     def descriptor(self) -> Descriptor:
         """What the latest whole pass made, checked against what the source promised."""
         ...
@@ -107,12 +96,6 @@ class BytesSource:
 
     def from_offset(self, start: int) -> Pieces:
         return _Once(self.data[start:])
-
-    def file_body(self, start: int) -> None:
-        return None
-
-    async def hash_whole(self, stop: threading.Event) -> None:
-        raise AssertionError("a blob in memory has no file body to hash")
 
     def descriptor(self) -> Descriptor:
         return self.blob
@@ -202,10 +185,6 @@ class _Steps:
             case flow.Open():
                 return await api.initiate_upload(repository)
             case flow.Patch(location, offset):
-                file_body = self.source.file_body(offset)
-                if file_body is not None:
-                    location = await self._patch_file(location, file_body)
-                    return flow.Sent(location, self.source.size)
                 length = None if self.source.length is None else self.source.length - offset
                 async with aclosing(_Body(self.source, offset, self.sender)) as body:
                     location = await api.patch_blob(repository, location, body, length)
@@ -226,31 +205,6 @@ class _Steps:
                 await self.sender.wait(delay)
                 return None
         raise AssertionError(f"a step the driver does not know: {step!r}")
-
-    async def _patch_file(self, location: str, body: FileBody) -> str:
-        """Send a file body while a worker thread hashes the blob, each on its own core; a
-        failed send stops the hashing."""
-        stop, moved_to, counted = threading.Event(), [], 0
-        told = body.on_sent
-
-        def on_sent(sent: int) -> None:
-            nonlocal counted
-            self.sender.sent += sent - counted
-            counted = sent
-            if told is not None:
-                told(sent)
-
-        async def send() -> None:
-            try:
-                api, counting = self.sender.api, replace(body, on_sent=on_sent)
-                moved_to.append(await api.patch_blob(self.sender.repository, location, counting))
-            except BaseException:
-                stop.set()
-                raise
-
-        calls: list[Callable[[], Awaitable[None]]] = [send, partial(self.source.hash_whole, stop)]
-        await gather(calls)
-        return moved_to[0]
 
     async def _commit(self, location: str, whole: bool) -> None:
         body = await self._whole_body() if whole else b""

@@ -8,26 +8,12 @@ raises a ``RegistryResponseError``, a failed connection a ``TransportError``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterable
 from typing import Protocol
 
 from engine.digest import Digest
 from engine.registry.auth_config import AuthConfig
 from engine.registry.protocol import Absence, UploadSession, UploadStatus
-
-
-@dataclass(frozen=True)
-class FileBody:
-    """A body that lies in a file: ``size`` bytes of ``path`` from ``offset``, sent by the kernel
-    (``sendfile``) without passing through the process. ``on_sent`` is told how many bytes have
-    gone so far; the body can be sent again (a redirect, a re-authentication)."""
-
-    path: Path
-    offset: int
-    size: int
-    on_sent: Callable[[int], None] | None = None
 
 
 class RegistryAPI(Protocol):
@@ -53,11 +39,11 @@ class RegistryAPI(Protocol):
         self,
         repository: str,
         location: str,
-        body: AsyncIterable[bytes] | FileBody,
+        body: AsyncIterable[bytes],
         length: int | None = None,
     ) -> str:
-        """Stream ``body`` in one ``PATCH`` (``length`` bytes when known, chunked otherwise;
-        a ``FileBody`` says its own); the session's next location."""
+        """Stream ``body`` in one ``PATCH`` (``length`` bytes when known, chunked otherwise);
+        the session's next location."""
         ...
 
     async def patch_chunk(self, repository: str, location: str, chunk: bytes, start: int) -> str:

@@ -10,9 +10,10 @@ names it. Written for asyncio, as aiohttp is; a token request shared by flows is
 from __future__ import annotations
 
 import asyncio
+import io
 import ssl
 import time
-from collections.abc import AsyncIterable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Mapping, Sequence
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -24,9 +25,7 @@ from engine.concurrency import Flight, SingleFlight
 from engine.digest import Digest
 from engine.errors import TransportError
 from engine.registry import protocol, tls
-from engine.registry.api import FileBody
 from engine.registry.auth import Authenticator, HttpRequest, HttpResponse, repository_scope
-from engine.registry.bodies import Body, payload_of, worth_a_continue
 from engine.registry.protocol import UploadSession, UploadStatus
 from engine.registry.throttle import HostGate
 from engine.retry import parse_retry_after
@@ -42,8 +41,18 @@ T = TypeVar("T")
 #: Answers that send a blob request elsewhere (object storage behind the registry).
 REDIRECTS = (301, 302, 303, 307, 308)
 
+#: Bytes bodies longer than this go to aiohttp as a file object (its own limit for raw bytes).
+RAW_BODY_MAX = 1 << 20
+
+#: Bodies longer than this ask for "100 Continue" first.
+EXPECT_CONTINUE_ABOVE = 64 * 1024
+
 #: What identifies a token request: method, URL, body and headers (credentials included).
 _TokenKey = tuple[str, str, bytes | None, tuple[tuple[str, str], ...]]
+
+
+#: A request body: bytes, or a stream that can be iterated again when the flow resends it.
+Body = bytes | AsyncIterable[bytes] | None
 
 
 class RegistryClient:
@@ -134,18 +143,20 @@ class RegistryClient:
     async def _exchange(self, request: HttpRequest, caller_body: Body) -> HttpResponse:
         own_body = request.body is None and not request.is_token_request
         body = caller_body if own_body else request.body
+        if body is not None and not isinstance(body, bytes):
+            body = _retrieving_writer_failure(body)
         await self.gate.wait(self._host)
         try:
             async with self.session.request(
                 request.method,
                 request.url,
-                data=payload_of(body),
+                data=_payload(body),
                 headers=request.headers,
                 allow_redirects=False,
                 ssl=await self._ssl_for(request.url),
                 # A layer's body waits for "100 Continue": a refusal (401, 429, 5xx) then
                 # costs one round trip instead of the whole body.
-                expect100=worth_a_continue(body),
+                expect100=_worth_a_continue(body),
             ) as response:
                 answer = HttpResponse(response.status, response.headers, await response.read())
         except NETWORK_ERRORS as exc:
@@ -245,7 +256,7 @@ class RegistryClient:
         self,
         repository: str,
         location: str,
-        body: AsyncIterable[bytes] | FileBody,
+        body: AsyncIterable[bytes],
         length: int | None = None,
     ) -> str:
         """Stream ``body`` into the session in one ``PATCH``; the session's next location.
@@ -323,6 +334,42 @@ class RegistryClient:
         )
         given = answer.headers.get(protocol.CONTENT_DIGEST_HEADER)
         return Digest.parse(given) if given else Digest.of(data)
+
+
+async def _retrieving_writer_failure(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """``body``, iterated by aiohttp's body-writer task, which is told to retrieve its own failure.
+
+    A peer that answers or resets while the last marker of a chunked body is being written fails
+    that task after the request itself has already ended (with the answer, or with an error this
+    client handles); nobody waits for the task then, and asyncio would print "Task exception was
+    never retrieved" with a traceback.
+    """
+    writer = asyncio.current_task()
+    if writer is not None:
+        writer.add_done_callback(_retrieve)
+    async for chunk in body:
+        yield chunk
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _payload(body: Body) -> Body | io.BytesIO:
+    """What aiohttp is handed: bytes over its limit for a raw body (1 MiB; it warns, as the
+    write may hold the loop) as a file object it reads in pieces. Made anew for each request,
+    so a body sent again (re-authentication) is read again from its start."""
+    if isinstance(body, bytes) and len(body) > RAW_BODY_MAX:
+        return io.BytesIO(body)
+    return body
+
+
+def _worth_a_continue(body: Body) -> bool:
+    """Streams and large bodies: waiting for "100 Continue" is cheaper than sending them twice."""
+    if body is None:
+        return False
+    return not isinstance(body, bytes) or len(body) > EXPECT_CONTINUE_ABOVE
 
 
 def _network_failure(exc: BaseException) -> str:

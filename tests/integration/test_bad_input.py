@@ -353,8 +353,8 @@ def test_oci_blob_does_not_match_its_digest(
 def test_a_big_oci_layer_that_does_not_match_its_digest_is_never_committed(
     hoist: Hoist, hoist_root: Path, skopeo: Skopeo, tmp_path: Path, target: str
 ) -> None:
-    """A layer too big to go in its commit's body is sent from its file by the kernel while a
-    worker thread hashes it; the mismatch is found before the commit."""
+    """A layer too big to go in its commit's body streams from its file in a PATCH, hashed as it
+    goes; the mismatch is found before the commit."""
     layout = tmp_path / "layout"
     write_oci_layout(layout, [LayerSpec(size=3 << 20, seed=503)], ref_name="v1")
     _, manifest = layout_parts(layout)

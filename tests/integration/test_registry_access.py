@@ -276,8 +276,8 @@ def test_tls_registry_is_verified_with_certs_d(
 def test_blobs_that_lie_in_files_go_over_tls_too(
     hoist: Hoist, tls_registry: SecuredRegistry, tmp_path: Path
 ) -> None:
-    """A layout's blobs go by ``sendfile`` where the kernel can; over TLS it cannot, and asyncio
-    copies them itself. skopeo copies the image back, checking every blob's digest."""
+    """A layout's blobs over 2 MiB stream from their files in one PATCH, here through TLS.
+    skopeo copies the image back, checking every blob's digest."""
     secured = tls_registry
     target = f"{secured.host}/tls/layout:v1"
     _secure_loopback(hoist)

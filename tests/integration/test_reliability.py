@@ -54,7 +54,7 @@ async def _engine_push(
     tmp_path: Path, target: str, source: str = "store", **options: object
 ) -> tuple[PushResult, int]:
     """Push a sample image, loaded into the store (its layers compressed by the push) or from
-    an OCI layout (gzip blobs sent as they lie, by ``sendfile``); the result, and the bytes of
+    an OCI layout (gzip blobs streamed from their files as they lie); the result, and the bytes of
     its distinct blobs."""
     archive, layout = tmp_path / "image.tar", tmp_path / "layout"
     if source == "layout":

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
-
-import anyio
 
 from engine.digest import Digest
 from engine.errors import (
@@ -25,7 +23,6 @@ from engine.errors import (
     RegistryResponseError,
     TransportError,
 )
-from engine.registry.api import FileBody
 from engine.registry.protocol import Absence, UploadSession, UploadStatus
 from engine.store import V2Metadata
 
@@ -102,12 +99,10 @@ class MemoryRegistry:
         self,
         repository: str,
         location: str,
-        body: AsyncIterable[bytes] | FileBody,
+        body: AsyncIterable[bytes],
         length: int | None = None,
     ) -> str:
         self._call("patch_blob")
-        if isinstance(body, FileBody):
-            length, body = body.size, _file_pieces(body)
         self._receive_body()
         if self.faults.deny:
             raise DeniedError("denied: no", status=403)
@@ -204,21 +199,3 @@ class MemoryMetadataStore:
 
     async def remove_v2_metadata(self, entry: V2Metadata) -> None:
         self.removed.append(entry)
-
-
-async def _file_pieces(body: FileBody, piece: int = 64 << 10) -> AsyncIterator[bytes]:
-    """A file body as the wire would carry it, ``on_sent`` told as each piece goes."""
-
-    def read() -> bytes:
-        with body.path.open("rb") as file:
-            file.seek(body.offset)
-            data = file.read(body.size)
-        if len(data) < body.size:
-            raise EOFError(f"{body.path}: ended {body.size - len(data)} bytes early")
-        return data
-
-    data = await anyio.to_thread.run_sync(read)
-    for start in range(0, len(data), piece):
-        yield data[start : start + piece]
-        if body.on_sent is not None:
-            body.on_sent(min(start + piece, len(data)))
