@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from engine.errors import CredentialHelperError
+
+if TYPE_CHECKING:
+    import subprocess
 
 HELPER_PREFIX = "docker-credential-"
 
@@ -74,6 +77,8 @@ class CredentialHelper:
 
     def get_blocking(self, server_url: str) -> HelperCredentials | None:
         """``get`` for a caller with no event loop (``hoist push`` through ``hoist serve``)."""
+        import subprocess  # here: most pushes through a daemon run no helper, and skip its import
+
         with self._starting():
             result = subprocess.run(
                 [self.program, "get"], input=server_url.encode(), capture_output=True, check=False

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,3 +54,38 @@ def test_version_and_help_import_no_event_loop_and_no_engine() -> None:
             [sys.executable, "-c", probe, flag], cwd=ROOT, capture_output=True, text=True
         )
         assert out.stderr.strip().splitlines()[-1] == "[]", (flag, out.stderr)
+
+
+def test_a_push_through_a_daemon_imports_only_what_it_uses() -> None:
+    # What the client of ``hoist serve`` loads (the modules cli.py's daemon path imports), in an
+    # interpreter without site-packages: nothing else of a user's may bring these in first.
+    probe = (
+        "import sys, cli\n"
+        "cli.build_parser().parse_args(['push', '-q', 'app'])\n"
+        "import engine.data_root, engine.serve.remote\n"
+        "import engine.progress.render, engine.registry.credentials\n"
+        "unused = ('asyncio', 'aiohttp', 'shutil', 'subprocess', 'hashlib', 'ssl')\n"
+        "print([m for m in unused if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("columns", ["50", "120"])
+def test_help_is_laid_out_as_argparse_s_own_formatter_lays_it_out(
+    columns: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Hoist's formatter sizes itself without shutil; it must still honour COLUMNS as argparse's.
+    monkeypatch.setenv("COLUMNS", columns)
+
+    def push_help() -> str:
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["push", "--help"])
+        return capsys.readouterr().out
+
+    ours = push_help()
+    monkeypatch.setattr(cli, "_HelpFormatter", argparse.HelpFormatter)
+    assert ours == push_help()
+    assert "--max-concurrent-uploads" in ours
