@@ -2,9 +2,12 @@
 
 Layers go through the shared TransferManager (one coroutine each, a global upload budget,
 dedup); the first failure cancels the others. An image that brings its manifest (a layout, an
-archive) first asks whether the target holds it, one request that tells a re-push from a first
-push: a re-push asks after every blob, a first push sends small blobs unasked. The config
-follows, and the manifest is PUT only once every blob it names is committed. A manifest the
+archive) asks whether the target holds it, one request that tells a re-push from a first push:
+a re-push asks after every blob, a first push sends small blobs unasked. It is asked beside the
+layers, and only the layers whose first step hinges on the answer wait for it (small blobs no
+record places); on a re-push the config is asked after beside them too, so that a no-op push
+costs the round trips of its checks and its manifest only. Otherwise the config follows the
+layers, and the manifest is PUT only once every blob it names is committed. A manifest the
 registry refuses for a blob it names has every blob checked again, by a ledger that knows
 nothing yet, and is PUT once more. Written for anyio: the layers and the store's write beside
 the config and manifest are task groups.
@@ -13,7 +16,7 @@ the config and manifest are task groups.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import anyio
@@ -70,7 +73,7 @@ class ImagePush:
     async def run(self, reference: str) -> PushedImage:
         """Layers and config, then the manifest as ``reference`` (a tag or its digest)."""
         try:
-            layers = await self._place_layers(self.ledger)
+            layers = await self._place_blobs()
         except BaseException:
             await self.metadata.flush()
             raise
@@ -120,16 +123,45 @@ class ImagePush:
         """Every blob of the image placed anew, by a ledger that knows nothing yet: each is
         found (HEAD), mounted or sent again. The manifest is built anew from what was placed."""
         fresh = BlobLedger()
+        uploads = self._layer_uploads(fresh, again=True)
         try:
-            layers = await self._place_layers(fresh, again=True)
+            layers = await self._upload_layers(uploads, self._announce(uploads))
         finally:
             await self.metadata.flush()
         await self._place_config(layers, fresh, check_first=True)
         return layers, *_manifest(self.image, layers, self.compression)
 
-    async def _place_layers(self, ledger: BlobLedger, *, again: bool = False) -> list[LayerResult]:
-        held = not again and await self._manifest_held()
-        uploads = [
+    async def _place_blobs(self) -> list[LayerResult]:
+        """Every layer, the question whether the target holds the image's manifest beside them
+        (the layers that hinge on it start once it is answered), and on a re-push the config."""
+        uploads = self._layer_uploads(self.ledger)
+        distinct = self._announce(uploads)
+        if self.image.manifest is None:  # built here: no registry holds it yet
+            return await self._upload_layers(uploads, distinct)
+        waiting = {upload.key for upload in distinct if upload.hinges_on_manifest}
+        placed: dict[str, LayerResult] = {}
+
+        async def now() -> None:
+            placed.update(await self._transfer([u for u in distinct if u.key not in waiting]))
+
+        async def once_answered() -> None:
+            held = await self._manifest_held()
+            later = [replace(u, manifest_held=held) for u in distinct if u.key in waiting]
+
+            async def layers() -> None:
+                placed.update(await self._transfer(later))
+
+            async def config() -> None:
+                if held:  # a re-push: the config is most likely there, and asked after now
+                    await self._place_config([], self.ledger, check_first=True)
+
+            await gather([layers, config])
+
+        await gather([now, once_answered])
+        return [placed[upload.key] for upload in uploads]
+
+    def _layer_uploads(self, ledger: BlobLedger, *, again: bool = False) -> list[LayerUpload]:
+        return [
             LayerUpload(
                 client=self.client,
                 repository=self.ref.path,
@@ -140,18 +172,15 @@ class ImagePush:
                 options=self.options,
                 compression=self.compression,
                 again=again,
-                manifest_held=held,
             )
             for layer in self.image.layers
         ]
-        return await self._upload_layers(uploads)
 
     async def _manifest_held(self) -> bool:
         """Whether the target already holds the manifest the image brings (a layout's, an
         archive's): then a re-push asks after each blob rather than send a small one unasked.
-        One request for the whole image; an image whose manifest is built has nothing to ask."""
-        if self.image.manifest is None:
-            return False
+        One request for the whole image."""
+        assert self.image.manifest is not None
         media_type, manifest = self.image.manifest
         return await retry_call(
             self.options.retry,
@@ -168,6 +197,8 @@ class ImagePush:
         *,
         check_first: bool = False,
     ) -> None:
+        """Found, mounted or sent; nothing to do where this push placed it already (a re-push
+        asks after it beside the layers)."""
         image = self.image
         config = ConfigUpload(
             self.client,
@@ -190,15 +221,24 @@ class ImagePush:
             manifest,
         )
 
-    async def _upload_layers(self, uploads: Sequence[LayerUpload]) -> list[LayerResult]:
-        """Every distinct layer through the transfer manager; results in manifest order."""
+    def _announce(self, uploads: Sequence[LayerUpload]) -> list[LayerUpload]:
+        """Each distinct layer, said to be preparing (Docker lists the top layer first)."""
         distinct = list({upload.key: upload for upload in uploads}.values())
-        # Docker lists the top layer first.
         for upload in reversed(distinct):
             self.progress(LayerProgress(upload.identity, LayerStatus.PREPARING))
-        calls = [partial(self.transfers.transfer, u.key, u, self.progress) for u in distinct]
-        by_key = dict(zip([u.key for u in distinct], await gather(calls), strict=True))
+        return distinct
+
+    async def _upload_layers(
+        self, uploads: Sequence[LayerUpload], distinct: Sequence[LayerUpload]
+    ) -> list[LayerResult]:
+        """Every distinct layer at once; results in manifest order."""
+        by_key = await self._transfer(distinct)
         return [by_key[upload.key] for upload in uploads]
+
+    async def _transfer(self, distinct: Sequence[LayerUpload]) -> dict[str, LayerResult]:
+        """Each layer through the transfer manager; its result by its key."""
+        calls = [partial(self.transfers.transfer, u.key, u, self.progress) for u in distinct]
+        return dict(zip([u.key for u in distinct], await gather(calls), strict=True))
 
 
 def _manifest(

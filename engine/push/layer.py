@@ -145,11 +145,22 @@ class LayerUpload:
         sent straight away, unless the target holds the image's manifest (a re-push)."""
         if not candidates.existence:
             return False
-        if isinstance(self.blob, ToCompress) or self.manifest_held:
-            return True
-        if any(check.entry is not None for check in candidates.existence):
-            return True
-        return self.blob.size > SMALL_LAYER_MAX_SIZE
+        return self.manifest_held if self._hinges_on_manifest(candidates) else True
+
+    @property
+    def hinges_on_manifest(self) -> bool:
+        """Whether what this layer does first depends on the target holding the image's
+        manifest (``manifest_held``): then it must start only once that is known."""
+        candidates = self.metadata.candidates(self.blob, self.target)
+        return bool(candidates.existence) and self._hinges_on_manifest(candidates)
+
+    def _hinges_on_manifest(self, candidates: Candidates) -> bool:
+        # A small blob its source fixes, that no record places anywhere.
+        return (
+            not isinstance(self.blob, ToCompress)
+            and not any(check.entry is not None for check in candidates.existence)
+            and self.blob.size <= SMALL_LAYER_MAX_SIZE
+        )
 
     async def _find_existing(self, candidates: Candidates) -> Descriptor | None:
         for check in candidates.existence:

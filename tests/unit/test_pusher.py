@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from engine.push.result import LayerOutcome
 from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
 from engine.registry.auth_config import AuthConfig
+from engine.registry.protocol import Absence
 from engine.retry import RetryPolicy
 from engine.transfer import TransferManager
 from tests.support.memory_registry import Faults, MemoryRegistry
@@ -201,3 +202,48 @@ async def test_a_re_push_of_a_held_manifest_asks_after_each_blob_and_sends_none(
     assert registry.calls["head_manifest"] == 2
     assert registry.calls["head_blob"] == 1 + 3 + 1, "each layer, then the config"
     assert again.digest == first.digest
+
+
+@dataclass
+class _ManifestAnsweredLate(MemoryRegistry):
+    """Says whether it holds the manifest only once ``late_after`` has been asked after: a push
+    that waited for that answer before starting any layer would never get it."""
+
+    late_after: Digest | None = None
+    asked: list[str] = field(default_factory=list)
+    _blob_asked: anyio.Event | None = None
+
+    async def head_blob(self, repository: str, digest: Digest) -> int | Absence:
+        self.asked.append(f"blob {digest}")
+        if digest == self.late_after and self._blob_asked is not None:
+            self._blob_asked.set()
+        return await super().head_blob(repository, digest)
+
+    async def head_manifest(self, repository: str, digest: Digest, media_type: str) -> bool:
+        if self._blob_asked is None:
+            self._blob_asked = anyio.Event()
+        with anyio.move_on_after(10) as waited:
+            await self._blob_asked.wait()
+        assert not waited.cancelled_caught, "no layer was asked after before the manifest"
+        self._blob_asked = None
+        self.asked.append("manifest answered")
+        return await super().head_manifest(repository, digest, media_type)
+
+
+async def test_a_re_push_asks_after_its_manifest_beside_the_layers(tmp_path: Path) -> None:
+    # Only what hinges on the answer waits for it: the small blobs nothing records (sent unasked
+    # on a first push) and the config. The big blob is asked after at once: one round trip less.
+    image = await anyio.to_thread.run_sync(_layout_image, tmp_path, [4096, 8192, 300_000])
+    small, big = [layer.descriptor for layer in image.layers[:2]], image.layers[2].descriptor
+    assert big is not None and None not in small
+    registry = _ManifestAnsweredLate(late_after=big.digest)
+    await _push(registry, image, [])
+    registry.asked.clear()
+
+    again = await _push(registry, image, [])
+
+    assert {layer.outcome for layer in again.layers} == {LayerOutcome.EXISTS}
+    answered = registry.asked.index("manifest answered")
+    assert registry.asked.index(f"blob {big.digest}") < answered
+    later = [f"blob {blob.digest}" for blob in small if blob] + [f"blob {Digest.of(image.config)}"]
+    assert sorted(registry.asked[answered + 1 :]) == sorted(later), registry.asked
