@@ -267,7 +267,9 @@ class Engine:
         zstd). A blob the source fixes goes as it is. A bad value is a ``UsageError``.
         """
         sink = _sink(progress)
-        run = _current_run.set(_current_run.get() or _Run(BlobLedger(self._under_way)))
+        batch = _current_run.get()  # a push of push_many's: the batch's run
+        current = batch or _Run(BlobLedger(self._under_way))
+        run = _current_run.set(current)
         try:
             chosen = Compression.of(compression, compression_level)
             await self._open()
@@ -291,6 +293,8 @@ class Engine:
             raise
         finally:
             _current_run.reset(run)
+            if batch is None:
+                current.ledger.settle()  # its records are written: others find them there
 
     async def _push(
         self,
@@ -373,7 +377,8 @@ class Engine:
                 return BatchItem(ref, error=exc)
 
         # The batch's pushes share one run: each task copies this context when it starts.
-        run = _current_run.set(_Run(BlobLedger(self._under_way)))
+        current = _Run(BlobLedger(self._under_way))
+        run = _current_run.set(current)
         try:
             Compression.of(compression, compression_level)
             async with self.store.batched_records():
@@ -387,6 +392,7 @@ class Engine:
             raise
         finally:
             _current_run.reset(run)
+            current.ledger.settle()  # the batch's records are written: others find them there
 
     async def tags_of(self, name: str) -> list[str]:
         """``--all-tags``: every tagged reference of the repository ``name`` in the store."""

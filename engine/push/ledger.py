@@ -5,11 +5,13 @@ several names) in two repositories of a registry, the first uploads it and the s
 then mounts it from the first's repository; a third that needs it in a repository where it was
 already placed needs no request at all.
 
-Pushes of other runs through the same Engine (``hoist serve``'s clients) see only what is under
-way (``UnderWay``): a blob another run is placing right now is waited for and mounted, but once
-placed it is forgotten there, since what another run placed may be deleted before this one
-looks (a HEAD or a mount finds out). Written for asyncio: a placement is a future that the
-push placing the blob settles itself (no task is started), and others wait on.
+Pushes of other runs through the same Engine (``hoist serve``'s clients) see what another run is
+placing (``UnderWay``): a blob under way is waited for, and a blob placed is a repository to
+mount from, until that run ends (``settle``). By then its push records name the blob, and later
+runs find it by them, as Docker's do; no run takes another's placement as the blob being in
+its own repository, since it may be deleted before this one looks: a mount finds out, and an
+upload follows where it fails. Written for asyncio: a placement is a future that the push
+placing the blob settles itself (no task is started), and others wait on.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class BlobLedger:
         self._anywhere: dict[_Key, asyncio.Future[Placement]] = {}
         self._here: dict[tuple[str, str, str], asyncio.Future[Placement]] = {}
         self._under_way = under_way if under_way is not None else {}
+        # This run's own entries there: never another run's placement to this one.
+        self._announced: dict[_Key, asyncio.Future[Placement]] = {}
 
     @asynccontextmanager
     async def placing(
@@ -102,8 +106,12 @@ class BlobLedger:
             first = self._anywhere.get(key)
             if first is None or _failed(first):
                 other = self._under_way.get(key)
-                if other is not None and not other.done():
-                    placed = await _settled(other, on_wait)  # another run's, right now
+                if (
+                    other is not None
+                    and other is not self._announced.get(key)
+                    and not _failed(other)
+                ):
+                    placed = await _settled(other, on_wait)  # another run's, under way or made
                     if placed is not None:
                         return placed
                     continue
@@ -115,14 +123,18 @@ class BlobLedger:
                 return placed
 
     def _announce(self, key: _Key, claim: asyncio.Future[Placement]) -> None:
-        """Show other runs this placement while it is under way, and only then."""
+        """Show other runs this placement: while under way, and once made until ``settle``
+        (one withdrawn leaves their view at once)."""
         self._under_way[key] = claim
+        self._announced[key] = claim
 
-        def ended(_: asyncio.Future[Placement]) -> None:
+    def settle(self) -> None:
+        """The run has ended, its push records written: other runs no longer see what it
+        placed (they find it by those records)."""
+        for key, claim in self._announced.items():
             if self._under_way.get(key) is claim:
                 del self._under_way[key]
-
-        claim.add_done_callback(ended)
+        self._announced.clear()
 
     def disown(self, registry: str, repository: str) -> None:
         """Forget every finished placement into ``repository``: the registry refused a manifest
@@ -142,6 +154,8 @@ class BlobLedger:
             del self._here[here_key]
         if self._anywhere.get(anywhere_key) is claim:
             del self._anywhere[anywhere_key]
+        if self._under_way.get(anywhere_key) is claim:
+            del self._under_way[anywhere_key]
         claim.cancel()
 
 

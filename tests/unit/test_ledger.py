@@ -109,7 +109,7 @@ async def test_a_disowned_repository_is_no_evidence_for_later_pushes(anyio_backe
         assert other.here == Placement(BLOB, "b")  # another repository's placement still stands
 
 
-async def test_another_run_waits_for_a_placement_under_way_and_only_while_it_is(
+async def test_another_run_waits_for_a_placement_under_way_and_mounts_from_it_till_it_ends(
     anyio_backend: str,
 ) -> None:
     under_way: UnderWay = {}
@@ -128,8 +128,33 @@ async def test_another_run_waits_for_a_placement_under_way_and_only_while_it_is(
         ("a", None),
         ("b", Placement(BLOB, "a")),  # waited, then mounts from the other run's repository
     ]
-    assert under_way == {}, "a finished placement is no other run's evidence"
+    # Before the first run has written its records, a run that comes late still mounts from
+    # it: nothing else would tell it where the blob went.
+    late, late_seen = BlobLedger(under_way), []
+    await _place(late, "c", late_seen, go)
+    assert (late_seen[0][1].here, late_seen[0][1].elsewhere) == (None, Placement(BLOB, "a"))
 
+    for ledger in (mine, theirs, late):
+        ledger.settle()
+    assert under_way == {}, "an ended run's placements are no other run's evidence"
     later, later_seen = BlobLedger(under_way), []
-    await _place(later, "c", later_seen, go)
+    await _place(later, "d", later_seen, go)
     assert later_seen[0][1].elsewhere is None, "a later run finds out for itself"
+
+
+async def test_a_placement_that_fails_leaves_other_runs_view_at_once(anyio_backend: str) -> None:
+    under_way: UnderWay = {}
+    mine, theirs = BlobLedger(under_way), BlobLedger(under_way)
+    with pytest.raises(RuntimeError):
+        async with mine.placing(REGISTRY, "a", CONTENT):
+            raise RuntimeError("the upload broke")
+    assert under_way == {}
+    seen: list[tuple[str, Placing]] = []
+    await _place(theirs, "b", seen, _set_event())
+    assert seen[0][1].elsewhere is None, "nothing to mount from: this run places it itself"
+
+
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
