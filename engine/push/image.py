@@ -102,7 +102,7 @@ class ImagePush:
         """The config, then the manifest. A manifest refused for a blob it names (deleted since
         it was found, or another process committing it at that moment) has every blob checked
         again with none of this run's knowledge, what is missing placed, and is PUT once more."""
-        await self._place_config(layers, self.ledger)
+        await self._place_config(self.ledger, check_first=worth_checking(layers))
         media_type, manifest = _manifest(self.image, layers, self.compression)
         try:
             digest = await self._put_manifest(reference, media_type, manifest)
@@ -128,7 +128,7 @@ class ImagePush:
             layers = await self._upload_layers(uploads, self._announce(uploads))
         finally:
             await self.metadata.flush()
-        await self._place_config(layers, fresh, check_first=True)
+        await self._place_config(fresh, check_first=True)
         return layers, *_manifest(self.image, layers, self.compression)
 
     async def _place_blobs(self) -> list[LayerResult]:
@@ -153,7 +153,7 @@ class ImagePush:
 
             async def config() -> None:
                 if held:  # a re-push: the config is most likely there, and asked after now
-                    await self._place_config([], self.ledger, check_first=True)
+                    await self._place_config(self.ledger, check_first=True)
 
             await gather([layers, config])
 
@@ -190,15 +190,9 @@ class ImagePush:
             media_type,
         )
 
-    async def _place_config(
-        self,
-        layers: list[LayerResult],
-        ledger: BlobLedger,
-        *,
-        check_first: bool = False,
-    ) -> None:
-        """Found, mounted or sent; nothing to do where this push placed it already (a re-push
-        asks after it beside the layers)."""
+    async def _place_config(self, ledger: BlobLedger, *, check_first: bool) -> None:
+        """Found (``check_first``: asked after before it is sent), mounted or sent; nothing to do
+        where this push placed it already (a re-push asks after it beside the layers)."""
         image = self.image
         config = ConfigUpload(
             self.client,
@@ -208,7 +202,7 @@ class ImagePush:
             ledger,
             self.options.retry,
         )
-        await config.place(check_first=check_first or worth_checking(layers))
+        await config.place(check_first=check_first)
 
     async def _put_manifest(self, reference: str, media_type: str, manifest: bytes) -> Digest:
         manifests.check_size(manifest)

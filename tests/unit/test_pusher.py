@@ -213,19 +213,23 @@ class _ManifestAnsweredLate(MemoryRegistry):
     asked: list[str] = field(default_factory=list)
     _blob_asked: anyio.Event | None = None
 
+    def _blob_asked_event(self) -> anyio.Event:
+        # Made by whichever comes first, the blob's HEAD or the manifest's: either order is fine.
+        if self._blob_asked is None:
+            self._blob_asked = anyio.Event()
+        return self._blob_asked
+
     async def head_blob(self, repository: str, digest: Digest) -> int | Absence:
         self.asked.append(f"blob {digest}")
-        if digest == self.late_after and self._blob_asked is not None:
-            self._blob_asked.set()
+        if digest == self.late_after:
+            self._blob_asked_event().set()
         return await super().head_blob(repository, digest)
 
     async def head_manifest(self, repository: str, digest: Digest, media_type: str) -> bool:
-        if self._blob_asked is None:
-            self._blob_asked = anyio.Event()
         with anyio.move_on_after(10) as waited:
-            await self._blob_asked.wait()
+            await self._blob_asked_event().wait()
         assert not waited.cancelled_caught, "no layer was asked after before the manifest"
-        self._blob_asked = None
+        self._blob_asked = None  # the next push asks again
         self.asked.append("manifest answered")
         return await super().head_manifest(repository, digest, media_type)
 
