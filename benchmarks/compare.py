@@ -47,6 +47,7 @@ from benchmarks.process import (
     check_pushed,
     child_env,
     cold_env,
+    cpu_seconds_of,
     default_registry_dir,
     fresh_registry,
     in_turn,
@@ -155,11 +156,9 @@ class Timed:
     seconds: float
     peak_rss_mib: float
     cpu_seconds: float
-
-
-def daemon_cpu_seconds(daemon: Daemon) -> float:
-    fields = Path(f"/proc/{daemon.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    #: What the registry spent on those commands' requests: with the client's CPU against
+    #: wall time × cores, whether the machine, not the client, was the bound.
+    registry_cpu_seconds: float
 
 
 def run_commands(
@@ -171,14 +170,16 @@ def run_commands(
     daemon: Daemon | None = None,
 ) -> Timed:
     """Run ``commands`` one after the other, each measured; their times and CPU added up, the
-    highest peak. A client of a ``daemon`` (``docker push``, ``hoist push -H``) is measured with
-    it: the higher of the two peak RSS, and the daemon's CPU seconds added to the client's."""
+    highest peak, and the registry's CPU seconds meanwhile. A client of a ``daemon`` (``docker
+    push``, ``hoist push -H``) is measured with it: the higher of the two peak RSS, and the
+    daemon's CPU seconds added to the client's."""
     seconds = peak = cpu = 0.0
     env = cold_env(bench.env if daemon is None else daemon.env(bench.env), run_dir)
     settle()
     if daemon is not None:
         serve.reset_peak_rss(daemon)
-        daemon_cpu = daemon_cpu_seconds(daemon)
+        daemon_cpu = cpu_seconds_of(daemon.process.pid)
+    registry_cpu = cpu_seconds_of(registry.process.pid)
     for n, argv in enumerate(commands, 1):
         log_dir = run_dir / "logs" / f"{tag}-{n:03d}"
         measured = run_measured(argv, timeout=bench.timeout, log_dir=log_dir, env=env)
@@ -188,8 +189,8 @@ def run_commands(
         peak = max(peak, measured.peak_rss_mib)
     if daemon is not None:
         peak = max(peak, serve.peak_rss_mib(daemon))
-        cpu += daemon_cpu_seconds(daemon) - daemon_cpu
-    return Timed(seconds, peak, cpu)
+        cpu += cpu_seconds_of(daemon.process.pid) - daemon_cpu
+    return Timed(seconds, peak, cpu, cpu_seconds_of(registry.process.pid) - registry_cpu)
 
 
 def run_once(bench: Bench, row: Row, peer: Peer, round_: int) -> Run:
@@ -218,6 +219,7 @@ def run_once(bench: Bench, row: Row, peer: Peer, round_: int) -> Run:
         timed.seconds,
         timed.peak_rss_mib,
         cpu_seconds=timed.cpu_seconds,
+        registry_cpu_seconds=timed.registry_cpu_seconds,
         sent_bytes=sent,
         requests=requests,
     )
@@ -306,7 +308,9 @@ def run_row(bench: Bench, row: Row, rounds: int) -> list[Run]:
             say(
                 f"{row.key:<9} round {round_}/{rounds}  {peer.contender.label:<38}"
                 f" {run.seconds:7.2f} s {run.peak_rss_mib:6.0f} MiB"
-                f" {run.cpu_seconds or 0:6.2f} cpu-s {(run.sent_bytes or 0) / MIB:8.1f} MiB sent"
+                f" {run.cpu_seconds or 0:6.2f} cpu-s"
+                f" {run.registry_cpu_seconds or 0:6.2f} registry cpu-s"
+                f" {(run.sent_bytes or 0) / MIB:8.1f} MiB sent"
                 f" {run.requests} requests"
             )
     return runs
@@ -320,6 +324,7 @@ _HEADERS = (
     "MiB/s",
     "peak RSS MiB",
     "CPU s",
+    "registry CPU s",
     "sent MiB",
     "requests",
     "÷ Hoist",
@@ -345,6 +350,7 @@ def table(rows: Sequence[Row], summaries: dict[str, list[Summary]]) -> tuple[str
                     f"{s.mib_per_second:.0f}",
                     f"{s.median_rss_mib:.0f}",
                     _opt(s.cpu_seconds, ".2f"),
+                    _opt(s.registry_cpu_seconds, ".2f"),
                     _opt(s.sent_mib, ".1f"),
                     _opt(s.requests, ".0f"),
                     ratio,
@@ -354,7 +360,7 @@ def table(rows: Sequence[Row], summaries: dict[str, list[Summary]]) -> tuple[str
             if why not in notes:
                 notes.append(why)
             mark = f"— [{notes.index(why) + 1}]"
-            lines.append((row.key, peer.contender.label, mark, *([""] * 7)))
+            lines.append((row.key, peer.contender.label, mark, *([""] * 8)))
     return format_table(lines), [f"[{n}] {why}" for n, why in enumerate(notes, 1)]
 
 
@@ -439,6 +445,7 @@ def compare(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         "notes": notes,
         "verdicts": verdicts(summaries),
         "load_average_1min_end": os.getloadavg()[0],
+        "cores": os.cpu_count(),
     }
 
 
@@ -469,9 +476,11 @@ def _preamble(args: argparse.Namespace, rows: Sequence[Row]) -> str:
         f"round.\n{titles}\n"
         f"MiB/s = uncompressed layer payload / median time (D: the payload that was not sent). "
         f"peak RSS, CPU s = the pushing process and what it waited for (docker: dockerd's). "
-        f"sent MiB = blob bytes the registry received in completed uploads. requests = requests "
-        f"the registry answered. ÷ Hoist = this median time / Hoist's in the row (>1: Hoist is "
-        f"faster).\n"
+        f"registry CPU s = the registry's own over the same commands ({os.cpu_count()} cores: "
+        f"CPU s + registry CPU s near cores × median s says the machine, not the pusher, was the "
+        f"bound). sent MiB = blob bytes the registry received in completed uploads. requests = "
+        f"requests the registry answered. ÷ Hoist = this median time / Hoist's in the row (>1: "
+        f"Hoist is faster).\n"
     )
 
 

@@ -67,6 +67,12 @@ class Measured:
         )
 
 
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU seconds a running process (a registry, a daemon) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 #: GNU time: the small process that starts each measured child and reads its rusage.
 GNU_TIME = Path("/usr/bin/time")
 #: What GNU time writes: the child's peak RSS (KiB), user and system CPU seconds.

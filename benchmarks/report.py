@@ -48,6 +48,8 @@ class Run:
     stored_bytes: int | None = None
     #: The child's user + system CPU seconds, where the benchmark measures them.
     cpu_seconds: float | None = None
+    #: The registry's CPU seconds over the same commands, where the benchmark measures them.
+    registry_cpu_seconds: float | None = None
     #: Blob bytes the registry received in uploads, and the requests it answered.
     sent_bytes: int | None = None
     requests: int | None = None
@@ -73,8 +75,10 @@ class Summary:
     #: Medians of the runs' stored blobs and bytes (MiB); None where they were not measured.
     stored_blobs: float | None = None
     stored_mib: float | None = None
-    #: Medians of the runs' CPU seconds, blob MiB sent and requests; None where not measured.
+    #: Medians of the runs' CPU seconds (the client's, the registry's), blob MiB sent and
+    #: requests; None where not measured.
     cpu_seconds: float | None = None
+    registry_cpu_seconds: float | None = None
     sent_mib: float | None = None
     requests: float | None = None
 
@@ -123,6 +127,7 @@ def _summary(
         stored_blobs=_median_of([r.stored_blobs for r in runs]),
         stored_mib=_median_of([r.stored_bytes / MIB for r in runs if r.stored_bytes is not None]),
         cpu_seconds=_median_of([r.cpu_seconds for r in runs]),
+        registry_cpu_seconds=_median_of([r.registry_cpu_seconds for r in runs]),
         sent_mib=_median_of([r.sent_bytes / MIB for r in runs if r.sent_bytes is not None]),
         requests=_median_of([r.requests for r in runs]),
     )
