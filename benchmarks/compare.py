@@ -27,8 +27,16 @@ from typing import Any
 
 from benchmarks import compare_contenders as peers_module
 from benchmarks import serve
-from benchmarks.compare_contenders import HOIST_BY_SOURCE, NAMES, Peer, Plan, Setup
+from benchmarks.compare_contenders import (
+    HOIST_BY_SOURCE,
+    HOIST_DAEMON_BY_SOURCE,
+    NAMES,
+    Peer,
+    Plan,
+    Setup,
+)
 from benchmarks.compare_workloads import (
+    LAYOUT,
     QUICK,
     STORE,
     WORKLOADS,
@@ -76,6 +84,12 @@ from tests.support.docker_output import EXISTS, PUSHED
 from tests.support.dockerd import Daemon, DockerdUnavailable, dockerd_unavailable, running_dockerd
 from tests.support.registry import LocalRegistry
 
+
+def _target_source(row: str) -> str:
+    """What Hoist pushes from in a target's row: the row's own source (the batch: the store)."""
+    return LAYOUT if row.endswith("/layout") else STORE
+
+
 #: The issue's targets: (row, contender, Hoist's median time over the contender's, at most).
 TIME_TARGETS = (
     ("A/layout", "curl", 1.15),
@@ -94,7 +108,7 @@ TIME_TARGETS = (
 #: wherever one runs: (row, Hoist's contender, the other's, at most). Not the batch: through the
 #: daemon it is a loop of commands, one image each.
 DAEMON_TARGETS = tuple(
-    (row, f"hoist-daemon-{row.partition('/')[2]}", other, bound)
+    (row, HOIST_DAEMON_BY_SOURCE[_target_source(row)], other, bound)
     for row, other, bound in TIME_TARGETS
     if row != "batch"
 )
@@ -379,9 +393,7 @@ def verdicts(summaries: dict[str, list[Summary]]) -> list[str]:
     medians = {(row, s.contender.key): s for row, summary in summaries.items() for s in summary}
     lines = []
     for row, peer, bound in TIME_TARGETS:
-        hoist_key = HOIST_BY_SOURCE[
-            "store" if row.endswith("/store") or row == "batch" else "layout"
-        ]
+        hoist_key = HOIST_BY_SOURCE[_target_source(row)]
         hoist, other = medians.get((row, hoist_key)), medians.get((row, peer))
         if hoist and other:
             ratio = hoist.median_seconds / other.median_seconds
@@ -392,7 +404,7 @@ def verdicts(summaries: dict[str, list[Summary]]) -> list[str]:
             ratio = hoist.median_seconds / other.median_seconds
             lines.append(_verdict(f"{row}: {key} / {peer} time", ratio, bound, "×"))
     for row, bound in RSS_TARGETS:
-        if hoist := medians.get((row, HOIST_BY_SOURCE["layout"])):
+        if hoist := medians.get((row, HOIST_BY_SOURCE[LAYOUT])):
             lines.append(_verdict(f"{row}: Hoist peak RSS", hoist.median_rss_mib, bound, " MiB"))
     for row, key, bound in BYTES_TARGETS:
         hoist, docker = medians.get((row, key)), medians.get((row, "docker"))

@@ -254,6 +254,7 @@ HOIST_DAEMON_STORE = Contender("hoist-daemon-store", "hoist push via hoist serve
 HOIST_STORE_ZSTD = Contender("hoist-store-zstd", "hoist push --compression zstd (store)")
 #: The contender every other one in its row is compared with, by source.
 HOIST_BY_SOURCE = {LAYOUT: HOIST_LAYOUT.key, STORE: HOIST_STORE.key}
+HOIST_DAEMON_BY_SOURCE = {LAYOUT: HOIST_DAEMON_LAYOUT.key, STORE: HOIST_DAEMON_STORE.key}
 
 
 def peers(*, docker_unavailable: str | None, zstd_unavailable: str | None) -> list[Peer]:
