@@ -44,8 +44,10 @@ def descriptor_of(data: Any, what: str) -> Descriptor:
         raise ImageSourceError(f"{what}: not a descriptor object")
     try:
         return Descriptor.from_json(data)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ImageSourceError(f"{what}: malformed descriptor ({e!r})") from e
+    except KeyError as e:
+        raise ImageSourceError(f"{what}: malformed descriptor: no {e.args[0]}") from e
+    except (ValueError, ImageSourceError) as e:  # the latter an invalid digest
+        raise ImageSourceError(f"{what}: malformed descriptor: {e}") from e
 
 
 def descriptors_of(data: Any, what: str) -> list[Descriptor]:

@@ -97,7 +97,9 @@ def present_size(headers: Mapping[str, str], digest: Digest) -> int | None:
     without a size, proves nothing.
     """
     length = headers.get("Content-Length", "").strip()
-    return int(length) if names_digest(headers, digest) and length.isdigit() else None
+    # isascii: str.isdigit() also admits "²" and other digits int() refuses.
+    is_size = length.isascii() and length.isdigit()
+    return int(length) if is_size and names_digest(headers, digest) else None
 
 
 def names_digest(headers: Mapping[str, str], digest: Digest) -> bool:

@@ -493,6 +493,39 @@ def test_malformed_index_json(
     assert_nothing_came_of_it(hoist_root, skopeo, command, target)
 
 
+#: A descriptor field of the wrong JSON type, and what the error says of it (found by
+#: ``tests/unit/test_malformed_layouts.py``: the first two were tracebacks).
+WRONG_TYPES = {
+    "annotations-number": ({"annotations": 1}, "annotations is not an object"),
+    "size-infinite": ({"size": float("inf")}, "size inf is not a byte count"),
+    "size-fraction": ({"size": 1.5}, "size 1.5 is not a byte count"),
+    "size-negative": ({"size": -1}, "size -1 is not a byte count"),
+    "urls-string": ({"urls": "https://example.com/"}, "urls is not a list"),
+    "digest-missing": ({"digest": None}, "no digest"),
+    "digest-invalid": ({"digest": "sha256:nonsense"}, "invalid digest 'sha256:nonsense'"),
+}
+
+
+@pytest.mark.parametrize("fields,message", WRONG_TYPES.values(), ids=WRONG_TYPES.keys())
+def test_index_descriptor_of_the_wrong_type(
+    hoist: Hoist,
+    hoist_root: Path,
+    skopeo: Skopeo,
+    layout: Path,
+    target: str,
+    fields: dict[str, object],
+    message: str,
+) -> None:
+    index = json.loads((layout / "index.json").read_bytes())
+    index["manifests"][0].update(fields)
+    (layout / "index.json").write_text(json.dumps(index))
+
+    result = run_source(hoist, "push", layout, target)
+
+    assert_one_error(result, "index.json: manifests[0]: malformed descriptor", message)
+    assert_nothing_came_of_it(hoist_root, skopeo, "push", target)
+
+
 @pytest.mark.parametrize("document", ["manifest.json", "config"])
 @pytest.mark.parametrize("command", COMMANDS)
 def test_malformed_json_in_docker_archive(

@@ -23,6 +23,7 @@ from engine.errors import (
     RegistryResponseError,
     TransportError,
 )
+from engine.registry.auth_config import AuthConfig
 from engine.registry.protocol import Absence, UploadSession, UploadStatus
 from engine.store import V2Metadata
 
@@ -199,3 +200,16 @@ class MemoryMetadataStore:
 
     async def remove_v2_metadata(self, entry: V2Metadata) -> None:
         self.removed.append(entry)
+
+
+class OnePool:
+    """A pusher's pool of clients that hands out one registry, with no credentials."""
+
+    def __init__(self, registry: MemoryRegistry) -> None:
+        self.registry = registry
+
+    async def client(self, domain: str) -> MemoryRegistry:
+        return self.registry
+
+    async def credentials(self, domain: str) -> AuthConfig:
+        return AuthConfig()

@@ -45,9 +45,8 @@ from engine.push.upload import UploadOptions
 from engine.reference import Reference, parse_normalized_named
 from engine.retry import RetryPolicy
 from engine.transfer import TransferContext, TransferManager
-from tests.support.memory_registry import MemoryMetadataStore, MemoryRegistry
+from tests.support.memory_registry import MemoryMetadataStore, MemoryRegistry, OnePool
 from tests.support.sample import LayerSpec, make_config, write_layer_tar
-from tests.unit.test_pusher import OnePool
 
 pytestmark = pytest.mark.anyio
 

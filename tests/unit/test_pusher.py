@@ -21,28 +21,16 @@ from engine.push.pusher import Pusher
 from engine.push.result import LayerOutcome
 from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
-from engine.registry.auth_config import AuthConfig
 from engine.registry.protocol import Absence
 from engine.retry import RetryPolicy
 from engine.transfer import TransferManager
-from tests.support.memory_registry import Faults, MemoryRegistry
+from tests.support.memory_registry import Faults, MemoryRegistry, OnePool
 from tests.support.policies import FAST
 from tests.support.sample import LayerSpec, make_config, write_layer_tar
 
 pytestmark = pytest.mark.anyio
 
 ONE_TRY = RetryPolicy(attempts=1)
-
-
-class OnePool:
-    def __init__(self, registry: MemoryRegistry) -> None:
-        self.registry = registry
-
-    async def client(self, domain: str) -> MemoryRegistry:
-        return self.registry
-
-    async def credentials(self, domain: str) -> AuthConfig:
-        return AuthConfig()
 
 
 def _image(tmp_path: Path, specs: list[LayerSpec]) -> SourceImage:

@@ -10,6 +10,7 @@ with Basic credentials and ``account`` when there are any, anonymous when there 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from engine.registry.auth_config import AuthConfig
 
 #: Older Docker clients assumed 60 s; servers promise at least that, so a shorter one is a typo.
 MINIMUM_LIFETIME = 60.0
+#: Go's int64 of seconds, the longest ``expires_in`` Docker's client reads.
+_LONGEST_LIFETIME = 2**63 - 1
 #: Fetch a new token this long before the old one expires, so none expires in flight.
 REFRESH_MARGIN = 30.0
 
@@ -229,7 +232,10 @@ def _lifetime(document: dict[str, Any]) -> float:
     expires_in = document.get("expires_in")
     if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
         return MINIMUM_LIFETIME
-    return max(float(expires_in), MINIMUM_LIFETIME)
+    if isinstance(expires_in, float) and math.isnan(expires_in):
+        return MINIMUM_LIFETIME  # a token expiring at NaN would never be reused
+    # Clamped before float(): an integer of 400 digits is valid JSON, and no float.
+    return float(min(max(expires_in, MINIMUM_LIFETIME), _LONGEST_LIFETIME))
 
 
 def _issued_at(document: dict[str, Any], now: float) -> float:
