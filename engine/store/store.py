@@ -325,12 +325,19 @@ class Store:
     # -- distribution metadata --------------------------------------------------------------
 
     async def remove_v2_metadata(self, entry: V2Metadata) -> None:
-        """Forget a location that turned out wrong (a mount from it failed)."""
+        """Forget a location that turned out wrong (a mount from it failed).
+
+        A hint, as ``record_pushes``'s are: a record that cannot be read or rewritten is logged,
+        never raised (it would fail a push that goes on fine without it, by uploading).
+        """
         await store_bound(self._remove_metadata, entry)
 
     def _remove_metadata(self, entry: V2Metadata) -> None:
-        with self._lock():
-            metadata.remove_v2_metadata(self._layout, entry)
+        try:
+            with self._lock():
+                metadata.remove_v2_metadata(self._layout, entry)
+        except StoreError as exc:
+            log.warning("push metadata not forgotten", digest=str(entry.digest), error=str(exc))
 
     # -- what a push knows, in one go ---------------------------------------------------------
 

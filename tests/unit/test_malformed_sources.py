@@ -20,8 +20,7 @@ import json
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,124 +39,20 @@ from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
 from engine.retry import RetryPolicy
 from engine.transfer import TransferManager
-from tests.support.fuzzing import fuzz_settings
+from tests.support.fuzzing import (
+    Change,
+    JsonPath,
+    apply_change,
+    changes_of,
+    check_committed,
+    fuzz_settings,
+    refused,
+)
 from tests.support.memory_registry import MemoryRegistry, OnePool
 from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
 #: Examples per kind of source in CI.
 CI_EXAMPLES = 200
-
-#: Keys the documents use, so that generated objects often look almost right.
-KEYS = (
-    "mediaType",
-    "digest",
-    "size",
-    "urls",
-    "annotations",
-    "platform",
-    "os",
-    "architecture",
-    "variant",
-    "manifests",
-    "layers",
-    "config",
-    "rootfs",
-    "diff_ids",
-    "schemaVersion",
-    "imageLayoutVersion",
-    "org.opencontainers.image.ref.name",
-    "Config",
-    "RepoTags",
-    "Layers",
-)
-
-_HEX = "0123456789abcdef"
-TEXT = st.one_of(
-    st.text(max_size=12),
-    st.sampled_from(
-        [
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-            "linux",
-            "amd64",
-            "latest",
-            "1.0.0",
-            "sha256:",
-            "sha256:../../etc/passwd",
-            "../../etc/passwd",
-            "/etc/passwd",
-            "fuzz/app:v1",
-            "UPPER/case:tag",
-            "md5:d41d8cd98f00b204e9800998ecf8427e",
-        ]
-    ),
-    st.text(_HEX, min_size=64, max_size=64).map(lambda h: f"sha256:{h}"),
-)
-SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),  # NaN and ±Infinity included: Python's json reads them
-    TEXT,
-)
-#: Scalars as often as containers: ``recursive`` alone draws mostly the latter.
-VALUES = SCALARS | st.recursive(
-    SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3),
-        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=4)), inner, max_size=3),
-    ),
-    max_leaves=8,
-)
-
-
-@dataclass(frozen=True)
-class Change:
-    """Replace (or, with ``delete``, remove) one value of one document."""
-
-    document: str
-    where: int  # which of the document's paths, modulo their number
-    value: Any
-    delete: bool
-
-
-def changes_of(documents: tuple[str, ...]) -> st.SearchStrategy[list[Change]]:
-    change = st.builds(
-        Change, st.sampled_from(documents), st.integers(0, 1000), VALUES, st.booleans()
-    )
-    return st.lists(change, min_size=1, max_size=3)
-
-
-JsonPath = tuple[str | int, ...]
-
-
-def _paths(value: Any, prefix: JsonPath = ()) -> Iterator[JsonPath]:
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
-def _apply(document: Any, change: Change) -> Any:
-    paths = list(_paths(document))
-    path = paths[change.where % len(paths)]
-    if not path:
-        return change.value
-    parent = document
-    for step in path[:-1]:
-        parent = parent[step]
-    last = path[-1]
-    if change.delete and isinstance(parent, dict):
-        del parent[last]
-    else:
-        parent[last] = change.value
-    return document
 
 
 def change_in_order(
@@ -169,7 +64,7 @@ def change_in_order(
     for name in documents:
         for change in changes:
             if change.document == name:
-                documents[name] = _apply(documents[name], change)
+                documents[name] = apply_change(documents[name], change)
                 changed.add(name)
         if name in changed and (parent := moved(name)) is not None:
             changed.add(parent)
@@ -279,59 +174,27 @@ async def _open_and_push(root: Path) -> None:
             if isinstance(entry, SourceIndex):
                 for child in entry.manifests:
                     str(child.platform)
-                with _refused():
+                with refused():
                     entry.select_platform("linux/amd64")
-                with _refused():
+                with refused():
                     await pusher.push_index(ref, entry, _ignore)
             else:
-                with _refused():
+                with refused():
                     await pusher.push(ref, entry, _ignore)
-            _check_committed(registry, f"v{n}")
-
-
-async def _load(source: Path, root: Path) -> None:
-    """What ``hoist load -i`` does with the source: a refused load leaves a store that still
-    lists its images (the store's files are replaced whole, or not at all)."""
-    async with Engine(root) as engine:
-        with _refused("load"):
-            await engine.load(source)
-        await engine.images()
-
-
-class _refused:
-    """A HoistError is a refusal, and fine; anything else propagates and fails the test."""
-
-    def __init__(self, what: str = "push") -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> bool:
-        event(f"{self.what}: {'done' if kind is None else kind.__name__}")
-        return kind is not None and issubclass(kind, HoistError)
+            check_committed(registry, f"v{n}")
 
 
 def _ignore(event: object) -> None:
     return None
 
 
-def _check_committed(registry: MemoryRegistry, tag: str) -> None:
-    """A manifest the registry holds names only blobs it holds (children of an index too)."""
-    raw = registry.manifests.get(tag)
-    if raw is None:
-        return
-    document = json.loads(raw)
-    for child in document.get("manifests", []):
-        assert child["digest"] in registry.manifests
-        _check_blobs(registry, json.loads(registry.manifests[child["digest"]]))
-    _check_blobs(registry, document)
-
-
-def _check_blobs(registry: MemoryRegistry, manifest: dict[str, Any]) -> None:
-    for blob in [manifest.get("config"), *manifest.get("layers", [])]:
-        if isinstance(blob, dict):
-            assert blob["digest"] in registry.blobs
+async def _load(source: Path, root: Path) -> None:
+    """What ``hoist load -i`` does with the source: a refused load leaves a store that still
+    lists its images (the store's files are replaced whole, or not at all)."""
+    async with Engine(root) as engine:
+        with refused("load"):
+            await engine.load(source)
+        await engine.images()
 
 
 SOURCES = {"oci-layout": Layout, "docker-archive": Archive}
@@ -388,4 +251,4 @@ def test_an_unchanged_source_pushes(samples: dict[str, Path], kind: str) -> None
     with tempfile.TemporaryDirectory() as tmp:
         anyio.run(push, _changed_copy(samples, kind, tmp).change([]))
     assert "v0" in registry.manifests
-    _check_committed(registry, "v0")
+    check_committed(registry, "v0")
