@@ -63,7 +63,8 @@ class CredentialHelper:
     """One helper program, ``docker-credential-NAME``, found on ``PATH``."""
 
     def __init__(self, name: str) -> None:
-        if not name or "/" in name:
+        # Part of a program's file name, which can hold neither a slash nor a NUL.
+        if not name or "/" in name or "\0" in name:
             raise CredentialHelperError(f"invalid credential helper name {name!r}")
         self.name = name
         self.program = HELPER_PREFIX + name
