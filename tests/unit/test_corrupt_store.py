@@ -28,6 +28,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from engine.api import Engine
+from engine.progress.events import discard
 from engine.push.compression import DEFAULT
 from engine.push.pusher import Pusher
 from engine.push.upload import UploadOptions
@@ -123,11 +124,7 @@ async def _push_tag(engine: Engine, registry: MemoryRegistry) -> None:
         options=UploadOptions(retry=RetryPolicy(attempts=1)),
     )
     image, known = await engine.store.image_to_push(TAG, DEFAULT.compressor)
-    await pusher.push(parse_normalized_named(TAG), image, _ignore, known)
-
-
-def _ignore(event: object) -> None:
-    return None
+    await pusher.push(parse_normalized_named(TAG), image, discard, known)
 
 
 @dataclass(frozen=True)

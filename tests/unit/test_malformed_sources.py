@@ -34,6 +34,7 @@ from engine.digest import Digest
 from engine.errors import HoistError
 from engine.image.base import SourceImage, SourceIndex
 from engine.image.detect import describe, open_archive
+from engine.progress.events import discard
 from engine.push.pusher import Pusher
 from engine.push.upload import UploadOptions
 from engine.reference import parse_normalized_named
@@ -177,15 +178,11 @@ async def _open_and_push(root: Path) -> None:
                 with refused():
                     entry.select_platform("linux/amd64")
                 with refused():
-                    await pusher.push_index(ref, entry, _ignore)
+                    await pusher.push_index(ref, entry, discard)
             else:
                 with refused():
-                    await pusher.push(ref, entry, _ignore)
+                    await pusher.push(ref, entry, discard)
             check_committed(registry, f"v{n}")
-
-
-def _ignore(event: object) -> None:
-    return None
 
 
 async def _load(source: Path, root: Path) -> None:
@@ -246,7 +243,7 @@ def test_an_unchanged_source_pushes(samples: dict[str, Path], kind: str) -> None
         async with open_archive(source) as archive:
             (image,) = archive.images
             assert isinstance(image, SourceImage)
-            await pusher.push(parse_normalized_named("localhost:5000/fuzz:v0"), image, _ignore)
+            await pusher.push(parse_normalized_named("localhost:5000/fuzz:v0"), image, discard)
 
     with tempfile.TemporaryDirectory() as tmp:
         anyio.run(push, _changed_copy(samples, kind, tmp).change([]))

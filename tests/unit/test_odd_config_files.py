@@ -17,6 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import event, given
@@ -67,16 +68,8 @@ CONFIG = st.one_of(
 @contextlib.contextmanager
 def _no_helpers() -> Iterator[None]:
     """Every credential helper is a missing one while inside."""
-    saved = os.environ.get("PATH")
-    with tempfile.TemporaryDirectory() as empty:
-        os.environ["PATH"] = empty
-        try:
-            yield
-        finally:
-            if saved is None:
-                del os.environ["PATH"]
-            else:
-                os.environ["PATH"] = saved
+    with tempfile.TemporaryDirectory() as empty, mock.patch.dict(os.environ, {"PATH": empty}):
+        yield
 
 
 def _no_secret_in(refusal: HoistError) -> None:
