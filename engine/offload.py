@@ -11,12 +11,10 @@ Each limiter belongs to one event loop (a ``RunVar``), as anyio's own default do
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from typing import TypeVar, TypeVarTuple, Unpack
 
-import anyio.from_thread
 import anyio.to_thread
 from anyio import CapacityLimiter
 from anyio.lowlevel import RunVar
@@ -50,9 +48,3 @@ async def cpu_bound(func: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
 async def store_bound(func: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
     """Run ``func`` on the store's thread of this event loop."""
     return await anyio.to_thread.run_sync(func, *args, limiter=_limiter(_store, STORE_THREADS))
-
-
-def worker_checkpoint() -> None:
-    """Let a long copy or hash in a worker thread stop once its task is cancelled."""
-    with contextlib.suppress(RuntimeError):  # not in an anyio worker thread: nothing to check
-        anyio.from_thread.check_cancelled()

@@ -23,8 +23,7 @@ from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DigestMismatchError, ImageSourceError
 from engine.image.base import CHUNK_SIZE, FileLayer
-from engine.image.tarsafe import TarIndex, normalize_name
-from engine.offload import worker_checkpoint
+from engine.image.tarsafe import TarIndex, normalize_name, worker_checkpoint
 
 #: Manifests and configs larger than this are refused (as registries refuse them).
 SMALL_BLOB_LIMIT = 4 << 20

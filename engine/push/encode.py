@@ -10,8 +10,6 @@ is read, hashed and compressed in one worker-thread call: isal, libzstd and hash
 GIL, so several layers really compress at once and the event loop keeps serving the network. A
 compressor keeps a bounded window, not the layer: memory does not grow with the layer. The diff
 ID is hashed again only when the source has not already verified it (the store has, at load).
-A blob that goes as it is from a file is not read here on its way out: the kernel sends it from
-the file (``file_span``), and one worker-thread call hashes it from there meanwhile.
 """
 
 from __future__ import annotations
@@ -24,19 +22,17 @@ import anyio
 
 from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.errors import DigestMismatchError, ImageSourceError
-from engine.image.base import CHUNK_SIZE, FileLayer, Layer
-from engine.offload import cpu_bound, worker_checkpoint
+from engine.errors import DigestMismatchError
+from engine.image.base import CHUNK_SIZE, Layer
+from engine.offload import cpu_bound
 from engine.push.compression import DEFAULT, Compression
 from engine.push.gzip_member import GzipMember
-from engine.registry.api import FileSpan
 
-#: Bytes read per step of a blob that goes as it is, where it is streamed (in chunks, or not
-#: from a file) or hashed beside its ``sendfile``. A streamed upload holds about three pieces at
-#: a time (being read, being sent, in the socket's buffer): measured on 8 × 32 MiB from a
-#: layout, 256 KiB pieces cut the push's peak RSS by 9 MiB against 1 MiB ones, at the same
-#: speed. A tar being compressed is read ``CHUNK_SIZE`` at a time: what is sent of it is
-#: smaller, and each step costs a thread hop.
+#: Bytes read per step of a blob that goes as it is. Each upload holds about three pieces at a
+#: time (being read, being sent, in the socket's buffer): measured on 8 × 32 MiB from a layout,
+#: 256 KiB pieces cut the push's peak RSS by 9 MiB against 1 MiB ones, at the same speed. A tar
+#: being compressed is read ``CHUNK_SIZE`` at a time: what is sent of it is smaller, and each
+#: step costs a thread hop.
 FIXED_READ_SIZE = 256 << 10
 
 
@@ -105,32 +101,6 @@ class LayerStream:
     @property
     def digest(self) -> Digest:
         return Digest.from_hash(self._pass.blob_hash)
-
-    def file_span(self, start: int) -> FileSpan | None:
-        """The blob from ``start`` as it lies in its file, to send from there (``sendfile``);
-        None when the blob is made here (compressed) or is not in a file. The bytes sent are
-        not hashed on the way: ``hash_file`` hashes them beside the request."""
-        layer = self.layer
-        if layer.descriptor is None or not isinstance(layer, FileLayer):
-            return None
-        position, on_read = start, self._on_read
-
-        def on_sent(count: int) -> None:
-            nonlocal position
-            position += count
-            if on_read is not None:
-                on_read(position)
-
-        return FileSpan(layer.path, layer.offset + start, layer.size - start, on_sent)
-
-    async def hash_file(self) -> None:
-        """Hash the whole blob from its file in one worker-thread call, as a pass of its own:
-        what ``descriptor()`` then checks, for a blob whose bytes went by ``file_span``."""
-        self._pass = _Pass(self.layer, self.compression)
-        try:
-            await cpu_bound(self._pass.run_through)
-        except EOFError as e:
-            raise ImageSourceError(str(e)) from e
 
     def descriptor(self) -> Descriptor:
         """What the latest (whole) pass sent, checked against what the source says it is.
@@ -247,17 +217,6 @@ class _Pass:
         self.blob_hash.update(out)
         self.size += len(out)
         return out, last
-
-    def run_through(self) -> None:
-        """Every step at once, keeping nothing: the bytes went another way, this pass hashes
-        them. Stops between steps once its task is cancelled."""
-        last = False
-        try:
-            while not last:
-                _, last = self.step()
-                worker_checkpoint()
-        finally:
-            self.close()
 
     def close(self) -> None:
         if self._reader is not None:

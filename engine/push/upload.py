@@ -1,8 +1,7 @@
 """The upload's driver: carries out the steps of ``upload_flow`` against a registry.
 
 The flow decides; this module does the I/O it asks for: reading the blob (from an offset, in
-chunks, or whole for a small blob) or handing its file to the request (hashed beside it),
-sending it, and deleting a session the upload leaves
+chunks, or whole for a small blob), sending it, and deleting a session the upload leaves
 uncommitted — shielded from cancellation, so nothing stays open in the registry. Written for
 anyio (cancel scopes shield and bound that ``DELETE``); it starts no task.
 """
@@ -11,17 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
 
 from engine import logs
-from engine.concurrency import gather
 from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.push import upload_flow as flow
-from engine.registry.api import FileSpan, RegistryAPI, blob_size
+from engine.registry.api import RegistryAPI, blob_size
 from engine.registry.protocol import UploadSession
 from engine.retry import Attempts, RetryPolicy
 
@@ -72,14 +70,6 @@ class BlobSource(Protocol):
 
     def from_offset(self, start: int) -> Pieces: ...
 
-    def file_span(self, start: int) -> FileSpan | None:
-        """The blob from ``start`` where it lies in a file as it is to be sent, or None."""
-        ...
-
-    async def hash_file(self) -> None:
-        """A whole pass that only hashes the blob from its file (its bytes went as a span)."""
-        ...
-
     def descriptor(self) -> Descriptor:
         """What the latest whole pass made, checked against what the source promised."""
         ...
@@ -106,12 +96,6 @@ class BytesSource:
 
     def from_offset(self, start: int) -> Pieces:
         return _Once(self.data[start:])
-
-    def file_span(self, start: int) -> None:
-        return None
-
-    async def hash_file(self) -> None:
-        raise AssertionError("a blob in memory has no file to hash")
 
     def descriptor(self) -> Descriptor:
         return self.blob
@@ -201,10 +185,6 @@ class _Steps:
             case flow.Open():
                 return await api.initiate_upload(repository)
             case flow.Patch(location, offset):
-                span = self.source.file_span(offset)
-                if span is not None:
-                    location = await self._patch_span(location, span)
-                    return flow.Sent(location, self.source.size)
                 length = None if self.source.length is None else self.source.length - offset
                 async with aclosing(_Body(self.source, offset, self.sender)) as body:
                     location = await api.patch_blob(repository, location, body, length)
@@ -225,38 +205,6 @@ class _Steps:
                 await self.sender.wait(delay)
                 return None
         raise AssertionError(f"a step the driver does not know: {step!r}")
-
-    async def _patch_span(self, location: str, span: FileSpan) -> str:
-        """Send the blob from its file while a worker thread hashes it from there; the next
-        location. When both fail, the file's own failure (cut short) is raised, not the
-        connection's failure it caused."""
-        hashed = anyio.Event()
-        next_location = location
-
-        def on_sent(count: int) -> None:
-            self.sender.sent += count
-            if span.on_sent is not None:
-                span.on_sent(count)
-
-        async def hash_file() -> None:
-            try:
-                await self.source.hash_file()
-            finally:
-                hashed.set()
-
-        async def patch() -> None:
-            nonlocal next_location
-            body = replace(span, on_sent=on_sent)
-            try:
-                next_location = await self.sender.api.patch_blob(
-                    self.sender.repository, location, body, span.size
-                )
-            except Exception:
-                await hashed.wait()
-                raise
-
-        await gather([hash_file, patch])
-        return next_location
 
     async def _commit(self, location: str, whole: bool) -> None:
         body = await self._whole_body() if whole else b""

@@ -8,30 +8,12 @@ raises a ``RegistryResponseError``, a failed connection a ``TransportError``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterable
 from typing import Protocol
 
 from engine.digest import Digest
 from engine.registry.auth_config import AuthConfig
 from engine.registry.protocol import Absence, UploadSession, UploadStatus
-
-
-@dataclass(frozen=True)
-class FileSpan:
-    """A body that lies in a file as it is to be sent: ``size`` bytes at ``offset`` in ``path``.
-
-    A blob that needs no compressing goes from the file to the socket without passing through
-    Python (``sendfile``) where the connection allows it: no copy through user space, no thread
-    hop per piece. Sent anew from the file each time its request is sent. ``on_sent`` is told
-    each count of bytes that went out.
-    """
-
-    path: Path
-    offset: int
-    size: int
-    on_sent: Callable[[int], None] | None = None
 
 
 class RegistryAPI(Protocol):
@@ -57,7 +39,7 @@ class RegistryAPI(Protocol):
         self,
         repository: str,
         location: str,
-        body: AsyncIterable[bytes] | FileSpan,
+        body: AsyncIterable[bytes],
         length: int | None = None,
     ) -> str:
         """Stream ``body`` in one ``PATCH`` (``length`` bytes when known, chunked otherwise);

@@ -25,9 +25,7 @@ from engine.concurrency import Flight, SingleFlight
 from engine.digest import Digest
 from engine.errors import TransportError
 from engine.registry import protocol, tls
-from engine.registry.api import FileSpan
 from engine.registry.auth import Authenticator, HttpRequest, HttpResponse, repository_scope
-from engine.registry.file_body import FileSpanPayload
 from engine.registry.protocol import UploadSession, UploadStatus
 from engine.registry.throttle import HostGate
 from engine.retry import parse_retry_after
@@ -53,9 +51,8 @@ EXPECT_CONTINUE_ABOVE = 64 * 1024
 _TokenKey = tuple[str, str, bytes | None, tuple[tuple[str, str], ...]]
 
 
-#: A request body: bytes, a stream that can be iterated again when the flow resends it, or a
-#: span of a file (read again from the file).
-Body = bytes | AsyncIterable[bytes] | FileSpan | None
+#: A request body: bytes, or a stream that can be iterated again when the flow resends it.
+Body = bytes | AsyncIterable[bytes] | None
 
 
 class RegistryClient:
@@ -146,7 +143,7 @@ class RegistryClient:
     async def _exchange(self, request: HttpRequest, caller_body: Body) -> HttpResponse:
         own_body = request.body is None and not request.is_token_request
         body = caller_body if own_body else request.body
-        if body is not None and not isinstance(body, bytes | FileSpan):
+        if body is not None and not isinstance(body, bytes):
             body = _retrieving_writer_failure(body)
         await self.gate.wait(self._host)
         try:
@@ -259,7 +256,7 @@ class RegistryClient:
         self,
         repository: str,
         location: str,
-        body: AsyncIterable[bytes] | FileSpan,
+        body: AsyncIterable[bytes],
         length: int | None = None,
     ) -> str:
         """Stream ``body`` into the session in one ``PATCH``; the session's next location.
@@ -359,15 +356,10 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-def _payload(
-    body: Body,
-) -> bytes | AsyncIterable[bytes] | io.BytesIO | FileSpanPayload | None:
+def _payload(body: Body) -> Body | io.BytesIO:
     """What aiohttp is handed: bytes over its limit for a raw body (1 MiB; it warns, as the
-    write may hold the loop) as a file object it reads in pieces; a file span as a payload that
-    sends it from its file. Made anew for each request, so a body sent again
-    (re-authentication) is read again from its start."""
-    if isinstance(body, FileSpan):
-        return FileSpanPayload(body)
+    write may hold the loop) as a file object it reads in pieces. Made anew for each request,
+    so a body sent again (re-authentication) is read again from its start."""
     if isinstance(body, bytes) and len(body) > RAW_BODY_MAX:
         return io.BytesIO(body)
     return body

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
-
-import anyio.to_thread
 
 from engine.digest import Digest
 from engine.errors import (
@@ -25,7 +23,6 @@ from engine.errors import (
     RegistryResponseError,
     TransportError,
 )
-from engine.registry.api import FileSpan
 from engine.registry.auth_config import AuthConfig
 from engine.registry.protocol import Absence, UploadSession, UploadStatus
 from engine.store import V2Metadata
@@ -68,7 +65,6 @@ class MemoryRegistry:
     calls: Counter[str] = field(default_factory=Counter)
     opened: int = 0
     uploads: int = 0  # bodies received: PATCHes and commits carrying one
-    file_spans: int = 0  # PATCH bodies handed over as a span of a file
     puts_with_body: int = 0
 
     def _call(self, name: str) -> None:
@@ -104,7 +100,7 @@ class MemoryRegistry:
         self,
         repository: str,
         location: str,
-        body: AsyncIterable[bytes] | FileSpan,
+        body: AsyncIterable[bytes],
         length: int | None = None,
     ) -> str:
         self._call("patch_blob")
@@ -114,8 +110,7 @@ class MemoryRegistry:
         session = self._session(location)
         received = 0
         number = len(self.patches) + 1
-        self.file_spans += isinstance(body, FileSpan)
-        async for piece in _pieces(body):
+        async for piece in body:
             if number == self.faults.break_patch and received + len(piece) > self.faults.break_at:
                 keep = self.faults.break_at - received
                 session += piece[:keep]
@@ -218,24 +213,3 @@ class OnePool:
 
     async def credentials(self, domain: str) -> AuthConfig:
         return AuthConfig()
-
-
-async def _pieces(body: AsyncIterable[bytes] | FileSpan) -> AsyncIterator[bytes]:
-    """A body's pieces as they reach the registry; a span's read from its file, each told to
-    its ``on_sent`` as it goes, as the client's sendfile tells them."""
-    if not isinstance(body, FileSpan):
-        async for piece in body:
-            yield piece
-        return
-    file = await anyio.to_thread.run_sync(body.path.open, "rb")
-    with file:
-        await anyio.to_thread.run_sync(file.seek, body.offset)
-        remaining = body.size
-        while remaining > 0:
-            piece = await anyio.to_thread.run_sync(file.read, min(remaining, 256 << 10))
-            if not piece:
-                raise EOFError(f"{body.path}: ended {remaining} bytes early")
-            remaining -= len(piece)
-            if body.on_sent is not None:
-                body.on_sent(len(piece))
-            yield piece

@@ -8,21 +8,18 @@ registry in tests/integration.
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
-import anyio.to_thread
 import pytest
 from aiohttp import web
 
 from engine.digest import Digest
 from engine.errors import TransportError
-from engine.registry.api import FileSpan, blob_size
+from engine.registry.api import blob_size
 from engine.registry.auth import Authenticator, HttpRequest, HttpResponse
 from engine.registry.auth_config import AuthConfig
 from engine.registry.client import RegistryClient
@@ -277,48 +274,10 @@ async def test_a_layer_body_waits_for_100_continue(anyio_backend: str) -> None:
     session = _SpySession()
     client = _spied_client(session)
     url = "http://127.0.0.1:5000/v2/app/blobs/uploads/1"
-    span = FileSpan(Path("blob"), 0, 3 << 20)
-    for body in (None, b"{}", b"x" * (2 << 20), _stream(), span):
+    for body in (None, b"{}", b"x" * (2 << 20), _stream()):
         with pytest.raises(TransportError):
             await client.request("PUT", url, ok=(201,), data=body)
-    assert [kwargs["expect100"] for _, kwargs in session.seen] == [False, False, True, True, True]
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("kernel_refuses", [False, True], ids=["sendfile", "pieces"])
-async def test_a_file_span_goes_whole_from_its_offset(
-    anyio_backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_refuses: bool
-) -> None:
-    # By sendfile; or, where the kernel will not send from that file (asyncio then says so
-    # before a byte went), read in pieces: the same bytes either way, each counted once.
-    data = random.Random(5).randbytes(9 << 20)
-    path = tmp_path / "blob"
-    await anyio.to_thread.run_sync(path.write_bytes, data)
-    received: list[bytes] = []
-
-    async def patch(request: web.Request) -> web.Response:
-        received.append(await request.read())
-        return web.Response(status=202, headers={"Location": "/v2/app/blobs/uploads/2"})
-
-    app = web.Application(client_max_size=16 << 20)
-    app.router.add_route("PATCH", "/v2/app/blobs/uploads/1", patch)
-    runner, base = await _serve(app)
-    if kernel_refuses:
-
-        async def refuse(*args: object, **kwargs: object) -> int:
-            raise asyncio.SendfileNotAvailableError("not from this file")
-
-        monkeypatch.setattr(asyncio.get_running_loop(), "sendfile", refuse)
-    counted: list[int] = []
-    span = FileSpan(path, 1000, len(data) - 1000, counted.append)
-    try:
-        async with aiohttp.ClientSession() as session:
-            client = RegistryClient(session, base, auth=Authenticator(AuthConfig()))
-            location = await client.patch_blob("app", f"{base}/v2/app/blobs/uploads/1", span)
-    finally:
-        await runner.cleanup()
-    assert received == [data[1000:]] and sum(counted) == span.size
-    assert location == f"{base}/v2/app/blobs/uploads/2"
+    assert [kwargs["expect100"] for _, kwargs in session.seen] == [False, False, True, True]
 
 
 @pytest.mark.anyio

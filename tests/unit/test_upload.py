@@ -17,7 +17,7 @@ import pytest
 from engine import media_types
 from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.errors import DeniedError, DigestMismatchError, ImageSourceError
+from engine.errors import DeniedError, DigestMismatchError
 from engine.image.base import CHUNK_SIZE, FileLayer
 from engine.push.encode import LayerStream
 from engine.push.upload import SMALL_BLOB_SIZE, BlobSender
@@ -39,10 +39,6 @@ def _layer(tmp_path: Path, *, compress: bool, size: int = SIZE) -> FileLayer:
     digest = Digest("sha256:" + hashlib.sha256(data).hexdigest())
     descriptor = Descriptor(media_types.OCI_LAYER_GZIP, digest, len(data))
     return FileLayer(path=path, size=len(data), descriptor=descriptor)
-
-
-async def _no_wait(delay: float) -> None:
-    pass
 
 
 async def _send(
@@ -144,46 +140,6 @@ async def test_a_source_that_lies_is_never_committed(tmp_path: Path) -> None:
         await _send(registry, liar)
 
     assert not registry.blobs and registry.deleted == ["s1"]
-
-
-async def test_a_blob_that_lies_in_a_file_goes_from_the_file_and_is_hashed_beside_it(
-    tmp_path: Path,
-) -> None:
-    layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=False))
-    registry = MemoryRegistry(keeps_partial=True)
-    positions: list[int] = []
-    sender = BlobSender(registry, "repo", Attempts(FAST), _no_wait)
-
-    blob = await sender.send(LayerStream(layer, positions.append), None, small=False)
-
-    assert registry.file_spans == 1 and blob == layer.descriptor
-    assert registry.blobs[blob.digest] == layer.path.read_bytes()
-    assert positions == sorted(positions) and positions[-1] == layer.size, "progress told"
-    assert sender.sent == layer.size
-
-
-async def test_a_compressed_blob_is_streamed_not_sent_as_a_span(tmp_path: Path) -> None:
-    layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=True))
-    registry = MemoryRegistry(keeps_partial=True)
-
-    blob, _, _ = await _send(registry, layer)
-
-    assert blob.digest in registry.blobs and registry.file_spans == 0
-
-
-async def test_a_file_cut_short_under_the_push_is_refused_as_the_source_and_not_retried(
-    tmp_path: Path,
-) -> None:
-    """The file shrinks after the layout was read: the body ends early, and what is raised is
-    the file's failure (not the connection's it caused, which would be retried)."""
-    layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=False))
-    await anyio.to_thread.run_sync(lambda: layer.path.write_bytes(b"short"))
-    registry = MemoryRegistry(keeps_partial=True)
-
-    with pytest.raises(ImageSourceError, match="bytes early"):
-        await _send(registry, layer)
-
-    assert not registry.blobs and registry.opened == 1 and registry.deleted == ["s1"]
 
 
 async def test_a_small_blob_goes_in_the_commit_itself(tmp_path: Path) -> None:
