@@ -36,6 +36,7 @@ from engine.progress.events import (
     retrying,
 )
 from engine.progress.jsonstream import JsonRenderer
+from engine.push import layer as layer_module
 from engine.push.layer import LayerUpload, identity
 from engine.push.ledger import BlobLedger
 from engine.push.metadata_service import MetadataService
@@ -159,6 +160,26 @@ async def test_byte_counts_say_whether_they_count_the_tar_or_the_blob(tmp_path: 
     assert results[0].size != tar.size, "the tar was compressed: the blob's size differs"
     others = [e for e in events if isinstance(e, LayerProgress) and e not in counts]
     assert all((e.measure, e.current, e.total) == (None, None, None) for e in others)
+
+
+async def test_a_layer_s_count_is_told_first_and_last_and_between_at_docker_s_pace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clock that stands still: of the dozen 256 KiB steps only the first and last are told.
+    monkeypatch.setattr(layer_module, "monotonic", lambda: 1000.0)
+    data = random.Random(6).randbytes(3 << 20)  # streamed, not sent whole in the commit
+    path = tmp_path / "big.bin"
+    await anyio.to_thread.run_sync(path.write_bytes, data)
+    blob = Descriptor(media_types.OCI_LAYER_GZIP, Digest.of(data), len(data))
+    layer = FileLayer(path=path, size=len(data), descriptor=blob)
+    config = make_config([Digest.of(b"unknown")])
+    image = SourceImage(config=config, layers=[layer], config_media_type=media_types.DOCKER_CONFIG)
+    events: list[ProgressEvent] = []
+
+    await _push(image, events)
+
+    counts = [e for e in events if isinstance(e, LayerProgress) and e.status is LayerStatus.PUSHING]
+    assert [e.current for e in counts] == [0, len(data)]
 
 
 # --- "Waiting" only when waiting ---
