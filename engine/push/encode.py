@@ -22,7 +22,7 @@ import anyio
 
 from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.errors import DigestMismatchError
+from engine.errors import DigestMismatchError, ImageSourceError
 from engine.image.base import CHUNK_SIZE, Layer
 from engine.offload import cpu_bound
 from engine.push.compression import DEFAULT, Compression
@@ -154,6 +154,10 @@ class Reading:
                 # This coroutine is being closed: it may not await; the collector closes the file.
                 self._done = True
                 raise
+            except EOFError as error:
+                # The file is shorter than when the source was read: the source's fault.
+                await self.aclose()
+                raise ImageSourceError(str(error)) from error
             except BaseException:
                 await self.aclose()
                 raise

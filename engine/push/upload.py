@@ -18,6 +18,7 @@ import anyio
 from engine import logs
 from engine.descriptor import Descriptor
 from engine.digest import Digest
+from engine.errors import ImageSourceError
 from engine.push import upload_flow as flow
 from engine.registry.api import RegistryAPI, blob_size
 from engine.registry.protocol import UploadSession
@@ -187,7 +188,14 @@ class _Steps:
             case flow.Patch(location, offset):
                 length = None if self.source.length is None else self.source.length - offset
                 async with aclosing(_Body(self.source, offset, self.sender)) as body:
-                    location = await api.patch_blob(repository, location, body, length)
+                    try:
+                        location = await api.patch_blob(repository, location, body, length)
+                    except Exception:
+                        # aiohttp reports a body that failed as a failed connection, which
+                        # would be retried: the source's own error is the one to raise.
+                        if body.failure is not None:
+                            raise body.failure from None
+                        raise
                 return flow.Sent(location, self.source.size)
             case flow.PatchChunk(location, start, size):
                 return await self._chunk(location, start, size)
@@ -282,12 +290,14 @@ class _Body:
     source: BlobSource
     offset: int
     sender: BlobSender
+    #: What the source raised while the request read it (a file cut short), if anything.
+    failure: ImageSourceError | None = None
     _readings: list[Pieces] = field(default_factory=list)
 
     def __aiter__(self) -> _Counted:
         reading = self.source.from_offset(self.offset)
         self._readings.append(reading)
-        return _Counted(reading, self.sender)
+        return _Counted(reading, self)
 
     async def aclose(self) -> None:
         for reading in self._readings:
@@ -296,15 +306,20 @@ class _Body:
 
 @dataclass
 class _Counted:
-    """A pass's pieces, each counted into the sender's ``sent`` as it goes out."""
+    """A pass's pieces, each counted into the sender's ``sent`` as it goes out; the source's
+    failure noted on the body, whatever the request then makes of it."""
 
     reading: Pieces
-    sender: BlobSender
+    body: _Body
 
     def __aiter__(self) -> _Counted:
         return self
 
     async def __anext__(self) -> bytes:
-        piece = await self.reading.__anext__()
-        self.sender.sent += len(piece)
+        try:
+            piece = await self.reading.__anext__()
+        except ImageSourceError as error:
+            self.body.failure = error
+            raise
+        self.body.sender.sent += len(piece)
         return piece

@@ -17,12 +17,12 @@ import anyio
 import pytest
 
 from engine import Engine
-from engine.errors import RegistryResponseError
+from engine.errors import ImageSourceError, RegistryResponseError
 from engine.progress.events import LayerProgress
 from engine.push.result import LayerOutcome, PushResult
 from engine.registry.pool import Timeouts
 from engine.retry import Backoff, RetryPolicy
-from tests.integration.registry_api import assert_pushed_whole
+from tests.integration.registry_api import assert_pushed_whole, manifest
 from tests.support.clients import ROOT, Skopeo
 from tests.support.policies import FAST
 from tests.support.proxy import Fault, FaultPlan, Proxy, running_proxy
@@ -230,18 +230,25 @@ def _uuid(path: str) -> str:
     return path.partition("/blobs/uploads/")[2].partition("?")[0]
 
 
+@pytest.mark.parametrize("source", ["store", "layout"])
 def test_a_registry_that_vanishes_mid_push_is_one_error_line(
-    backend: LocalRegistry, tmp_path: Path
+    backend: LocalRegistry, tmp_path: Path, source: str
 ) -> None:
-    """The registry dies while layers stream and compress: exit 1, one ``Error:`` line, nothing
-    else on stderr (no never-retrieved task, no generator closed while it runs)."""
-    archive = tmp_path / "image.tar"
+    """The registry dies while layers stream and compress (from the store) or stream as their
+    files hold them (from a layout): exit 1, one ``Error:`` line, nothing else on stderr (no
+    never-retrieved task, no generator closed while it runs)."""
     target = f"{backend.host}/vanish/app:v1"
     big = [LayerSpec(32 * MiB, 81 + n) for n in range(4)]
-    write_docker_archive(archive, big, [target], tmp_path / "work")
     hoist = [sys.executable, str(ROOT / "cli.py"), "--root", str(tmp_path / "root")]
-    subprocess.run([*hoist, "load", "-i", str(archive)], check=True, capture_output=True)
-    process = _pushing(hoist, target, "--max-upload-attempts", "2")
+    options = ["--max-upload-attempts", "2"]
+    if source == "layout":
+        write_oci_layout(tmp_path / "layout", big, "v1")
+        options += ["--from", str(tmp_path / "layout")]
+    else:
+        archive = tmp_path / "image.tar"
+        write_docker_archive(archive, big, [target], tmp_path / "work")
+        subprocess.run([*hoist, "load", "-i", str(archive)], check=True, capture_output=True)
+    process = _pushing(hoist, target, *options)
     time.sleep(0.2)  # bodies in flight; not an assertion
     backend.stop()
     _, stderr = process.communicate(timeout=120)
@@ -249,6 +256,30 @@ def test_a_registry_that_vanishes_mid_push_is_one_error_line(
     assert process.returncode == 1, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+
+
+async def test_a_layout_blob_cut_short_under_the_push_is_one_error_and_nothing_is_pushed(
+    backend: LocalRegistry, tmp_path: Path
+) -> None:
+    """The layout was read whole (sizes checked), then a blob's file shrinks before it goes:
+    the body read from the file ends early, and the push fails on the file, not on the
+    request it broke (which would be retried), with no manifest put."""
+    layout, target = tmp_path / "layout", f"{backend.host}/cut/app:v1"
+    image = await anyio.to_thread.run_sync(lambda: write_oci_layout(layout, LAYERS, "v1"))
+    blob = layout / "blobs" / "sha256" / image.layer_digests[0].hex
+    cut: list[Path] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, LayerProgress) and event.layer == image.diff_ids[0] and not cut:
+            with blob.open("r+b") as file:  # before the layer's first request
+                file.truncate(MiB)
+            cut.append(blob)
+
+    async with Engine(tmp_path / "root", config_dir=tmp_path / "config", retry=FAST) as engine:
+        with pytest.raises(ImageSourceError, match="bytes early"):
+            await engine.push(target, source=layout, progress=on_event)
+
+    assert cut and manifest(backend, "cut/app", "v1") is None
 
 
 @pytest.fixture

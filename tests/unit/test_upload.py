@@ -17,7 +17,7 @@ import pytest
 from engine import media_types
 from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.errors import DeniedError, DigestMismatchError
+from engine.errors import DeniedError, DigestMismatchError, ImageSourceError
 from engine.image.base import CHUNK_SIZE, FileLayer
 from engine.push.encode import LayerStream
 from engine.push.upload import SMALL_BLOB_SIZE, BlobSender
@@ -140,6 +140,22 @@ async def test_a_source_that_lies_is_never_committed(tmp_path: Path) -> None:
         await _send(registry, liar)
 
     assert not registry.blobs and registry.deleted == ["s1"]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["blob", "tar"])
+async def test_a_file_cut_short_under_the_push_is_refused_as_the_source_and_not_retried(
+    tmp_path: Path, compress: bool
+) -> None:
+    """The file shrinks after its source was read: the body ends early, and what is raised is
+    the file's failure (not a failed request, which would be retried)."""
+    layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=compress))
+    await anyio.to_thread.run_sync(lambda: layer.path.write_bytes(b"short"))
+    registry = MemoryRegistry(keeps_partial=True)
+
+    with pytest.raises(ImageSourceError, match="bytes early"):
+        await _send(registry, layer)
+
+    assert not registry.blobs and registry.opened == 1 and registry.deleted == ["s1"]
 
 
 async def test_a_small_blob_goes_in_the_commit_itself(tmp_path: Path) -> None:
