@@ -44,9 +44,9 @@ log = logs.get_logger("engine.push")
 T = TypeVar("T")
 
 #: Seconds between two "Pushing" updates of one layer, its first and last told whatever the
-#: time (Docker's progress reader: at most one update per 100 ms). A reading step is 256 KiB to
-#: 4 MiB: telling each would cost a client of ``hoist serve`` a JSON message, and every renderer
-#: a redraw, more often than a terminal can show.
+#: time (Docker's progress reader: at most one update per 100 ms). A reading step is 256 KiB of
+#: a blob or 1 MiB of a tar: telling each would cost a client of ``hoist serve`` a JSON message,
+#: and every renderer a redraw, more often than a terminal can show.
 PROGRESS_INTERVAL = 0.1
 
 
