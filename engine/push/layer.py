@@ -232,7 +232,7 @@ class LayerUpload:
         # What the stream reads: the blob itself, or the tar it compresses on the way.
         measure = Measure.BLOB if isinstance(self.blob, FixedBlob) else Measure.TAR
 
-        told = -PROGRESS_INTERVAL
+        told = 0.0  # when the count was last told: set by the first call, just below
 
         def on_read(position: int) -> None:
             nonlocal told
