@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from engine.api import BatchItem, Engine
     from engine.errors import HoistError
     from engine.progress.events import ProgressEvent
+    from engine.progress.summary import PushSummary
     from engine.registry.auth_config import AuthConfig
     from engine.serve.address import Address
     from engine.serve.app import TLSVerify
@@ -260,14 +261,13 @@ async def _push(args: argparse.Namespace) -> int:
     import anyio
 
     from engine.concurrency import gather
-    from engine.errors import UnauthorizedError, UsageError
+    from engine.errors import UnauthorizedError
     from engine.progress.render import make_renderer, render
 
     async with _engine(args) as engine:
         names = args.names
         if args.all_tags:
-            if len(names) != 1:
-                raise UsageError("--all-tags takes one repository name")
+            _check_all_tags(args)
             names = await engine.tags_of(names[0])
         queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
         renderer = make_renderer(args.progress, sys.stdout, quiet=args.quiet)
@@ -305,7 +305,14 @@ async def _push(args: argparse.Namespace) -> int:
                 await render(queue, renderer, pushes=len(names))
 
         await gather([pushing, drawing])
-    return _report(batch, quiet=args.quiet) if len(names) > 1 else 0
+    return _report([_summary(item) for item in batch], quiet=args.quiet) if len(names) > 1 else 0
+
+
+def _check_all_tags(args: argparse.Namespace) -> None:
+    from engine.errors import UsageError
+
+    if args.all_tags and len(args.names) != 1:
+        raise UsageError("--all-tags takes one repository name")
 
 
 def _push_through_daemon(args: argparse.Namespace) -> int | None:
@@ -329,6 +336,7 @@ def _push_through_daemon(args: argparse.Namespace) -> int | None:
         if found is None:
             return None
         address, named = found
+        _check_all_tags(args)
         local_only = _local_only(args)
         if local_only:
             if not named:
@@ -357,7 +365,6 @@ def _interrupt(signum: int, frame: object) -> None:
 def _local_only(args: argparse.Namespace) -> str:
     """The first option of ``args`` that a push through the daemon cannot honour, or ""."""
     asked = [
-        ("several images at once", len(args.names) > 1),
         ("--platform", args.platform is not None),
         ("--chunk-size", args.chunk_size is not None),
         ("--max-upload-attempts", args.max_upload_attempts != DEFAULT_UPLOAD_ATTEMPTS),
@@ -376,18 +383,31 @@ def _draw_daemon_push(args: argparse.Namespace, address: Address) -> int:
 
     config = DockerConfig.read(Path(args.config) if args.config else None)
     renderer = make_renderer(args.progress, sys.stdout, quiet=args.quiet)
+    source = Path(args.source) if args.source is not None else None
     try:
-        failures = remote.push(
-            address,
-            args.names[0],
-            all_tags=args.all_tags,
-            credentials=config.get_blocking,
-            draw=renderer.handle,
-            source=Path(args.source) if args.source is not None else None,
-            compression=_compression_query(args),
-        )
+        if len(args.names) > 1:
+            summary = remote.push_many(
+                address,
+                args.names,
+                credentials=config.get_blocking,
+                draw=renderer.handle,
+                source=source,
+                compression=_compression_query(args),
+            )
+        else:
+            failures = remote.push(
+                address,
+                args.names[0],
+                all_tags=args.all_tags,
+                credentials=config.get_blocking,
+                draw=renderer.handle,
+                source=source,
+                compression=_compression_query(args),
+            )
     finally:
         renderer.close()
+    if len(args.names) > 1:
+        return _report(summary, quiet=args.quiet)
     for message in failures:
         print(f"Error: {message}", file=sys.stderr)
     return EXIT_ERROR if failures else 0
@@ -408,34 +428,27 @@ def _with_login_hint(exc: HoistError, name: str) -> HoistError:
     return UnauthorizedError(f"{exc} (run 'hoist login {_domain(name)}')", status=exc.status)
 
 
-def _report(items: Sequence[BatchItem], *, quiet: bool) -> int:
+def _report(summary: Sequence[PushSummary], *, quiet: bool) -> int:
     """A batch's summary table (stdout) and one error line per failed image (stderr)."""
-    failed = [(item.ref, item.error) for item in items if item.error is not None]
+    from engine.progress.summary import COLUMNS
+
     if not quiet:
-        rows: list[tuple[str, ...]] = [("IMAGE", "DIGEST", "PUSHED", "MOUNTED", "EXISTS", "SENT")]
-        for item in items:
-            rows.append(_summary_row(item))
         print()
-        _print_rows(rows)
-    for ref, error in failed:
-        print(f"Error: {ref}: {_with_login_hint(error, ref)}", file=sys.stderr)
+        _print_rows([COLUMNS, *(row.row() for row in summary)])
+    failed = [row for row in summary if row.error is not None]
+    for row in failed:
+        print(f"Error: {row.ref}: {row.error}", file=sys.stderr)
     return EXIT_ERROR if failed else 0
 
 
-def _summary_row(item: BatchItem) -> tuple[str, ...]:
-    from engine.progress.units import human_size
+def _summary(item: BatchItem) -> PushSummary:
+    """``item``'s row; an error that asks for a login says how."""
+    from dataclasses import replace
 
-    if item.result is None:
-        return (item.ref, "failed", "", "", "", "")
-    outcomes = [layer.outcome.value for layer in item.result.layers]
-    return (
-        item.ref,
-        str(item.result.digest)[:19],
-        str(outcomes.count("pushed")),
-        str(outcomes.count("mounted")),
-        str(outcomes.count("exists")),
-        human_size(item.result.bytes_sent),
-    )
+    summary = item.summary()
+    if item.error is None:
+        return summary
+    return replace(summary, error=str(_with_login_hint(item.error, item.ref)))
 
 
 def _domain(name: str) -> str:

@@ -105,12 +105,10 @@ TIME_TARGETS = (
     ("batch", "skopeo-archive", 0.25),
 )
 #: The same targets for Hoist through a warm hoist serve, which ``hoist push`` goes through
-#: wherever one runs: (row, Hoist's contender, the other's, at most). Not the batch: through the
-#: daemon it is a loop of commands, one image each.
+#: wherever one runs: (row, Hoist's contender, the other's, at most).
 DAEMON_TARGETS = tuple(
     (row, HOIST_DAEMON_BY_SOURCE[_target_source(row)], other, bound)
     for row, other, bound in TIME_TARGETS
-    if row != "batch"
 )
 #: Hoist's peak RSS (MiB), at most.
 RSS_TARGETS = (("D/layout", 40.0), ("E/layout", 50.0), ("A/layout", 50.0))

@@ -134,28 +134,27 @@ def _hoist_store(*options: str) -> Planner:
 
 
 @contextlib.contextmanager
-def _through_daemon(setup: Setup, root: Path, *options: str) -> Iterator[Plan]:
-    """``hoist push`` through a warm ``hoist serve`` on ``root`` (started untimed, as dockerd
-    is), one image per command: issue 15's thin CLI."""
+def _through_daemon(setup: Setup, root: Path, pushes: list[list[str]]) -> Iterator[Plan]:
+    """``hoist push -q`` with each of ``pushes`` as its arguments, through a warm ``hoist serve``
+    on ``root`` (started untimed, as dockerd is): issue 15's thin CLI."""
     with running_hoist_serve(setup.run_dir / "serve", root, command=setup.hoist) as daemon:
         address = f"unix://{daemon.socket}"
-        commands = [
-            setup.hoist_argv(root, "-H", address, "push", "-q", *options, t)
-            for t in setup.targets()
-        ]
+        commands = [setup.hoist_argv(root, "-H", address, "push", "-q", *a) for a in pushes]
         yield _noop(setup, commands, daemon)
 
 
 @contextlib.contextmanager
 def _hoist_daemon_store(setup: Setup) -> Iterator[Plan]:
-    with _through_daemon(setup, _store_copy(setup)) as plan:
+    # Every image in one command, as in process (the batch: one request, pushed at once).
+    with _through_daemon(setup, _store_copy(setup), [setup.targets()]) as plan:
         yield plan
 
 
 @contextlib.contextmanager
 def _hoist_daemon_layout(setup: Setup) -> Iterator[Plan]:
     layout = str(setup.workload.layout)
-    with _through_daemon(setup, setup.run_dir / "store", "--from", layout) as plan:
+    pushes = [["--from", layout, target] for target in setup.targets()]  # as in process
+    with _through_daemon(setup, setup.run_dir / "store", pushes) as plan:
         yield plan
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -40,10 +40,11 @@ from engine.progress.events import (
     PushFailed,
     discard,
 )
+from engine.progress.summary import PushSummary
 from engine.push.compression import Compression
 from engine.push.ledger import BlobLedger, UnderWay
 from engine.push.pusher import Pusher
-from engine.push.result import PushResult
+from engine.push.result import LayerOutcome, PushResult
 from engine.push.upload import UploadOptions
 from engine.reference import (
     DEFAULT_TAG,
@@ -92,6 +93,20 @@ class BatchItem:
     ref: str
     result: PushResult | None = None
     error: HoistError | None = None
+
+    def summary(self) -> PushSummary:
+        """Its row in the batch's summary table."""
+        if self.result is None:
+            return PushSummary(self.ref, error=str(self.error))
+        outcomes = [layer.outcome for layer in self.result.layers]
+        return PushSummary(
+            self.ref,
+            str(self.result.digest),
+            pushed=outcomes.count(LayerOutcome.PUSHED),
+            mounted=outcomes.count(LayerOutcome.MOUNTED),
+            exists=outcomes.count(LayerOutcome.EXISTS),
+            sent=self.result.bytes_sent,
+        )
 
 
 #: Docker's RegistryAuthenticationPrivilegedFunc: asked, with the registry's domain, for other
@@ -346,6 +361,7 @@ class Engine:
         source: Path | str | None = None,
         platform: str | None = None,
         progress: ProgressTarget = None,
+        credentials: Mapping[str, AuthConfig] | None = None,
         compression: str = "gzip",
         compression_level: int | None = None,
     ) -> list[BatchItem]:
@@ -356,8 +372,10 @@ class Engine:
         A blob shared by several of them crosses the wire once per registry: the first push
         uploads it, the others mount it from there. Their push records are written in groups,
         all of them before this returns. ``progress`` gets one ``PushEnded`` per ref, each the
-        last event of its push. ``compression`` and ``compression_level``: as for ``push``, a
-        bad value raised (a ``UsageError``) before any push starts.
+        last event of its push. ``credentials`` (a daemon's ``X-Registry-Config``), by registry
+        domain: each push uses its registry's as ``push`` does its ``credentials``, anonymous
+        where the mapping has none. ``compression`` and ``compression_level``: as for ``push``,
+        a bad value raised (a ``UsageError``) before any push starts.
         """
         started = [False] * len(refs)
 
@@ -369,6 +387,7 @@ class Engine:
                     source=source,
                     platform=platform,
                     progress=progress,
+                    credentials=_credentials_of(ref, credentials),
                     compression=compression,
                     compression_level=compression_level,
                 )
@@ -478,6 +497,17 @@ class _ConfigFile:
 
     async def credentials(self, domain: str) -> AuthConfig:
         return await (await self.read()).get(domain)
+
+
+def _credentials_of(ref: str, given: Mapping[str, AuthConfig] | None) -> AuthConfig | None:
+    """A batch push's own credentials: those ``given`` for its registry; None when none were."""
+    if given is None:
+        return None
+    try:
+        domain = parse_normalized_named(ref).domain
+    except HoistError:
+        return AuthConfig()  # the push refuses the reference itself, as its first step
+    return given.get(domain, AuthConfig())
 
 
 def _run() -> _Run:

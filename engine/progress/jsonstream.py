@@ -56,9 +56,12 @@ def status_message(text: str) -> JSONObject:
     return {"status": text}
 
 
-def aux_message(event: PushComplete) -> JSONObject:
-    """The out-of-band result Docker sends after the digest line (its ``PushResult``)."""
-    aux = {"Tag": event.tag, "Digest": str(event.digest), "Size": event.size}
+def aux_message(event: PushComplete, *, repository: bool = False) -> JSONObject:
+    """The out-of-band result Docker sends after the digest line (its ``PushResult``); with
+    ``repository``, Hoist's ``Repository`` too, for a stream of several pushes at once."""
+    aux: JSONObject = {"Tag": event.tag, "Digest": str(event.digest), "Size": event.size}
+    if repository:
+        aux["Repository"] = event.repository
     return {"progressDetail": {}, "aux": aux}
 
 
@@ -71,13 +74,14 @@ def error_message(event: PushFailed) -> JSONObject:
     return message
 
 
-def messages_for(event: Drawable) -> list[JSONObject]:
+def messages_for(event: Drawable, *, repository: bool = False) -> list[JSONObject]:
+    """Docker's messages for ``event``; ``repository``: see ``aux_message``."""
     if isinstance(event, LayerProgress | StreamedLayer):
         return [layer_message(event)]
     if isinstance(event, Message):
         return [status_message(event.text)]
     if isinstance(event, PushComplete):
-        return [status_message(digest_line(event)), aux_message(event)]
+        return [status_message(digest_line(event)), aux_message(event, repository=repository)]
     if isinstance(event, PushFailed):
         return [error_message(event)]
     # PushCancelled: Docker's daemon just ends the stream of a push whose client went away.
@@ -110,7 +114,8 @@ class StreamDecoder:
     Docker's messages)."""
 
     def __init__(self) -> None:
-        #: The repository of the push under way, from its first line (the aux result omits it).
+        #: The repository of the push under way, from its first line (Docker's aux result omits
+        #: it; a stream of several pushes at once, whose lines interleave, names it there).
         self._repository = ""
 
     def decode(self, message: object) -> Drawable | None:
@@ -129,7 +134,8 @@ class StreamDecoder:
         aux = message.get("aux")
         if aux is not None:
             digest = Digest.parse(aux["Digest"])
-            return PushComplete(self._repository, str(aux["Tag"]), digest, int(aux["Size"]))
+            repository = str(aux.get("Repository") or self._repository)
+            return PushComplete(repository, str(aux["Tag"]), digest, int(aux["Size"]))
         status = message.get("status")
         if not isinstance(status, str):
             return None

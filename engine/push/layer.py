@@ -115,8 +115,11 @@ class LayerUpload:
 
     async def _place(self, ctx: TransferContext, elsewhere: Placement | None) -> LayerResult:
         candidates = self.metadata.candidates(self.blob, self.target)
-        # Placed elsewhere in this run: a mount says "already here" too, in one request.
-        if elsewhere is None and self._worth_asking(candidates):
+        # Placed elsewhere in this run: a mount says "already here" too, in one request; but
+        # where a record puts the blob in the target itself (a re-push), Docker's HEAD comes
+        # first, so that the layer "already exists" there rather than was mounted again.
+        recorded_here = any(check.entry is not None for check in candidates.existence)
+        if recorded_here if elsewhere is not None else self._worth_asking(candidates):
             existing = await self._retrying(ctx, partial(self._find_existing, candidates))
             if existing is not None:
                 return self._exists(ctx, existing)

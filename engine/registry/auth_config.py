@@ -1,13 +1,14 @@
 """``AuthConfig``: credentials for one registry, as a value, and as the Docker Engine API's
-``X-Registry-Auth`` header carries them. A leaf: the auth flow, the pool and ``hoist push``'s
-client of ``hoist serve`` use it without importing the module that reads ``config.json`` and
-runs credential helpers."""
+headers carry them (``X-Registry-Auth`` one, ``X-Registry-Config`` one per registry). A leaf:
+the auth flow, the pool and ``hoist push``'s client of ``hoist serve`` use it without importing
+the module that reads ``config.json`` and runs credential helpers."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 _HIDDEN = "***"
@@ -49,9 +50,13 @@ def _wire_name(name: str) -> str:
 def to_registry_auth(auth: AuthConfig) -> str:
     """The ``X-Registry-Auth`` header the docker CLI sends: base64url of Docker's AuthConfig
     JSON, the fields that are set."""
-    document = {_wire_name(f.name): getattr(auth, f.name) for f in fields(auth)}
-    set_fields = {key: value for key, value in document.items() if value}
-    return base64.urlsafe_b64encode(json.dumps(set_fields).encode()).decode()
+    return _to_header(_to_json(auth))
+
+
+def to_registry_config(by_registry: Mapping[str, AuthConfig]) -> str:
+    """The ``X-Registry-Config`` header (``docker build``'s): base64url of a JSON object of
+    Docker's AuthConfigs keyed by registry."""
+    return _to_header({registry: _to_json(auth) for registry, auth in by_registry.items()})
 
 
 def from_registry_auth(header: str | None) -> AuthConfig:
@@ -61,13 +66,38 @@ def from_registry_auth(header: str | None) -> AuthConfig:
     """
     if header is None or not header.strip():
         return AuthConfig()
+    return from_json(_from_header(header, "X-Registry-Auth"))
+
+
+def from_registry_config(header: str | None) -> dict[str, AuthConfig]:
+    """``X-Registry-Config``: credentials by registry; empty is none. Raises ValueError as
+    ``from_registry_auth`` does."""
+    if header is None or not header.strip():
+        return {}
+    document = _from_header(header, "X-Registry-Config")
+    if not isinstance(document, dict):
+        raise ValueError("invalid X-Registry-Config header: not a JSON object")
+    return {
+        str(registry): from_json(auth, "X-Registry-Config header")
+        for registry, auth in document.items()
+    }
+
+
+def _to_json(auth: AuthConfig) -> dict[str, str]:
+    document = {_wire_name(f.name): getattr(auth, f.name) for f in fields(auth)}
+    return {key: value for key, value in document.items() if value}
+
+
+def _to_header(document: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(document).encode()).decode()
+
+
+def _from_header(header: str, name: str) -> object:
     text = header.strip()
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        document = json.loads(raw)
+        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (binascii.Error, ValueError):
-        raise ValueError("invalid X-Registry-Auth header: not base64url-encoded JSON") from None
-    return from_json(document)
+        raise ValueError(f"invalid {name} header: not base64url-encoded JSON") from None
 
 
 def from_json(document: object, what: str = "X-Registry-Auth header") -> AuthConfig:

@@ -1,7 +1,8 @@
 """``hoist serve``: the image part of the Docker Engine API over aiohttp, one ``Engine`` behind it.
 
 Enough of dockerd for ``DOCKER_HOST=unix://… docker push`` and its neighbours (``load``, ``tag``,
-``images``, ``inspect``, ``rmi``, ``login``, ``version``). Every route answers at ``/vN.NN/…``
+``images``, ``inspect``, ``rmi``, ``login``, ``version``), and one route of Hoist's own: a batch
+push (``hoist push A B …``). Every route answers at ``/vN.NN/…``
 and unversioned; every error is Docker's ``{"message": …}``. Written for asyncio (aiohttp's
 server; a push runs as a task the request owns, cancelled when its client goes away).
 """
@@ -24,10 +25,11 @@ import anyio
 from aiohttp import web
 
 from engine import logs
-from engine.api import Engine
+from engine.api import BatchItem, Engine
 from engine.errors import HoistError, ImageNotFoundError, TLSConfigError
-from engine.progress.events import ProgressEvent, PushEnded
-from engine.progress.jsonstream import LINE_END, encode, messages_for
+from engine.progress.events import ProgressEvent, PushEnded, PushFailed
+from engine.progress.jsonstream import LINE_END, JSONObject, encode, error_message, messages_for
+from engine.progress.summary import summary_message
 from engine.push.compression import Compression
 from engine.registry.auth_config import AuthConfig
 from engine.serve import wire
@@ -231,21 +233,89 @@ async def _push_one(
     try:
         await _stream(queue, response)
     finally:
-        # A client gone (a failed write, or aiohttp cancelling this handler) cancels the push,
-        # whose cancellation deletes its upload sessions.
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await _cancel(task)
     return not task.cancelled() and task.exception() is None
 
 
-async def _stream(queue: asyncio.Queue[ProgressEvent], response: web.StreamResponse) -> None:
-    while True:
+async def push_batch(request: web.Request) -> web.StreamResponse:
+    """Hoist's own route, for ``hoist push A B …`` through the daemon: ``POST /hoist/push`` with
+    ``{"Refs": [...]}`` as its body, credentials by registry in ``X-Registry-Config`` (as
+    ``docker build`` sends them), ``from`` and compression as for a push.
+
+    The images go at once, as one batch (``Engine.push_many``): one stream of their messages,
+    interleaved as ``hoist push --progress json A B`` prints them (each result naming its
+    repository), then the batch's summary as the last message. An image that cannot be pushed,
+    a missing one included, is its row's error, not the request's.
+    """
+    engine = _engine(request)
+    try:
+        document = await request.json()
+    except ValueError as exc:
+        raise wire.WireError(400, "invalid JSON body") from exc
+    refs = wire.batch_refs(document)
+    credentials = wire.decode_registry_config(request.headers.get("X-Registry-Config"))
+    source = _source(request, all_tags=False)
+    compression = wire.compression_of(request.query)
+    response = web.StreamResponse(headers=JSON_HEADERS)
+    await response.prepare(request)
+    queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+    batch = engine.push_many(
+        refs,
+        source=source,
+        progress=queue,
+        credentials=credentials,
+        compression=compression.algorithm,
+        compression_level=compression.level,
+    )
+    task = asyncio.create_task(batch, name=f"push {len(refs)} images")
+    try:
+        await _stream(queue, response, pushes=len(refs), repository=True)
+        await asyncio.wait([task])
+    finally:
+        await _cancel(task)
+    await _write(response, _batch_ending(task))
+    await response.write_eof()
+    return response
+
+
+def _batch_ending(task: asyncio.Task[list[BatchItem]]) -> JSONObject:
+    """The summary of a batch that ended, or the error that stopped it as a whole."""
+    exc = task.exception()
+    if exc is None:
+        return summary_message([item.summary() for item in task.result()])
+    if not isinstance(exc, HoistError):
+        log.error("batch push failed", exc_info=exc)
+    message = str(exc) if isinstance(exc, HoistError) else "internal error: see the hoist serve log"
+    return error_message(PushFailed(message))
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    # A client gone (a failed write, or aiohttp cancelling this handler) cancels the push,
+    # whose cancellation deletes its upload sessions.
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _stream(
+    queue: asyncio.Queue[ProgressEvent],
+    response: web.StreamResponse,
+    *,
+    pushes: int = 1,
+    repository: bool = False,
+) -> None:
+    """Write the events of ``pushes`` pushes until each has ended; ``repository``: see
+    ``jsonstream.aux_message``."""
+    while pushes > 0:
         event = await queue.get()
-        for message in messages_for(event):
-            await response.write((encode(message) + LINE_END).encode())
+        for message in messages_for(event, repository=repository):
+            await _write(response, message)
         if isinstance(event, PushEnded):
-            return
+            pushes -= 1
+
+
+async def _write(response: web.StreamResponse, message: JSONObject) -> None:
+    await response.write((encode(message) + LINE_END).encode())
 
 
 ROUTES: list[tuple[str, str, Handler]] = [
@@ -259,6 +329,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/images/{name:.+}/push", push),
     ("GET", "/images/{name:.+}/json", inspect),
     ("DELETE", "/images/{name:.+}", remove),
+    ("POST", "/hoist/push", push_batch),
 ]
 
 

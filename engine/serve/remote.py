@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from engine.errors import (
@@ -26,8 +26,9 @@ from engine.errors import (
 )
 from engine.progress.events import Drawable, Message, PushFailed
 from engine.progress.jsonstream import StreamDecoder
+from engine.progress.summary import PushSummary, summary_in
 from engine.reference import DEFAULT_TAG, familiar_name, parse_normalized_named
-from engine.registry.auth_config import AuthConfig, to_registry_auth
+from engine.registry.auth_config import AuthConfig, to_registry_auth, to_registry_config
 from engine.serve.address import Address, default_socket, parse_address
 
 #: Names the daemon, as ``DOCKER_HOST`` does for the docker CLI.
@@ -88,18 +89,19 @@ def request(
     target: str,
     headers: dict[str, str] | None = None,
     timeout: float = TIMEOUT,
+    body: bytes = b"",
 ) -> Answer:
-    """Send one bodiless request; raises ``DaemonUnreachable`` when nothing listens."""
+    """Send one request; raises ``DaemonUnreachable`` when nothing listens."""
     try:
         sock = _connect(address, timeout)
     except OSError as exc:
         raise DaemonUnreachable(
             f"Cannot connect to the hoist serve at {address}. Is it running? ({exc.strerror})"
         ) from None
-    lines = [f"{method} {target} HTTP/1.0", "Host: hoist", "Content-Length: 0"]
+    lines = [f"{method} {target} HTTP/1.0", "Host: hoist", f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     try:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
     except OSError as exc:
         sock.close()
         raise DaemonError(f"the hoist serve at {address} failed to answer: {exc}") from None
@@ -179,14 +181,8 @@ def push(
         raise DigestReferenceError()
     path = f"/images/{urllib.parse.quote(familiar_name(named), safe='/:')}/push"
     query = {} if all_tags else {"tag": tag or DEFAULT_TAG}
-    if source is not None:
-        # Hoist's own parameter: the daemon reads the archive or layout where it lies.
-        query["from"] = str(source.absolute())
-    # Hoist's own parameters too: ``compression`` and ``compressionLevel``, checked there.
-    query.update(compression or {})
-    if query:
-        # Without a tag the daemon would push every tag (its --all-tags), as dockerd does.
-        path += "?" + urllib.parse.urlencode(query)
+    # Without a tag the daemon would push every tag (its --all-tags), as dockerd does.
+    path += _query(query, source, compression)
     headers = {"X-Registry-Auth": to_registry_auth(credentials(named.domain))}
     answer = request(address, "POST", path, headers)
     try:
@@ -197,6 +193,52 @@ def push(
         return _draw_stream(_lines(answer), draw)
     finally:
         answer.close()
+
+
+def push_many(
+    address: Address,
+    names: Sequence[str],
+    *,
+    credentials: Callable[[str], AuthConfig],
+    draw: Callable[[Drawable], None],
+    source: Path | None = None,
+    compression: Mapping[str, str] | None = None,
+) -> list[PushSummary]:
+    """Push ``names`` at once through the daemon as one batch (its ``POST /hoist/push``),
+    drawing their interleaved stream; the batch's summary, a row per name. The arguments and
+    errors are ``push``'s; the credentials sent are those of each registry the names are in."""
+    domains = sorted({domain for domain in map(_domain, names) if domain is not None})
+    by_registry = {domain: credentials(domain) for domain in domains}
+    headers = {"X-Registry-Config": to_registry_config(by_registry)}
+    body = json.dumps({"Refs": list(names)}).encode()
+    path = "/hoist/push" + _query({}, source, compression)
+    answer = request(address, "POST", path, headers, body=body)
+    try:
+        if answer.status != 200:
+            raise DaemonError(_refusal(answer))
+        return _draw_batch(_lines(answer), draw)
+    finally:
+        answer.close()
+
+
+def _domain(name: str) -> str | None:
+    """The registry of ``name``; None for a name that is no reference (its push refuses it)."""
+    try:
+        return parse_normalized_named(name).domain
+    except InvalidReferenceError:
+        return None
+
+
+def _query(
+    query: dict[str, str], source: Path | None, compression: Mapping[str, str] | None
+) -> str:
+    """A push's query string: ``query``, then Hoist's own parameters: ``from`` (the daemon reads
+    the archive or layout where it lies), ``compression`` and ``compressionLevel`` (checked
+    there)."""
+    if source is not None:
+        query["from"] = str(source.absolute())
+    query.update(compression or {})
+    return "?" + urllib.parse.urlencode(query) if query else ""
 
 
 def _refusal(answer: Answer) -> str:
@@ -232,3 +274,22 @@ def _draw_stream(messages: Iterator[object], draw: Callable[[Drawable], None]) -
             failures.append(event.message)
         draw(event)
     return failures
+
+
+def _draw_batch(messages: Iterator[object], draw: Callable[[Drawable], None]) -> list[PushSummary]:
+    """Draw a batch's stream up to its summary, the last message."""
+    summary: list[PushSummary] | None = None
+
+    def until_summary() -> Iterator[object]:
+        nonlocal summary
+        for message in messages:
+            summary = summary_in(message)
+            if summary is not None:
+                return
+            yield message
+
+    failures = _draw_stream(until_summary(), draw)
+    if summary is None:
+        # The daemon's error for the batch as a whole, if it sent one, comes last.
+        raise DaemonError(failures[-1] if failures else "the daemon's stream ended too soon")
+    return summary

@@ -1,5 +1,6 @@
 """The Docker Engine API's wire format, as pure functions: API versions in paths, the
-``X-Registry-Auth`` header, error bodies, and the ``_ping``, ``/version`` and ``/info`` payloads.
+``X-Registry-Auth`` and ``X-Registry-Config`` headers, error bodies, and the ``_ping``,
+``/version`` and ``/info`` payloads.
 
 No I/O and no event loop: ``app`` (asyncio, aiohttp) calls these and the unit tests call them
 directly.
@@ -31,7 +32,12 @@ from engine.errors import (
 )
 from engine.host import go_arch
 from engine.push.compression import Compression
-from engine.registry.auth_config import AuthConfig, from_json, from_registry_auth
+from engine.registry.auth_config import (
+    AuthConfig,
+    from_json,
+    from_registry_auth,
+    from_registry_config,
+)
 from engine.store import ImageDetails, ImageSummary
 from engine.version import VERSION
 
@@ -95,6 +101,25 @@ def decode_registry_auth(header: str | None) -> AuthConfig:
         return from_registry_auth(header)
     except ValueError as exc:
         raise WireError(400, str(exc)) from exc
+
+
+def decode_registry_config(header: str | None) -> dict[str, AuthConfig]:
+    """``X-Registry-Config`` as credentials by registry; a header that cannot be read is a 400."""
+    try:
+        return from_registry_config(header)
+    except ValueError as exc:
+        raise WireError(400, str(exc)) from exc
+
+
+def batch_refs(document: object) -> list[str]:
+    """The images of ``POST /hoist/push``: its JSON body's ``Refs``, at least one; each is
+    refused, if it must be, by its own push."""
+    refs = document.get("Refs") if isinstance(document, dict) else None
+    if not isinstance(refs, list) or not all(isinstance(ref, str) for ref in refs):
+        raise WireError(400, 'the body must be a JSON object {"Refs": [image, …]}')
+    if not refs:
+        raise WireError(400, "Refs names no image to push")
+    return refs
 
 
 def auth_config_of(document: object) -> AuthConfig:

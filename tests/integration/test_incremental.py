@@ -173,6 +173,14 @@ def test_a_batch_sends_each_shared_layer_once(
             where = _recorded_repositories(hoist.root, str(layer["digest"]))
             assert repository in where, f"{ref}: {layer['digest']} not recorded"
 
+    # Again: each image's records place its layers in its own repository, so every layer
+    # "already exists" there, as Docker says; none is mounted again from another image's.
+    wire.clear()
+    again = hoist("push", "--progress", "plain", *refs)
+    assert "Mounted from" not in again.stdout
+    assert not wire.exchanges("POST", "/blobs/uploads/")
+    assert _layer_bytes(wire) == 0
+
 
 def _recorded_repositories(root: Path, digest: str) -> set[str]:
     layout = Layout(root)

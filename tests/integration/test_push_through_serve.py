@@ -168,6 +168,78 @@ def test_through_the_daemon_and_in_process_print_the_same(
         assert sorted(through.stdout.splitlines()) == sorted(here.stdout.splitlines())
 
 
+def test_a_batch_goes_through_the_daemon_as_one_push(
+    client: Client, serve: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    """Several images: one request, the shared layers sent once and mounted elsewhere, the
+    quiet lines as they complete, and the same summary table as a batch pushed here."""
+    targets = [f"{registry.host}/batch/app{i}:v1" for i in range(3)]
+    for target in targets:
+        assert client("tag", "app:v1", target).code == 0
+
+    quiet = client("push", "-q", *targets)
+    assert quiet.code == 0, quiet.stderr
+    assert quiet.imported == "imported: ", "neither aiohttp, asyncio nor the engine's push"
+    digest = skopeo.digest(targets[0])
+    assert sorted(quiet.stdout.splitlines()) == [f"{target}@{digest}" for target in targets]
+    assert {skopeo.digest(target) for target in targets} == {digest}
+    again = _summary_rows(client("push", "--progress", "plain", *targets))
+    assert [row[0] for row in again] == targets
+    # Nothing sent again: each layer found in its repository, or mounted there.
+    assert [(row[2], sum(map(int, row[3:5])), row[5]) for row in again] == [
+        ("0", len(LAYERS), "0B")
+    ] * len(targets)
+
+    fresh = [f"{registry.host}/batch/fresh{i}:v1" for i in range(3)]
+    for target in fresh:
+        assert client("tag", "app:v1", target).code == 0
+    cold = client("push", "--progress", "plain", *fresh)
+    assert cold.code == 0, cold.stderr
+    rows = _summary_rows(cold)
+    assert [row[0] for row in rows] == fresh
+    assert {row[1] for row in rows} == {digest[:19]}
+    # From the earlier batch's repositories, every layer is mounted: nothing crosses again.
+    assert [row[2:] for row in rows] == [("0", str(len(LAYERS)), "0", "0B")] * len(fresh)
+
+    through = client("push", "--progress", "plain", *fresh)
+    here = client("push", "--progress", "plain", "--max-concurrent-uploads", "3", *fresh)
+    assert (through.in_process, here.in_process) == (False, True)
+    assert (through.code, here.code) == (0, 0)
+    # The layers' lines interleave as the pushes happen to run; the results do not.
+    assert _summary_rows(through) == _summary_rows(here)
+    for run in (through, here):
+        assert run.stdout.count(f"v1: digest: {digest} size: ") == len(fresh)
+
+
+def _summary_rows(run: Run) -> list[tuple[str, ...]]:
+    """The rows of the table a batch's output ends with, under its IMAGE … SENT header."""
+    lines = run.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("IMAGE "))
+    return [tuple(re.split(r" {3,}", line)) for line in lines[header + 1 :]]
+
+
+def test_an_image_a_batch_cannot_push_is_its_own_error_through_the_daemon(
+    client: Client, serve: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    good = f"{registry.host}/partial/app:v1"
+    missing = f"{registry.host}/partial/missing:v1"
+    assert client("tag", "app:v1", good).code == 0
+
+    pushed = client("push", "--progress", "plain", good, missing)
+    assert pushed.code == 1
+    assert not pushed.in_process
+    assert pushed.stderr == f"Error: {missing}: No such image: {missing}"
+    assert skopeo.digest(good) == _digest(pushed.stdout)
+    assert [row[:2] for row in _summary_rows(pushed)] == [
+        (good, _digest(pushed.stdout)[:19]),
+        (missing, "failed"),
+    ]
+
+    both = client("push", "-a", good, missing)
+    assert both.code == 1
+    assert both.stderr == "Error: --all-tags takes one repository name"
+
+
 def test_the_daemons_refusal_is_one_error_line(client: Client, serve: Path) -> None:
     missing = client("push", "127.0.0.1:1/none/app:v1")
     assert missing.code == 1
@@ -250,6 +322,18 @@ def test_the_clients_credentials_travel_to_the_daemon(
     )
     assert answer.returncode == 0, answer.stderr
     assert secured.password not in pushed.stdout + pushed.stderr
+
+    # A batch sends them too, for its registry (X-Registry-Config).
+    second = f"{secured.host}/private/other:v1"
+    assert client("tag", "app:v1", second).code == 0
+    batch = client("push", target, second)
+    assert batch.code == 0, batch.stderr
+    assert not batch.in_process
+    assert secured.password not in batch.stdout + batch.stderr
+    answer = skopeo.run(
+        "inspect", "--tls-verify=false", f"--creds={secured.creds}", f"docker://{second}"
+    )
+    assert answer.returncode == 0, answer.stderr
 
 
 def test_zstd_through_the_daemon(

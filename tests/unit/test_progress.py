@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.digest import Digest
 from engine.errors import DaemonStreamError
@@ -33,6 +36,7 @@ from engine.progress.render import (
     progress_bar,
     render,
 )
+from engine.progress.summary import PushSummary, summary_in, summary_message
 from engine.progress.tty import REDRAW_INTERVAL, TtyRenderer
 from engine.progress.units import human_duration, progress_text
 
@@ -462,10 +466,14 @@ def test_human_duration_as_docker_says_it(seconds: float, text: str) -> None:
 # --- a daemon's stream read back (hoist push through hoist serve) ---
 
 
-def streamed(events: list[ProgressEvent]) -> list[Drawable]:
+def streamed(events: list[ProgressEvent], *, repository: bool = False) -> list[Drawable]:
     """What ``hoist push`` draws when a daemon streamed ``events``: encoded, then decoded."""
     decoder = StreamDecoder()
-    lines = [encode(message) for event in events for message in messages_for(event)]
+    lines = [
+        encode(message)
+        for event in events
+        for message in messages_for(event, repository=repository)
+    ]
     decoded = [decoder.decode(json.loads(line)) for line in lines]
     return [event for event in decoded if event is not None]
 
@@ -508,6 +516,17 @@ def test_the_streams_result_and_failure_come_back_whole() -> None:
     assert streamed([PushFailed("denied: no")]) == [PushFailed("denied: no")]
 
 
+def test_a_batchs_interleaved_results_name_their_repositories() -> None:
+    """Several pushes in one stream: the last "refers to" line is not each result's."""
+    first = PushComplete("localhost:5000/one", "v1", DIGEST, 528)
+    second = PushComplete("localhost:5000/two", "v1", DIGEST, 528)
+    lines = [Message(f"The push refers to repository [{first.repository}]")]
+    lines.append(Message(f"The push refers to repository [{second.repository}]"))
+    assert streamed([*lines, first, second], repository=True) == [*lines, first, second]
+    # Docker's own result does not name it: the latest first line does.
+    assert streamed([*lines, first])[-1] == replace(first, repository=second.repository)
+
+
 @pytest.mark.parametrize(
     "message",
     [["a list"], {"aux": {"Tag": "v1"}}, {"aux": {"Tag": "v1", "Digest": "sha256:zz", "Size": 1}}],
@@ -515,3 +534,56 @@ def test_the_streams_result_and_failure_come_back_whole() -> None:
 def test_a_stream_hoist_cannot_read_is_one_error(message: object) -> None:
     with pytest.raises(DaemonStreamError, match="the daemon sent"):
         StreamDecoder().decode(message)
+
+
+# --- a batch's summary (the table after ``hoist push A B …``, and its wire form) ---
+
+
+@given(
+    st.text(max_size=30),
+    st.one_of(
+        st.tuples(st.text(max_size=80), *[st.integers(0, 2**53)] * 4),
+        st.text(max_size=80),
+    ),
+)
+def test_a_summary_row_round_trips_through_the_daemons_stream(
+    ref: str, outcome: tuple[str, int, int, int, int] | str
+) -> None:
+    row = (
+        PushSummary(ref, error=outcome) if isinstance(outcome, str) else PushSummary(ref, *outcome)
+    )
+    message = json.loads(encode(summary_message([row, row])))
+    assert summary_in(message) == [row, row]
+
+
+def test_a_summary_row_as_the_table_shows_it() -> None:
+    assert PushSummary("h/a:v1", str(DIGEST), 1, 2, 3, 1536).row() == (
+        "h/a:v1",
+        str(DIGEST)[:19],
+        "1",
+        "2",
+        "3",
+        "1.536kB",
+    )
+    assert PushSummary("h/b:v1", error="denied").row() == ("h/b:v1", "failed", "", "", "", "")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"aux": {"Summary": "rows"}},
+        {"aux": {"Summary": [{"Digest": "sha256:x"}]}},
+        {"aux": {"Summary": [{"Ref": "a", "Digest": "d", "Pushed": -1}]}},
+        {"aux": {"Summary": [{"Ref": "a", "Digest": "d", "Pushed": True}]}},
+        {"aux": {"Summary": [{"Ref": "a", "Pushed": 1, "Mounted": 0, "Exists": 0, "Sent": 0}]}},
+    ],
+)
+def test_a_summary_hoist_cannot_read_is_one_error(message: object) -> None:
+    with pytest.raises(DaemonStreamError, match="the daemon sent a batch summary"):
+        summary_in(message)
+
+
+def test_other_messages_are_no_summary() -> None:
+    complete = PushComplete("localhost:5000/demo", "latest", DIGEST, 528)
+    for message in [*messages_for(complete), {"status": "x"}, ["a"], {"aux": None}]:
+        assert summary_in(message) is None

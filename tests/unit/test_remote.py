@@ -9,8 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import UsageError
-from engine.registry.auth_config import AuthConfig, from_registry_auth, to_registry_auth
+from engine.errors import DaemonError, UsageError
+from engine.progress.events import Drawable, Message
+from engine.progress.summary import PushSummary, summary_message
+from engine.registry.auth_config import (
+    AuthConfig,
+    from_registry_auth,
+    from_registry_config,
+    to_registry_auth,
+    to_registry_config,
+)
 from engine.serve import remote
 from engine.serve.address import Address, default_socket
 
@@ -60,3 +68,24 @@ def test_the_registry_auth_header_round_trips(
     header = to_registry_auth(auth)
     assert from_registry_auth(header) == auth
     assert "=" not in header.rstrip("=") and "+" not in header and "/" not in header
+
+
+@given(st.dictionaries(_text, st.builds(AuthConfig, _text, _text, _text, _text, _text), max_size=3))
+def test_the_registry_config_header_round_trips(by_registry: dict[str, AuthConfig]) -> None:
+    assert from_registry_config(to_registry_config(by_registry)) == by_registry
+
+
+def test_a_batchs_stream_ends_with_its_summary() -> None:
+    drawn: list[Drawable] = []
+    rows = [PushSummary("h/a:v1", error="denied")]
+    messages = [{"status": "The push refers to repository [h/a]"}, summary_message(rows)]
+    assert remote._draw_batch(iter(messages), drawn.append) == rows
+    assert drawn == [Message("The push refers to repository [h/a]")]
+
+
+def test_a_batchs_stream_without_its_summary_is_the_daemons_last_error() -> None:
+    stopped = [{"errorDetail": {"message": "store full"}, "error": "store full"}]
+    with pytest.raises(DaemonError, match=r"^store full$"):
+        remote._draw_batch(iter(stopped), lambda event: None)
+    with pytest.raises(DaemonError, match="ended too soon"):
+        remote._draw_batch(iter([{"status": "x"}]), lambda event: None)

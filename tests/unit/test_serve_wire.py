@@ -74,6 +74,40 @@ def test_a_malformed_registry_auth_is_a_400_that_quotes_nothing(header: str) -> 
     assert caught.value.message.startswith("invalid X-Registry-Auth header")
 
 
+def test_registry_config_carries_credentials_by_registry() -> None:
+    """``docker build``'s header: a JSON object of AuthConfigs keyed by registry."""
+    document = {
+        "127.0.0.1:5000": {"username": "ann", "password": "pw?>~"},
+        "[::1]:5001": {"identitytoken": "refresh"},
+    }
+    assert wire.decode_registry_config(_header(document, padded=False)) == {
+        "127.0.0.1:5000": AuthConfig(username="ann", password="pw?>~"),
+        "[::1]:5001": AuthConfig(identity_token="refresh"),
+    }
+    assert wire.decode_registry_config(None) == wire.decode_registry_config(" ") == {}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [["a", "list"], {"127.0.0.1:5000": "secret"}, {"127.0.0.1:5000": {"password": 5}}],
+)
+def test_a_malformed_registry_config_is_a_400_that_quotes_nothing(document: object) -> None:
+    header = _header(document)
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode_registry_config(header)
+    assert caught.value.status == 400
+    assert "secret" not in caught.value.message and header not in caught.value.message
+    assert "X-Registry-Config" in caught.value.message
+
+
+def test_a_batch_names_its_images_in_its_body() -> None:
+    assert wire.batch_refs({"Refs": ["a:1", "b"]}) == ["a:1", "b"]
+    for document in ({"Refs": []}, {"Refs": "a:1"}, {"Refs": [1]}, ["a:1"], None):
+        with pytest.raises(wire.WireError) as caught:
+            wire.batch_refs(document)
+        assert caught.value.status == 400
+
+
 def test_auth_body_is_an_auth_config() -> None:
     body = {"username": "ann", "password": "pw", "serveraddress": "127.0.0.1:5000"}
     assert wire.auth_config_of(body) == AuthConfig("ann", "pw", server_address="127.0.0.1:5000")
