@@ -80,6 +80,15 @@ class _Run:
     ledger: BlobLedger
     #: Per registry, whether the relogin callback gave credentials: asked once per run.
     relogins: dict[str, bool] = field(default_factory=dict)
+    #: The pools seen by pushes with credentials of their own, by registry and credentials: a
+    #: batch's pushes to one registry share one client (one ``/v2/`` check, its tokens).
+    pinned: dict[tuple[str, AuthConfig], PinnedCredentials] = field(default_factory=dict)
+
+    def pin(self, pool: RegistryPool, domain: str, credentials: AuthConfig) -> PinnedCredentials:
+        key = (domain, credentials)
+        if key not in self.pinned:
+            self.pinned[key] = PinnedCredentials(pool, domain, credentials)
+        return self.pinned[key]
 
 
 #: The run of the task at hand; each task of a batch copies it when it starts.
@@ -295,7 +304,7 @@ class Engine:
                 sink(Message(f"Using default tag: {DEFAULT_TAG}"))
                 named = named.with_tag(DEFAULT_TAG)
             if credentials is not None:
-                pinned = PinnedCredentials(self.pool, named.domain, credentials)
+                pinned = current.pin(self.pool, named.domain, credentials)
                 return await self._push(named, source, platform, sink, chosen, pinned)
             try:
                 return await self._push(named, source, platform, sink, chosen)
@@ -465,19 +474,25 @@ class Engine:
                 await asyncio.gather(task, return_exceptions=True)
 
 
-@dataclass(frozen=True)
+@dataclass
 class PinnedCredentials:
-    """The pool seen by one push with credentials of its own: a client of its own for their
-    domain (its tokens stay with this push), the pool's shared clients for any other."""
+    """The pool seen by the pushes of one run with credentials of their own: a client of their
+    own for their domain (its tokens stay with this run), the pool's shared clients for any
+    other."""
 
     pool: RegistryPool
     domain: str
     given: AuthConfig
+    _client: RegistryAPI | None = field(default=None, init=False)
+    _connecting: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def client(self, domain: str) -> RegistryAPI:
         if domain != self.domain:
             return await self.pool.client(domain)
-        return await self.pool.connect(domain, self.given)
+        async with self._connecting:
+            if self._client is None:
+                self._client = await self.pool.connect(domain, self.given)
+            return self._client
 
     async def credentials(self, domain: str) -> AuthConfig:
         return self.given if domain == self.domain else await self.pool.credentials(domain)

@@ -24,6 +24,7 @@ import pytest
 from engine.serve.address import default_socket
 from tests.support.clients import ROOT, Skopeo
 from tests.support.hoist_serve import ping
+from tests.support.proxy import running_proxy
 from tests.support.registry import LocalRegistry, SecuredRegistry
 from tests.support.sample import LayerSpec, write_docker_archive, write_oci_layout
 
@@ -176,6 +177,15 @@ def test_a_batch_goes_through_the_daemon_as_one_push(
     targets = [f"{registry.host}/batch/app{i}:v1" for i in range(3)]
     for target in targets:
         assert client("tag", "app:v1", target).code == 0
+
+    with running_proxy(registry.host) as wire:
+        # The same images, through a proxy that counts requests: the registry's name differs.
+        counted = [target.replace(registry.host, wire.host) for target in targets]
+        for target in counted:
+            assert client("tag", "app:v1", target).code == 0
+        assert client("push", "-q", *counted).code == 0
+    # One client of the registry for the batch: one /v2/ check, not one per image.
+    assert [e.path for e in wire.exchanges("GET")].count("/v2/") == 1
 
     quiet = client("push", "-q", *targets)
     assert quiet.code == 0, quiet.stderr
