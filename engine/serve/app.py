@@ -3,8 +3,8 @@
 Enough of dockerd for ``DOCKER_HOST=unix://… docker push`` and its neighbours (``load``, ``tag``,
 ``images``, ``inspect``, ``rmi``, ``login``, ``version``), and one route of Hoist's own: a batch
 push (``hoist push A B …``). Every route answers at ``/vN.NN/…`` and unversioned; every error
-is Docker's ``{"message": …}``. Written for asyncio (aiohttp's
-server; a push runs as a task the request owns, cancelled when its client goes away).
+is Docker's ``{"message": …}``. Written for asyncio (aiohttp's server; a push runs as a task
+the request owns, cancelled when its client goes away).
 """
 
 from __future__ import annotations
