@@ -16,6 +16,7 @@ import socket
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import (
     DaemonError,
@@ -26,10 +27,12 @@ from engine.errors import (
 )
 from engine.progress.events import Drawable, Message, PushFailed
 from engine.progress.jsonstream import StreamDecoder
-from engine.progress.summary import PushSummary, summary_in
 from engine.reference import DEFAULT_TAG, familiar_name, parse_normalized_named
 from engine.registry.auth_config import AuthConfig, to_registry_auth, to_registry_config
 from engine.serve.address import Address, default_socket, parse_address
+
+if TYPE_CHECKING:
+    from engine.progress.summary import PushSummary
 
 #: Names the daemon, as ``DOCKER_HOST`` does for the docker CLI.
 HOST_ENV = "HOIST_HOST"
@@ -278,6 +281,10 @@ def _draw_stream(messages: Iterator[object], draw: Callable[[Drawable], None]) -
 
 def _draw_batch(messages: Iterator[object], draw: Callable[[Drawable], None]) -> list[PushSummary]:
     """Draw a batch's stream up to its summary, the last message."""
+    # Here, not at the top: a push of one image needs none of it (a dataclass's making is
+    # about a millisecond of this command's start).
+    from engine.progress.summary import summary_in
+
     summary: list[PushSummary] | None = None
 
     def until_summary() -> Iterator[object]:

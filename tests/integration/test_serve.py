@@ -237,14 +237,18 @@ def test_login_then_push_with_the_clients_credentials(
 
 
 def _http(
-    path: Path, method: str, target: str, headers: dict[str, str] | None = None
+    path: Path,
+    method: str,
+    target: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
 ) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.0 request over the socket: status, headers (lower-case names), body."""
-    head = [f"{method} {target} HTTP/1.0", "Host: hoist", "Content-Length: 0"]
+    head = [f"{method} {target} HTTP/1.0", "Host: hoist", f"Content-Length: {len(body)}"]
     head += [f"{name}: {value}" for name, value in (headers or {}).items()]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.connect(str(path))
-        client.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        client.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         answer = b""
         while chunk := client.recv(65536):
             answer += chunk
@@ -304,20 +308,51 @@ def test_a_malformed_registry_auth_is_refused_without_quoting_it(
     assert header not in message and header not in daemon.stop()
 
 
+def test_a_batch_the_daemon_cannot_read_is_refused_without_quoting_it(daemon: Daemon) -> None:
+    for body, message in [
+        (b"[not json", "invalid JSON body"),
+        (b'{"Refs": []}', "Refs names no image to push"),
+        (b'{"Refs": "app:v1"}', 'the body must be a JSON object {"Refs": [image, …]}'),
+    ]:
+        status, _, answer = _http(daemon.socket, "POST", "/v1.48/hoist/push", body=body)
+        assert (status, json.loads(answer)["message"]) == (400, message)
+    header = "c2VjcmV0LXBhc3N3b3Jk!!"
+    status, _, answer = _http(
+        daemon.socket,
+        "POST",
+        "/hoist/push",
+        {"X-Registry-Config": header},
+        body=b'{"Refs": ["app:v1"]}',
+    )
+    assert status == 400
+    assert json.loads(answer)["message"].startswith("invalid X-Registry-Config header")
+    assert header not in answer.decode() and header not in daemon.stop()
+
+
 @contextmanager
 def _slow_push(
-    daemon: Daemon, tmp_path: Path, registry: LocalRegistry, name: str, rate: int
+    daemon: Daemon,
+    tmp_path: Path,
+    registry: LocalRegistry,
+    name: str,
+    rate: int,
+    images: int = 1,
 ) -> Iterator[tuple[Proxy, str, subprocess.Popen[str]]]:
-    """A big image's ``docker push`` under way through a proxy throttled to ``rate`` bytes/s:
-    the proxy (its log shows the sessions), the target, and the client, past "Preparing"."""
+    """A big image's push under way through a proxy throttled to ``rate`` bytes/s: the proxy
+    (its log shows the sessions), the target, and the client, past "Preparing". The client is
+    ``docker push``; for several ``images`` (the target and more repositories of ``name``), a
+    batch: ``hoist push`` through the daemon."""
     write_docker_archive(tmp_path / "big.tar", BIG, ["big:v1"], tmp_path / "big-work")
     daemon.ok("load", "-i", str(tmp_path / "big.tar"))
     plan = FaultPlan(rates={"throttle": 1.0}, throttle_rate=rate, max_faults=100)
     with running_proxy(registry.host, faults=plan) as proxy:
         target = f"{proxy.host}/serve/{name}:v1"
-        daemon.ok("tag", "big:v1", target)
+        targets = [target] + [f"{proxy.host}/serve/{name}{n}:v1" for n in range(1, images)]
+        for each in targets:
+            daemon.ok("tag", "big:v1", each)
+        hoist = [sys.executable, str(ROOT / "cli.py"), "-H", f"unix://{daemon.socket}"]
         process = subprocess.Popen(
-            ["docker", "push", target],
+            ["docker", "push", target] if images == 1 else [*hoist, "push", *targets],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -347,6 +382,22 @@ def test_a_client_that_disconnects_cancels_its_push(
         while not _sessions_all_deleted(proxy) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _sessions_all_deleted(proxy), [(e.method, e.path, e.status) for e in proxy.log]
+        assert not skopeo.manifest_exists(target)
+    assert daemon.ok("version", "--format", "{{.Server.APIVersion}}").strip() == "1.48"
+
+
+def test_a_client_that_disconnects_cancels_its_batch(
+    daemon: Daemon, tmp_path: Path, registry: LocalRegistry, skopeo: Skopeo
+) -> None:
+    slow = _slow_push(daemon, tmp_path, registry, "batch", 256 * KiB, images=3)
+    with slow as (proxy, target, process):
+        process.kill()
+        process.communicate(timeout=30)
+        deadline = time.monotonic() + 20
+        while not _sessions_all_deleted(proxy) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _sessions_all_deleted(proxy), [(e.method, e.path, e.status) for e in proxy.log]
+        assert not proxy.exchanges("PUT", "/manifests/")
         assert not skopeo.manifest_exists(target)
     assert daemon.ok("version", "--format", "{{.Server.APIVersion}}").strip() == "1.48"
 
