@@ -16,10 +16,10 @@ import json
 import socket
 import ssl
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from aiohttp import web
@@ -39,6 +39,7 @@ from engine.temp_names import temp_path
 log = logs.get_logger("engine.serve")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 #: Seconds a stopping server lets running requests finish before it cancels them.
 SHUTDOWN_TIMEOUT = 10.0
@@ -229,11 +230,7 @@ async def _push_one(
         compression=compression.algorithm,
         compression_level=compression.level,
     )
-    task = asyncio.create_task(push, name=f"push {ref}")
-    try:
-        await _stream(queue, response)
-    finally:
-        await _cancel(task)
+    task = await _streamed(push, queue, response, name=f"push {ref}")
     return not task.cancelled() and task.exception() is None
 
 
@@ -267,12 +264,8 @@ async def push_batch(request: web.Request) -> web.StreamResponse:
         compression=compression.algorithm,
         compression_level=compression.level,
     )
-    task = asyncio.create_task(batch, name=f"push {len(refs)} images")
-    try:
-        await _stream(queue, response, pushes=len(refs), repository=True)
-        await asyncio.wait([task])
-    finally:
-        await _cancel(task)
+    name = f"push {len(refs)} images"
+    task = await _streamed(batch, queue, response, name=name, pushes=len(refs), repository=True)
     await _write(response, _batch_ending(task))
     await response.write_eof()
     return response
@@ -280,6 +273,8 @@ async def push_batch(request: web.Request) -> web.StreamResponse:
 
 def _batch_ending(task: asyncio.Task[list[BatchItem]]) -> JSONObject:
     """The summary of a batch that ended, or the error that stopped it as a whole."""
+    if task.cancelled():
+        return error_message(PushFailed("the push was cancelled"))
     exc = task.exception()
     if exc is None:
         return summary_message([item.summary() for item in task.result()])
@@ -289,12 +284,30 @@ def _batch_ending(task: asyncio.Task[list[BatchItem]]) -> JSONObject:
     return error_message(PushFailed(message))
 
 
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    # A client gone (a failed write, or aiohttp cancelling this handler) cancels the push,
-    # whose cancellation deletes its upload sessions.
-    if not task.done():
-        task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+async def _streamed(
+    push: Coroutine[Any, Any, T],
+    queue: asyncio.Queue[ProgressEvent],
+    response: web.StreamResponse,
+    *,
+    name: str,
+    pushes: int = 1,
+    repository: bool = False,
+) -> asyncio.Task[T]:
+    """Run ``push`` (of ``pushes`` pushes, telling ``queue``) as a task while its events are
+    written to ``response`` (see ``_stream``); the task, ended.
+
+    A client gone (a failed write, or aiohttp cancelling this handler) cancels the push, whose
+    cancellation deletes its upload sessions.
+    """
+    task = asyncio.create_task(push, name=name)
+    try:
+        await _stream(queue, response, pushes=pushes, repository=repository)
+        await asyncio.wait([task])  # its last event told, it may still be finishing
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return task
 
 
 async def _stream(

@@ -372,24 +372,11 @@ def _sessions_all_deleted(proxy: Proxy) -> bool:
     return bool(posted) and len(deleted) >= len(posted)
 
 
+@pytest.mark.parametrize("images", [1, 3], ids=["docker-push", "hoist-batch"])
 def test_a_client_that_disconnects_cancels_its_push(
-    daemon: Daemon, tmp_path: Path, registry: LocalRegistry, skopeo: Skopeo
+    images: int, daemon: Daemon, tmp_path: Path, registry: LocalRegistry, skopeo: Skopeo
 ) -> None:
-    with _slow_push(daemon, tmp_path, registry, "gone", 256 * KiB) as (proxy, target, process):
-        process.kill()
-        process.communicate(timeout=30)
-        deadline = time.monotonic() + 20
-        while not _sessions_all_deleted(proxy) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _sessions_all_deleted(proxy), [(e.method, e.path, e.status) for e in proxy.log]
-        assert not skopeo.manifest_exists(target)
-    assert daemon.ok("version", "--format", "{{.Server.APIVersion}}").strip() == "1.48"
-
-
-def test_a_client_that_disconnects_cancels_its_batch(
-    daemon: Daemon, tmp_path: Path, registry: LocalRegistry, skopeo: Skopeo
-) -> None:
-    slow = _slow_push(daemon, tmp_path, registry, "batch", 256 * KiB, images=3)
+    slow = _slow_push(daemon, tmp_path, registry, "gone", 256 * KiB, images=images)
     with slow as (proxy, target, process):
         process.kill()
         process.communicate(timeout=30)
