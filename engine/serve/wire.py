@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from engine import reference
+from engine import docker_hub, reference
 from engine.errors import (
     DigestReferenceError,
     HoistError,
@@ -38,6 +38,7 @@ from engine.registry.auth_config import (
     from_registry_auth,
     from_registry_config,
 )
+from engine.registry.credentials import convert_to_hostname
 from engine.store import ImageDetails, ImageSummary
 from engine.version import VERSION
 
@@ -104,11 +105,19 @@ def decode_registry_auth(header: str | None) -> AuthConfig:
 
 
 def decode_registry_config(header: str | None) -> dict[str, AuthConfig]:
-    """``X-Registry-Config`` as credentials by registry; a header that cannot be read is a 400."""
+    """``X-Registry-Config`` as credentials by the domain a reference names (the docker CLI keys
+    it as ``config.json`` does: Docker Hub's index URL, hosts with a scheme); a header that
+    cannot be read is a 400."""
     try:
-        return from_registry_config(header)
+        by_key = from_registry_config(header)
     except ValueError as exc:
         raise WireError(400, str(exc)) from exc
+    return {_domain_of_key(key): auth for key, auth in by_key.items()}
+
+
+def _domain_of_key(key: str) -> str:
+    host = convert_to_hostname(key)
+    return docker_hub.DOMAIN if host.lower() in docker_hub.ALIASES else host
 
 
 def batch_refs(document: object) -> list[str]:

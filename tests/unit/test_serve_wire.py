@@ -85,6 +85,12 @@ def test_registry_config_carries_credentials_by_registry() -> None:
         "[::1]:5001": AuthConfig(identity_token="refresh"),
     }
     assert wire.decode_registry_config(None) == wire.decode_registry_config(" ") == {}
+    # Keyed as config.json is, by the docker CLI: by the domain a reference names here.
+    keyed = {"https://index.docker.io/v1/": {"username": "hub"}, "http://127.0.0.1:5000/": {}}
+    assert wire.decode_registry_config(_header(keyed)) == {
+        "docker.io": AuthConfig(username="hub"),
+        "127.0.0.1:5000": AuthConfig(),
+    }
 
 
 @pytest.mark.parametrize(
