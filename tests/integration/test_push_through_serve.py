@@ -179,8 +179,8 @@ def test_a_batch_goes_through_the_daemon_as_one_push(
         assert client("tag", "app:v1", target).code == 0
 
     with running_proxy(registry.host) as wire:
-        # The same images, through a proxy that counts requests: the registry's name differs.
-        counted = [target.replace(registry.host, wire.host) for target in targets]
+        # The same image in repositories of their own, through a proxy that counts requests.
+        counted = [f"{wire.host}/counted/app{i}:v1" for i in range(3)]
         for target in counted:
             assert client("tag", "app:v1", target).code == 0
         assert client("push", "-q", *counted).code == 0
