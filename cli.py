@@ -264,10 +264,10 @@ async def _push(args: argparse.Namespace) -> int:
     from engine.errors import UnauthorizedError
     from engine.progress.render import make_renderer, render
 
+    _check_all_tags(args)
     async with _engine(args) as engine:
         names = args.names
         if args.all_tags:
-            _check_all_tags(args)
             names = await engine.tags_of(names[0])
         queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
         renderer = make_renderer(args.progress, sys.stdout, quiet=args.quiet)

@@ -50,6 +50,9 @@ _ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 _RUNNING: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("running", set)
 
 
+#: What a client is told of a bug; the log has the traceback.
+INTERNAL_ERROR = "internal error: see the hoist serve log"
+
 #: Exactly this, no charset: the docker CLI compares the header with it to parse a JSON body.
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -86,7 +89,7 @@ async def docker_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(wire.status_of(exc), str(exc))
     except Exception:
         log.exception("request failed", method=request.method, path=request.path)
-        return error_response(500, "internal error: see the hoist serve log")
+        return error_response(500, INTERNAL_ERROR)
     finally:
         running.discard(task)
 
@@ -278,10 +281,10 @@ def _batch_ending(task: asyncio.Task[list[BatchItem]]) -> JSONObject:
     exc = task.exception()
     if exc is None:
         return summary_message([item.summary() for item in task.result()])
-    if not isinstance(exc, HoistError):
-        log.error("batch push failed", exc_info=exc)
-    message = str(exc) if isinstance(exc, HoistError) else "internal error: see the hoist serve log"
-    return error_message(PushFailed(message))
+    if isinstance(exc, HoistError):
+        return error_message(PushFailed(str(exc)))
+    log.error("batch push failed", exc_info=exc)
+    return error_message(PushFailed(INTERNAL_ERROR))
 
 
 async def _streamed(

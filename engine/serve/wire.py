@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from engine import docker_hub, reference
+from engine import reference
 from engine.errors import (
     DigestReferenceError,
     HoistError,
@@ -38,7 +38,7 @@ from engine.registry.auth_config import (
     from_registry_auth,
     from_registry_config,
 )
-from engine.registry.credentials import convert_to_hostname
+from engine.registry.login import login_domain
 from engine.store import ImageDetails, ImageSummary
 from engine.version import VERSION
 
@@ -112,12 +112,7 @@ def decode_registry_config(header: str | None) -> dict[str, AuthConfig]:
         by_key = from_registry_config(header)
     except ValueError as exc:
         raise WireError(400, str(exc)) from exc
-    return {_domain_of_key(key): auth for key, auth in by_key.items()}
-
-
-def _domain_of_key(key: str) -> str:
-    host = convert_to_hostname(key)
-    return docker_hub.DOMAIN if host.lower() in docker_hub.ALIASES else host
+    return {login_domain(key): auth for key, auth in by_key.items()}
 
 
 def batch_refs(document: object) -> list[str]:
