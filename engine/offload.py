@@ -6,13 +6,17 @@ time, so a second thread for them buys nothing but contention. anyio's default p
 threads) would let fifty concurrent pushes run fifty such calls at once: measured on a 2-core
 batch of 50 images, capping the threads cut the push's CPU time by a tenth.
 
-Each limiter belongs to one event loop (a ``RunVar``), as anyio's own default does.
+Each limiter belongs to one event loop (a ``RunVar``), as anyio's own default does. A call on
+one of those threads may split its work further (``spread``): one big layer then compresses on
+every CPU, not on the one thread its call holds.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar, TypeVarTuple, Unpack
 
 import anyio.to_thread
@@ -20,6 +24,7 @@ from anyio import CapacityLimiter
 from anyio.lowlevel import RunVar
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 Ts = TypeVarTuple("Ts")
 
 #: Threads for work that releases the GIL (compressing, hashing, reading layer bytes).
@@ -42,9 +47,93 @@ def _limiter(var: RunVar[CapacityLimiter], threads: int) -> CapacityLimiter:
 
 async def cpu_bound(func: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
     """Run ``func`` on one of the CPU-count threads of this event loop."""
-    return await anyio.to_thread.run_sync(func, *args, limiter=_limiter(_cpu, CPU_THREADS))
+    limiter = _limiter(_cpu, CPU_THREADS)
+    return await anyio.to_thread.run_sync(_busy, func, *args, limiter=limiter)
+
+
+#: Threads at CPU work now, in every event loop's calls and ``spread``'s helpers together.
+_working = 0
+_counting = threading.Lock()
+
+
+def _busy(func: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
+    """``func``, counted as a thread at work while it runs."""
+    _count(1)
+    try:
+        return func(*args)
+    finally:
+        _count(-1)
+
+
+def _count(threads: int) -> None:
+    global _working
+    with _counting:
+        _working += threads
+
+
+def _take_idle(most: int) -> int:
+    """Up to ``most`` CPUs that no thread works on now, counted as at work from now on."""
+    global _working
+    with _counting:
+        idle = max(0, min(most, CPU_THREADS - _working))
+        _working += idle
+        return idle
 
 
 async def store_bound(func: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
     """Run ``func`` on the store's thread of this event loop."""
     return await anyio.to_thread.run_sync(func, *args, limiter=_limiter(_store, STORE_THREADS))
+
+
+#: The threads ``spread`` hands parts to: one fewer than the CPUs, the caller's own being one.
+_helpers: ThreadPoolExecutor | None = None
+_helpers_made = threading.Lock()
+
+
+def spread(func: Callable[[Item], T], items: Sequence[Item]) -> list[T]:
+    """``func`` of every item, those that the idle CPUs can take at once; results in order.
+
+    For a worker thread's CPU work that releases the GIL, cut in independent parts (each its
+    own bytes, nothing shared). This thread takes parts, and so do as many helper threads as
+    there are CPUs no other thread works on now: when every CPU is busy (several layers
+    compressing), more threads would only add switching. The call returns once every part has
+    ended, raising the first error, so nothing outlives it.
+    """
+    helping = _take_idle(min(len(items), CPU_THREADS) - 1)
+    if not helping:
+        return [func(item) for item in items]
+    left = iter(range(len(items)))
+    taking = threading.Lock()
+    done: dict[int, T] = {}
+
+    def work() -> None:
+        while True:
+            with taking:
+                index = next(left, None)
+            if index is None:
+                return
+            done[index] = func(items[index])
+
+    try:
+        helpers = [_helper_threads().submit(work) for _ in range(helping)]
+        try:
+            work()
+        finally:
+            # A helper still queued has nothing left to take.
+            for helper in helpers:
+                helper.cancel()
+            wait(helpers)
+    finally:
+        _count(-helping)
+    for helper in helpers:
+        if not helper.cancelled():
+            helper.result()  # a helper's error
+    return [done[index] for index in range(len(items))]
+
+
+def _helper_threads() -> ThreadPoolExecutor:
+    global _helpers
+    with _helpers_made:
+        if _helpers is None:
+            _helpers = ThreadPoolExecutor(CPU_THREADS - 1, thread_name_prefix="hoist-spread")
+        return _helpers

@@ -1,7 +1,7 @@
 """How Hoist compresses the layers it compresses: gzip or zstd, at a level. A value, checked once.
 
-gzip is python-isal's (levels 0–3), with the chunks that do not compress stored
-(``gzip_member``). The default level was chosen by measuring real files
+gzip is python-isal's (levels 0–3), in 1 MiB blocks compressed apart, those that do not
+compress stored (``gzip_member``). The default level was chosen by measuring real files
 (``python -m benchmarks.compression --docker``: tars of this machine's /usr/bin, /usr/lib and
 /usr/share, against what ``docker push`` wrote of them): isal level 3 writes at most 9 % more
 bytes than Docker's gzip-6 on each tar and 6 % more in all, at over 20× its speed; levels 1 and 2
@@ -63,9 +63,9 @@ class Compression:
     @property
     def compressor(self) -> str:
         """Names the compressor and its settings: the same name always gives the same bytes."""
-        # "isal+stored": isal's deflate with incompressible chunks stored (``gzip_member``), a
-        # name of its own since its bytes differ from plain isal's where it stores.
-        library = "isal+stored" if self.algorithm == "gzip" else "libzstd"
+        # "isal-blocks": isal's deflate in blocks made apart, the incompressible ones stored
+        # (``gzip_member``): a name of its own, since its bytes differ from plain isal's.
+        library = "isal-blocks" if self.algorithm == "gzip" else "libzstd"
         return f"{self.algorithm}-{library}-{self.level}"
 
     @property

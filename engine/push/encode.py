@@ -1,13 +1,14 @@
 """A layer's body as the registry receives it, hashed (and compressed) in one pass, off the loop.
 
 An uncompressed layer is compressed as its push asks (``compression.Compression``): gzip with
-python-isal, storing what does not compress (``gzip_member``), or zstd with libzstd
+python-isal in blocks, storing what does not compress (``gzip_member``), or zstd with libzstd
 (``zstandard``, imported by the first zstd push only). Both are deterministic: the gzip member
-has mtime 0 and no name, and a zstd frame holds the content's size and no dictionary, made by
-one thread, so one layer always gives the same bytes
+has mtime 0 and no name and its blocks are cut at fixed offsets, and a zstd frame holds the
+content's size and no dictionary, made by one thread, so one layer always gives the same bytes
 and the same digest (a re-push finds its blobs even when the local metadata is gone). Each chunk
 is read, hashed and compressed in one worker-thread call: isal, libzstd and hashlib release the
-GIL, so several layers really compress at once and the event loop keeps serving the network. A
+GIL, so several layers really compress at once and the event loop keeps serving the network;
+a gzip chunk holds a block per CPU, compressed at once, so one layer alone uses them all too. A
 compressor keeps a bounded window, not the layer: memory does not grow with the layer. The diff
 ID is hashed again only when the source has not already verified it (the store has, at load).
 """
@@ -24,16 +25,18 @@ from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DigestMismatchError, ImageSourceError
 from engine.image.base import CHUNK_SIZE, Layer
-from engine.offload import cpu_bound
+from engine.offload import CPU_THREADS, cpu_bound
 from engine.push.compression import DEFAULT, Compression
-from engine.push.gzip_member import GzipMember
+from engine.push.gzip_member import BLOCK_SIZE, GzipMember
 
 #: Bytes read per step of a blob that goes as it is. Each upload holds about three pieces at a
 #: time (being read, being sent, in the socket's buffer): measured on 8 × 32 MiB from a layout,
 #: 256 KiB pieces cut the push's peak RSS by 9 MiB against 1 MiB ones, at the same speed. A tar
-#: being compressed is read ``CHUNK_SIZE`` at a time: what is sent of it is smaller, and each
-#: step costs a thread hop.
+#: being compressed is read ``CHUNK_SIZE`` at a time (what is sent of it is smaller, and each
+#: step costs a thread hop); for gzip, a block for each CPU (up to 8, so that a layer's memory
+#: stays a few MiB on a big machine), which one step compresses at once.
 FIXED_READ_SIZE = 256 << 10
+GZIP_READ_SIZE = BLOCK_SIZE * min(CPU_THREADS, 8)
 
 
 class Compressor(Protocol):
@@ -179,6 +182,12 @@ class Reading:
                 await cpu_bound(self._pass.close)
 
 
+def _read_size(compressing: bool, compression: Compression) -> int:
+    if not compressing:
+        return FIXED_READ_SIZE
+    return GZIP_READ_SIZE if compression.algorithm == "gzip" else CHUNK_SIZE
+
+
 class _Pass:
     """One pass over a layer: its reader, compressor and hashes. Every method but the
     constructor runs in a worker thread."""
@@ -189,6 +198,7 @@ class _Pass:
         self._reader: BinaryIO | None = None
         self._compressor: Compressor | None = None
         self.compressing = layer.descriptor is None
+        self._read_size = _read_size(self.compressing, compression)
         self.check_diff_id = self.compressing and not layer.verified
         self.diff_hash = hashlib.sha256()
         self.blob_hash = hashlib.sha256()
@@ -207,7 +217,7 @@ class _Pass:
             if self.compressing:
                 # Here, in the worker thread: a zstd compressor allocates its window when made.
                 self._compressor = compressor(self._compression, self._layer.size)
-        raw = self._reader.read(CHUNK_SIZE if self.compressing else FIXED_READ_SIZE)
+        raw = self._reader.read(self._read_size)
         self.position += len(raw)
         if self.check_diff_id:
             self.diff_hash.update(raw)

@@ -1,5 +1,6 @@
-"""The gzip member Hoist writes: any gzip reader takes it, isal's bytes where everything
-compresses, stored blocks where nothing does, and the same bytes for the same input."""
+"""The gzip member Hoist writes: any gzip reader takes it, its blocks made apart (on several
+threads) come out as one stream would refer back, stored blocks where nothing compresses, and
+the same bytes for the same input however it is fed and however many threads make it."""
 
 from __future__ import annotations
 
@@ -7,13 +8,22 @@ import gzip
 import random
 import zlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from isal import isal_zlib
 
-from engine.push.gzip_member import PROBE_BYTES, PROBE_WINDOWS, GzipMember, incompressible
+from engine import offload
+from engine.push.gzip_member import (
+    BLOCK_SIZE,
+    PROBE_BYTES,
+    PROBE_WINDOWS,
+    GzipMember,
+    deflate_block,
+    incompressible,
+)
 
-CHUNK = 1 << 20
+CHUNK = BLOCK_SIZE
 TEXT = b"".join(b"line %d of a layer, %x\n" % (i, i * 7919 % 65521) for i in range(100_000))
 
 
@@ -44,10 +54,39 @@ def _leading_stored_blocks(member: bytes) -> int:
     return stored
 
 
-def test_a_layer_that_compresses_throughout_is_isal_gzip_byte_for_byte() -> None:
-    compressor = isal_zlib.compressobj(3, isal_zlib.DEFLATED, 31)
-    isal = b"".join([*(compressor.compress(c) for c in _pieces(TEXT)), compressor.flush()])
-    assert _member(_pieces(TEXT)) == isal
+def test_a_block_is_isal_deflate_primed_with_the_bytes_before_it() -> None:
+    """Each block is what isal makes of it alone, given the window before it: so blocks made
+    on other threads join into the stream one compressor would refer back through."""
+    data, window = TEXT[: CHUNK + CHUNK // 2], 32 << 10
+    first = isal_zlib.compressobj(3, isal_zlib.DEFLATED, -15)
+    second = isal_zlib.compressobj(3, isal_zlib.DEFLATED, -15, zdict=data[CHUNK - window : CHUNK])
+    expected = [
+        first.compress(data[:CHUNK]) + first.flush(isal_zlib.Z_SYNC_FLUSH),
+        second.compress(data[CHUNK:]) + second.flush(isal_zlib.Z_FINISH),
+    ]
+    member = _member(_pieces(data))
+    assert member[10:-8] == b"".join(expected)
+    assert gzip.decompress(member) == data
+
+
+def test_blocks_cost_almost_nothing_against_one_stream() -> None:
+    """Priming each block with the window before it keeps what one stream would find."""
+    stream = isal_zlib.compressobj(3, isal_zlib.DEFLATED, 31)
+    one = stream.compress(TEXT) + stream.flush()
+    assert len(_member(_pieces(TEXT))) < len(one) * 1.002
+
+
+def test_the_same_bytes_on_one_thread_or_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = TEXT + _noise(CHUNK, 7) + TEXT[:CHUNK]
+    several = _member(_pieces(data, 4 * CHUNK))
+    monkeypatch.setattr(offload, "CPU_THREADS", 1)
+    assert _member(_pieces(data, 4 * CHUNK)) == several
+
+
+def test_the_last_block_is_final_whether_stored_or_deflated() -> None:
+    assert deflate_block(b"", b"", 3, last=True) == isal_zlib.compressobj(3, 8, -15).flush()
+    noise = _noise(CHUNK, 8)
+    assert zlib.decompress(deflate_block(noise, b"", 3, last=True), -15) == noise
 
 
 def test_random_bytes_are_stored_and_read_back() -> None:
@@ -85,14 +124,17 @@ kinds = st.sampled_from(["noise", "text", "zeros"])
 @given(
     st.lists(st.tuples(kinds, st.integers(0, CHUNK), st.integers(0, 2**16)), max_size=6),
     st.integers(0, 3),
+    st.integers(512, 3 * CHUNK),
 )
-def test_any_mix_of_chunks_reads_back_and_is_deterministic(
-    specs: list[tuple[str, int, int]], level: int
+def test_any_mix_reads_back_and_is_the_same_however_it_is_fed(
+    specs: list[tuple[str, int, int]], level: int, piece: int
 ) -> None:
     chunks = [
         _noise(size, seed) if kind == "noise" else TEXT[:size] if kind == "text" else bytes(size)
         for kind, size, seed in specs
     ]
+    data = b"".join(chunks)
     member = _member(chunks, level)
-    assert gzip.decompress(member) == b"".join(chunks)
-    assert _member(chunks, level) == member
+    assert gzip.decompress(member) == data
+    assert zlib.decompress(member, 31) == data
+    assert _member(_pieces(data, piece), level) == member
