@@ -1,11 +1,14 @@
-"""The image config blob, after the layers (Docker's manifest builder: ``Stat``, then ``Put``).
+"""The image config blob (Docker's manifest builder: ``Stat``, then ``Put``, after the layers).
 
-Two things differ from Docker. The config goes through the run's blob ledger like a layer: when
-several pushes of one run carry the same image (``push -a``, one image under many names), one
-sends it and the others skip it (same repository) or mount it (another one). And the ``HEAD``
-is skipped when this push had to upload a layer: a registry that lacked one of the image's
-layers holds no manifest naming it, so it has almost surely never been sent this config either,
-and a wrong guess costs a few KiB sent again rather than a request for every cold push.
+Three things differ from Docker. The config goes through the run's blob ledger like a layer:
+when several pushes of one run carry the same image (``push -a``, one image under many names),
+one sends it and the others skip it (same repository) or mount it (another one). The ``HEAD`` is
+skipped when the registry most likely lacks the config: this push had to upload a layer (a
+registry that lacked one of the image's layers holds no manifest naming it, so it has almost
+surely never been sent this config either), or it lacks the manifest the image brings; a wrong
+guess costs a few KiB sent again rather than a request for every cold push. And an image that
+brings its manifest (a layout, an archive) places its config beside its layers, not after them
+(``image``): then only the manifest's ``PUT`` follows the last layer.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ dedup); the first failure cancels the others. An image that brings its manifest 
 archive) asks whether the target holds it, one request that tells a re-push from a first push:
 a re-push asks after every blob, a first push sends small blobs unasked. It is asked beside the
 layers, and only the layers whose first step hinges on the answer wait for it (small blobs no
-record places); on a re-push the config is asked after beside them too, so that a no-op push
-costs the round trips of its checks and its manifest only. Otherwise the config follows the
-layers, and the manifest is PUT only once every blob it names is committed. A manifest the
+record places); the config then goes beside them too (asked after on a re-push, sent unasked on a
+first push), so that only the manifest's PUT follows the last layer. An image built here (from
+the store) has its config follow the layers, which tell whether it is worth asking after. The
+manifest is PUT only once every blob it names is committed. A manifest the
 registry refuses for a blob it names has every blob checked again, by a ledger that knows
 nothing yet, and is PUT once more. Written for anyio: the layers and the store's write beside
 the config and manifest are task groups.
@@ -152,8 +153,10 @@ class ImagePush:
                 placed.update(await self._transfer(later))
 
             async def config() -> None:
-                if held:  # a re-push: the config is most likely there, and asked after now
-                    await self._place_config(self.ledger, check_first=True)
+                # Beside the layers, off the manifest's path: on a re-push the config is most
+                # likely there and asked after; on a first push it is sent unasked (a registry
+                # without the manifest has most likely never been sent its config either).
+                await self._place_config(self.ledger, check_first=held)
 
             await gather([layers, config])
 

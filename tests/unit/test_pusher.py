@@ -239,3 +239,38 @@ async def test_a_re_push_asks_after_its_manifest_beside_the_layers(tmp_path: Pat
     assert registry.asked.index(f"blob {big.digest}") < answered
     later = [f"blob {blob.digest}" for blob in small if blob] + [f"blob {Digest.of(image.config)}"]
     assert sorted(registry.asked[answered + 1 :]) == sorted(later), registry.asked
+
+
+@dataclass
+class _LayerWaitsForConfig(MemoryRegistry):
+    """Commits a layer only once the config is committed: a push that placed its config only
+    after its layers would never get there."""
+
+    config: Digest | None = None
+    committed: list[Digest] = field(default_factory=list)
+    _config_in: anyio.Event = field(default_factory=anyio.Event)
+
+    async def commit_blob(
+        self, repository: str, location: str, digest: Digest, body: bytes = b""
+    ) -> None:
+        if digest != self.config:
+            with anyio.move_on_after(10) as waited:
+                await self._config_in.wait()
+            assert not waited.cancelled_caught, "the config was not placed beside the layers"
+        await super().commit_blob(repository, location, digest, body)
+        self.committed.append(digest)
+        if digest == self.config:
+            self._config_in.set()
+
+
+async def test_a_first_push_sends_its_config_beside_the_layers(tmp_path: Path) -> None:
+    # Only the manifest's PUT is left once the last layer is in: the config went meanwhile,
+    # unasked (a registry without the image's manifest has most likely never had its config).
+    image = await anyio.to_thread.run_sync(_layout_image, tmp_path, [300_000, 400_000])
+    registry = _LayerWaitsForConfig(config=Digest.of(image.config))
+
+    pushed = await _push(registry, image, [])
+
+    assert registry.committed[0] == Digest.of(image.config)
+    assert {layer.outcome for layer in pushed.layers} == {LayerOutcome.PUSHED}
+    assert registry.calls["head_blob"] == 2, "the layers are asked after, the config is not"
