@@ -25,7 +25,7 @@ from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DigestMismatchError, ImageSourceError
 from engine.image.base import CHUNK_SIZE, Layer
-from engine.offload import CPU_THREADS, cpu_bound
+from engine.offload import CPU_THREADS, cpu_bound, stream_started
 from engine.push.compression import DEFAULT, Compression
 from engine.push.gzip_member import BLOCK_SIZE, GzipMember
 
@@ -182,6 +182,10 @@ class Reading:
                 await cpu_bound(self._pass.close)
 
 
+def _nothing() -> None:
+    return None
+
+
 def _read_size(compressing: bool, compression: Compression) -> int:
     if not compressing:
         return FIXED_READ_SIZE
@@ -197,6 +201,8 @@ class _Pass:
         self._compression = compression
         self._reader: BinaryIO | None = None
         self._compressor: Compressor | None = None
+        #: Tells ``offload`` that this pass's compressing (a CPU kept busy) has ended.
+        self._ended: Callable[[], object] = _nothing
         self.compressing = layer.descriptor is None
         self._read_size = _read_size(self.compressing, compression)
         self.check_diff_id = self.compressing and not layer.verified
@@ -217,6 +223,7 @@ class _Pass:
             if self.compressing:
                 # Here, in the worker thread: a zstd compressor allocates its window when made.
                 self._compressor = compressor(self._compression, self._layer.size)
+                self._ended = stream_started(self)
         raw = self._reader.read(self._read_size)
         self.position += len(raw)
         if self.check_diff_id:
@@ -235,3 +242,4 @@ class _Pass:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
+        self._ended()

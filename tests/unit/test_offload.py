@@ -47,3 +47,23 @@ def test_an_error_is_raised_once_every_part_begun_has_ended() -> None:
     with pytest.raises(ValueError, match="part 0"):
         offload.spread(part, list(range(6)))
     assert sorted(begun) == sorted([0, *ended])
+
+
+class _Owner:
+    """Something a stream belongs to (a layer's pass)."""
+
+
+def test_cpus_that_streams_keep_busy_are_left_alone() -> None:
+    caller = threading.get_ident()
+    owners = [_Owner() for _ in range(offload.CPU_THREADS)]
+    ends = [offload.stream_started(owner) for owner in owners]
+    try:
+        assert offload.spread(lambda _: threading.get_ident(), [1, 2, 3]) == [caller] * 3
+    finally:
+        ends[0]()
+        del owners[1]  # a stream abandoned unclosed ends with its owner
+    meeting = threading.Barrier(2, timeout=30)
+    threads = offload.spread(lambda _: (meeting.wait(), threading.get_ident())[1], [1, 2])
+    assert len(set(threads)) == 2, "two CPUs left: the caller's stream's and one more"
+    for end in ends:
+        end()
