@@ -8,7 +8,7 @@ content's size and no dictionary, made by one thread, so one layer always gives 
 and the same digest (a re-push finds its blobs even when the local metadata is gone). Each chunk
 is read, hashed and compressed in one worker-thread call: isal, libzstd and hashlib release the
 GIL, so several layers really compress at once and the event loop keeps serving the network;
-a gzip chunk holds a block per CPU, compressed at once, so one layer alone uses them all too. A
+a gzip chunk holds a block per CPU, compressed at once on those no other layer keeps busy. A
 compressor keeps a bounded window, not the layer: memory does not grow with the layer. The diff
 ID is hashed again only when the source has not already verified it (the store has, at load).
 """
