@@ -76,7 +76,7 @@ def _count(streams: int) -> None:
         _streams += streams
 
 
-def _idle(most: int) -> int:
+def idle_cpus(most: int) -> int:
     """Up to ``most`` CPUs that no stream keeps busy (the caller's own stream being one)."""
     with _counting:
         return max(0, min(most, CPU_THREADS - max(_streams, 1)))
@@ -97,7 +97,7 @@ def spread(func: Callable[[Item], T], items: Sequence[Item]) -> list[T]:
     more CPU time for three layers on 2 cores). The call returns once every part has ended,
     raising the first error, so nothing outlives it.
     """
-    helping = _idle(len(items) - 1)
+    helping = idle_cpus(len(items) - 1)
     if not helping:
         return [func(item) for item in items]
     left = iter(range(len(items)))

@@ -25,7 +25,7 @@ from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import DigestMismatchError, ImageSourceError
 from engine.image.base import CHUNK_SIZE, Layer
-from engine.offload import CPU_THREADS, cpu_bound, stream_started
+from engine.offload import CPU_THREADS, cpu_bound, idle_cpus, stream_started
 from engine.push.compression import DEFAULT, Compression
 from engine.push.gzip_member import BLOCK_SIZE, GzipMember
 
@@ -33,10 +33,13 @@ from engine.push.gzip_member import BLOCK_SIZE, GzipMember
 #: time (being read, being sent, in the socket's buffer): measured on 8 × 32 MiB from a layout,
 #: 256 KiB pieces cut the push's peak RSS by 9 MiB against 1 MiB ones, at the same speed. A tar
 #: being compressed is read ``CHUNK_SIZE`` at a time (what is sent of it is smaller, and each
-#: step costs a thread hop); for gzip, a block for each CPU (up to 8, so that a layer's memory
-#: stays a few MiB on a big machine), which one step compresses at once.
+#: step costs a thread hop); for gzip, a block, and one more for each CPU that no other layer
+#: keeps busy (up to 8 in all, so that a layer's memory stays a few MiB on a big machine): one
+#: step compresses them at once, and a layer among as many as the CPUs reads one at a time.
 FIXED_READ_SIZE = 256 << 10
-GZIP_READ_SIZE = BLOCK_SIZE * min(CPU_THREADS, 8)
+GZIP_MOST_BLOCKS = 8
+#: The most one gzip step reads.
+GZIP_READ_SIZE = BLOCK_SIZE * min(CPU_THREADS, GZIP_MOST_BLOCKS)
 
 
 class Compressor(Protocol):
@@ -186,12 +189,6 @@ def _nothing() -> None:
     return None
 
 
-def _read_size(compressing: bool, compression: Compression) -> int:
-    if not compressing:
-        return FIXED_READ_SIZE
-    return GZIP_READ_SIZE if compression.algorithm == "gzip" else CHUNK_SIZE
-
-
 class _Pass:
     """One pass over a layer: its reader, compressor and hashes. Every method but the
     constructor runs in a worker thread."""
@@ -204,7 +201,6 @@ class _Pass:
         #: Tells ``offload`` that this pass's compressing (a CPU kept busy) has ended.
         self._ended: Callable[[], object] = _nothing
         self.compressing = layer.descriptor is None
-        self._read_size = _read_size(self.compressing, compression)
         self.check_diff_id = self.compressing and not layer.verified
         self.diff_hash = hashlib.sha256()
         self.blob_hash = hashlib.sha256()
@@ -224,7 +220,7 @@ class _Pass:
                 # Here, in the worker thread: a zstd compressor allocates its window when made.
                 self._compressor = compressor(self._compression, self._layer.size)
                 self._ended = stream_started(self)
-        raw = self._reader.read(self._read_size)
+        raw = self._reader.read(self._read_size())
         self.position += len(raw)
         if self.check_diff_id:
             self.diff_hash.update(raw)
@@ -238,6 +234,13 @@ class _Pass:
         self.blob_hash.update(out)
         self.size += len(out)
         return out, last
+
+    def _read_size(self) -> int:
+        if not self.compressing:
+            return FIXED_READ_SIZE
+        if self._compression.algorithm != "gzip":
+            return CHUNK_SIZE
+        return BLOCK_SIZE * (1 + idle_cpus(GZIP_MOST_BLOCKS - 1))
 
     def close(self) -> None:
         if self._reader is not None:
