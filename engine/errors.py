@@ -100,8 +100,10 @@ class UnsafeArchiveError(ImageSourceError):
 class DigestMismatchError(ImageSourceError):
     """Content whose digest differs from the one that names it."""
 
-    def __init__(self, what: str, expected: str, actual: str) -> None:
-        super().__init__(f"{what}: digest mismatch: expected {expected}, got {actual}")
+    def __init__(self, what: str, expected: str, actual: str | None) -> None:
+        """``actual`` None: the registry hashed what was sent, and did not say what it got."""
+        found = "the registry found other content" if actual is None else f"got {actual}"
+        super().__init__(f"{what}: digest mismatch: expected {expected}, {found}")
         self.expected = expected
         self.actual = actual
 

@@ -10,11 +10,12 @@ retry or a resume can replay it.
 
 from __future__ import annotations
 
-import io
+import errno
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import aiofiles
 
@@ -48,13 +49,28 @@ class Layer(Protocol):
     def open(self, offset: int = 0) -> AsyncIterator[bytes]:
         """A fresh stream of the layer's bytes from ``offset``."""
 
-    def reader(self, offset: int = 0) -> BinaryIO:
+    def reader(self, offset: int = 0) -> LayerReader:
         """A blocking reader of the layer's bytes from ``offset`` to its end (``size``), for use
         off the event loop; it raises rather than end early when its file is short.
 
         The pusher reads, hashes and compresses a chunk in one worker-thread call: one hop per
         chunk instead of two.
         """
+
+
+class LayerReader(Protocol):
+    """A layer's bytes, read in order."""
+
+    def read(self, size: int, /) -> bytes:
+        """Up to ``size`` next bytes, blocking; raises EOFError where the file ends early."""
+        ...
+
+    def read_cached(self, size: int, /) -> bytes | None:
+        """Up to ``size`` next bytes if memory holds them, without ever waiting for a disk (so
+        the event loop may call it); None when they must be read by ``read``."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable
@@ -103,26 +119,57 @@ class FileLayer:
     def open(self, offset: int = 0) -> AsyncIterator[bytes]:
         return read_file_range(self.path, self.offset + offset, self.size - offset)
 
-    def reader(self, offset: int = 0) -> BinaryIO:
+    def reader(self, offset: int = 0) -> FileSlice:
         return FileSlice(self.path, self.offset + offset, self.size - offset)
 
 
-class FileSlice(io.RawIOBase, BinaryIO):
-    """``size`` bytes of a file from ``offset``, read like a file that ends there."""
+#: A read that fails rather than wait for the disk (Linux ≥ 4.14; not every file system).
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
+#: The file system cannot tell whether a read would wait (tmpfs, for one, says EOPNOTSUPP).
+_CANNOT_TELL = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+
+
+class FileSlice:
+    """``size`` bytes of a file from ``offset``, read like a file that ends there.
+
+    ``read_cached`` reads what the page cache holds with ``RWF_NOWAIT``: a blob that goes as it
+    is then costs the event loop a copy per piece, where a worker thread's read costs a hop
+    (about 0.1 ms of CPU here, as much as reading 256 KiB).
+    """
 
     def __init__(self, path: Path, offset: int, size: int) -> None:
-        super().__init__()
-        self._file = path.open("rb")
-        self._file.seek(offset)
+        self._file = path.open("rb", buffering=0)
+        self._position = offset
         self._remaining = size
+        self._nowait = _NOWAIT
+        self._buffer = bytearray()
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0 or size > self._remaining:
+    def read(self, size: int = -1, /) -> bytes:
+        if size < 0 or size > self._remaining:
             size = self._remaining
-        data = self._file.read(size)
+        return self._took(os.pread(self._file.fileno(), size, self._position), size)
+
+    def read_cached(self, size: int, /) -> bytes | None:
+        size = min(size, self._remaining)
+        if self._nowait is None or size == 0:
+            return None if size else b""
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)  # reused: a fresh one per piece costs page faults
+        with memoryview(self._buffer)[:size] as view:
+            try:
+                got = os.preadv(self._file.fileno(), [view], self._position, self._nowait)
+            except BlockingIOError:
+                return None
+            except OSError as error:
+                if error.errno not in _CANNOT_TELL:
+                    raise
+                self._nowait = None
+                return None
+            # Nothing at all: the file ends early, which ``read`` reports.
+            return self._took(bytes(view[:got]), size) if got else None
+
+    def _took(self, data: bytes, size: int) -> bytes:
+        self._position += len(data)
         self._remaining -= len(data)
         if size and not data:
             raise EOFError(f"{self._file.name}: ended {self._remaining} bytes early")
@@ -130,7 +177,6 @@ class FileSlice(io.RawIOBase, BinaryIO):
 
     def close(self) -> None:
         self._file.close()
-        super().close()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import anyio
 from engine import logs
 from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.errors import ImageSourceError
+from engine.errors import DigestInvalidError, DigestMismatchError, ImageSourceError
 from engine.push import upload_flow as flow
 from engine.registry.api import RegistryAPI, blob_size
 from engine.registry.protocol import UploadSession
@@ -69,6 +69,12 @@ class BlobSource(Protocol):
     @property
     def digest(self) -> Digest: ...
 
+    @property
+    def digest_checked(self) -> bool:
+        """Whether this process hashed the bytes to get or check ``digest``. When not, the
+        digest is the source's word, and the registry's check at commit is the one there is."""
+        ...
+
     def from_offset(self, start: int) -> Pieces: ...
 
     def descriptor(self) -> Descriptor:
@@ -94,6 +100,10 @@ class BytesSource:
     @property
     def digest(self) -> Digest:
         return self.blob.digest
+
+    @property
+    def digest_checked(self) -> bool:
+        return True  # its reader checked the bytes, or hashed them to name them
 
     def from_offset(self, start: int) -> Pieces:
         return _Once(self.data[start:])
@@ -218,7 +228,13 @@ class _Steps:
         body = await self._whole_body() if whole else b""
         self.sender.sent += len(body)
         digest = self.source.descriptor().digest
-        await self.sender.api.commit_blob(self.sender.repository, location, digest, body)
+        try:
+            await self.sender.api.commit_blob(self.sender.repository, location, digest, body)
+        except DigestInvalidError as error:
+            if self.source.digest_checked:
+                raise
+            # The registry hashed what it received: the source's bytes are not its digest's.
+            raise DigestMismatchError(f"blob {digest.short}", str(digest), None) from error
 
     async def _whole_body(self) -> bytes:
         """The blob in memory, made once however often its ``PUT`` is tried."""

@@ -20,6 +20,7 @@ from engine.errors import (
     BlobUploadInvalidError,
     BlobUploadUnknownError,
     DeniedError,
+    DigestInvalidError,
     RegistryResponseError,
     TransportError,
 )
@@ -153,7 +154,9 @@ class MemoryRegistry:
             raise TransportError("connection reset")
         self.puts_with_body += bool(body)
         data = bytes(self.sessions.pop(location)) + body
-        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            # As Distribution: the session is cancelled with the refusal.
+            raise DigestInvalidError("provided digest did not match uploaded content", status=400)
         self.blobs[digest] = data
         self.links.setdefault(repository, set()).add(digest)
         if self.faults.lose_commit_answer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -17,10 +18,10 @@ import pytest
 from engine import media_types
 from engine.descriptor import Descriptor
 from engine.digest import Digest
-from engine.errors import DeniedError, DigestMismatchError, ImageSourceError
-from engine.image.base import CHUNK_SIZE, FileLayer
+from engine.errors import DeniedError, DigestInvalidError, DigestMismatchError, ImageSourceError
+from engine.image.base import CHUNK_SIZE, FileLayer, FileSlice
 from engine.push.encode import GZIP_READ_SIZE, LayerStream
-from engine.push.upload import SMALL_BLOB_SIZE, BlobSender
+from engine.push.upload import SMALL_BLOB_SIZE, BlobSender, BytesSource
 from engine.retry import Attempts
 from tests.support.memory_registry import Faults, MemoryRegistry
 from tests.support.policies import FAST
@@ -41,6 +42,10 @@ def _layer(tmp_path: Path, *, compress: bool, size: int = SIZE) -> FileLayer:
     return FileLayer(path=path, size=len(data), descriptor=descriptor)
 
 
+async def _no_wait(delay: float) -> None:
+    raise AssertionError(f"nothing here is retried (asked to wait {delay} s)")
+
+
 async def _send(
     registry: MemoryRegistry, layer: FileLayer, chunk_size: int | None = None
 ) -> tuple[Descriptor, BlobSender, list[float]]:
@@ -56,8 +61,20 @@ async def _send(
     return blob, sender, waits
 
 
+@dataclass(frozen=True)
+class _ReadFrom(FileLayer):
+    """A layer that notes the offset each of its readers starts at."""
+
+    offsets: list[int] = field(default_factory=list)
+
+    def reader(self, offset: int = 0) -> FileSlice:
+        self.offsets.append(offset)
+        return super().reader(offset)
+
+
 async def test_a_registry_that_keeps_partial_bodies_is_resumed_mid_body(tmp_path: Path) -> None:
-    layer = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=False))
+    given = await anyio.to_thread.run_sync(lambda: _layer(tmp_path, compress=False))
+    layer = _ReadFrom(path=given.path, size=given.size, descriptor=given.descriptor)
     registry = MemoryRegistry(keeps_partial=True, faults=Faults(break_patch=1, break_at=1_000_000))
 
     blob, sender, waits = await _send(registry, layer)
@@ -69,6 +86,7 @@ async def test_a_registry_that_keeps_partial_bodies_is_resumed_mid_body(tmp_path
     assert second[2] == layer.size - 1_000_000, "only the rest was sent again"
     # What was handed to the connection: the rest, plus at most the one piece it broke in.
     assert sender.sent <= layer.size + CHUNK_SIZE
+    assert layer.offsets == [0, 1_000_000], "the blob, hashed by nobody here, is read from there"
 
 
 async def test_a_session_lost_mid_body_starts_again(tmp_path: Path) -> None:
@@ -137,10 +155,22 @@ async def test_a_source_that_lies_is_never_committed(tmp_path: Path) -> None:
     liar = FileLayer(path=layer.path, size=layer.size, descriptor=wrong)
     registry = MemoryRegistry(keeps_partial=True)
 
-    with pytest.raises(DigestMismatchError):
+    with pytest.raises(DigestMismatchError, match="the registry found other content"):
         await _send(registry, liar)
 
+    # Hoist does not hash a blob that goes as it is: the registry's check at commit refuses it.
     assert not registry.blobs and registry.deleted == ["s1"]
+    assert registry.patches == [("s1", None, layer.size)]
+
+
+async def test_a_refused_digest_of_bytes_hoist_hashed_is_the_registry_s_error() -> None:
+    """Bytes hashed here that the registry says do not match were not the source's fault."""
+    data = b'{"architecture": "amd64"}'
+    wrong = Descriptor(media_types.OCI_CONFIG, Digest.of(b"other"), len(data))
+    sender = BlobSender(MemoryRegistry(), "repo", Attempts(FAST), _no_wait)
+
+    with pytest.raises(DigestInvalidError):
+        await sender.send(BytesSource(wrong, data), None, small=True)
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["blob", "tar"])
