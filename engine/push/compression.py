@@ -63,9 +63,10 @@ class Compression:
     @property
     def compressor(self) -> str:
         """Names the compressor and its settings: the same name always gives the same bytes."""
-        # "isal-blocks": isal's deflate in blocks made apart, the incompressible ones stored
-        # (``gzip_member``): a name of its own, since its bytes differ from plain isal's.
-        library = "isal-blocks" if self.algorithm == "gzip" else "libzstd"
+        # "isal-blocks2": isal's deflate in blocks made apart, the incompressible ones stored
+        # (``gzip_member``), a name of its own since its bytes differ from plain isal's; "2":
+        # the probe of sixteen windows ("isal-blocks" stored the blocks that four judged).
+        library = "isal-blocks2" if self.algorithm == "gzip" else "libzstd"
         return f"{self.algorithm}-{library}-{self.level}"
 
     @property

@@ -7,15 +7,20 @@ match may still reach back across the cut, as in one long stream), ended by a sy
 (byte-aligned, not final), the last block by the final one. Every gzip reader takes the
 concatenation as one member; it is pigz's layout. Compressing blocks apart lets a single big
 layer use the idle cores (``offload.spread``) instead of one: measured on tars of this
-machine's /usr/bin, /usr/lib and /usr/share, the blocks come out within 0.1 % of one isal
-stream's size, and fed 2 MiB at a time (as ``encode`` does on 2 cores) two threads compress a
-tar in about 0.65× the time of one.
+machine's /usr/bin, /usr/lib and /usr/share, the blocks deflated come out within 0.1 % of one
+isal stream's size, and fed 2 MiB at a time (as ``encode`` does on 2 cores) two threads compress
+a tar in about 0.65× the time of one.
 
 **Stored blocks.** Layers often hold bytes that are already compressed (archives, images,
 packed weights) or random. Deflating them costs isal's full speed (about 350 MiB/s at level 3
 here) to write about the same bytes again (100.05 %); storing them costs a copy and a CRC and
-writes 100.01 %. So each block is first *probed*: a few small windows across it are deflated at
+writes 100.01 %. So each block is first *probed*: small windows across it are deflated at
 isal's fastest level, and a block they barely shrink is stored, in deflate's own stored blocks.
+Sixteen windows of 4 KiB, one every 64 KiB: four of 16 KiB (the first form of this member)
+missed the text between the packed files of a mixed block, and /usr/share's tar stored 14 of
+its 102 blocks, which isal would have shrunk by 2–25 %: 2 % of the tar's blob. The sixteen
+store none of those, for the same 64 KiB deflated per block (``tests`` and the measurements in
+``benchmarks/README.md``).
 
 Deterministic: the cuts are at fixed offsets of the tar, however it was read, and each block's
 bytes depend on it and the 32 KiB before it alone, never on which thread made them or when.
@@ -40,9 +45,9 @@ _RAW_DEFLATE = -15
 #: A stored block holds at most this many bytes (its length is 16 bits).
 _STORED_MAX = 0xFFFF
 #: Windows deflated to probe a block, and the size of each: spread so that a block is stored only
-#: when it is incompressible throughout, not merely where it starts.
-PROBE_WINDOWS = 4
-PROBE_BYTES = 16 << 10
+#: when it is incompressible throughout, not merely where it starts or between packed files.
+PROBE_WINDOWS = 16
+PROBE_BYTES = 4 << 10
 #: A block whose windows deflate to more than this share of their size is stored. Data this
 #: dense gains at most a few percent at level 3, for about ten times the CPU of the copy.
 STORE_ABOVE = 0.97
