@@ -53,18 +53,29 @@ PROBE_BYTES = 4 << 10
 STORE_ABOVE = 0.97
 
 
+#: The most a window can deflate to: isal stores what it cannot shrink, in one stored block.
+_MOST_PACKED = PROBE_BYTES + 5
+
+
 def incompressible(block: bytes | memoryview) -> bool:
-    """Whether deflating ``block`` would barely shrink it, judged from a few windows of it."""
+    """Whether deflating ``block`` would barely shrink it, judged from windows across it.
+
+    The windows are deflated in order until the rest could not change the verdict: text is
+    judged by its first window, so the probe costs a sixteenth of its full price on the blocks
+    that compress (the full price: about 11 % of level 2's CPU on the tars of /usr/bin, /usr/lib
+    and /usr/share), and the verdict is the one all sixteen windows give.
+    """
     if len(block) < PROBE_WINDOWS * PROBE_BYTES:
         return False  # small blocks: probing would cost what compressing costs
     view = memoryview(block)
     stride = len(view) // PROBE_WINDOWS
-    probed = packed = 0
+    most = STORE_ABOVE * PROBE_WINDOWS * PROBE_BYTES  # packed up to this: deflated
+    packed = 0
     for n in range(PROBE_WINDOWS):
-        window = view[n * stride : n * stride + PROBE_BYTES]
-        probed += len(window)
-        packed += len(isal_zlib.compress(window, 1, _RAW_DEFLATE))
-    return packed > STORE_ABOVE * probed
+        packed += len(isal_zlib.compress(view[n * stride : n * stride + PROBE_BYTES], 1, -15))
+        if packed + (PROBE_WINDOWS - 1 - n) * _MOST_PACKED <= most:
+            return False
+    return packed > most
 
 
 def stored_blocks(block: bytes | memoryview) -> list[bytes | memoryview]:

@@ -18,6 +18,7 @@ from engine.push.gzip_member import (
     BLOCK_SIZE,
     PROBE_BYTES,
     PROBE_WINDOWS,
+    STORE_ABOVE,
     GzipMember,
     deflate_block,
     incompressible,
@@ -130,6 +131,32 @@ def test_an_empty_member_is_valid() -> None:
 kinds = st.sampled_from(["noise", "text", "zeros"])
 
 
+def _bytes(kind: str, size: int, seed: int) -> bytes:
+    if kind == "noise":
+        return _noise(size, seed)
+    return TEXT[seed : seed + size] if kind == "text" else bytes(size)
+
+
+def _every_window_says_store(block: bytes) -> bool:
+    """The probe's verdict the long way: all its windows deflated, whatever the first ones say."""
+    stride = len(block) // PROBE_WINDOWS
+    windows = [block[n * stride : n * stride + PROBE_BYTES] for n in range(PROBE_WINDOWS)]
+    packed = sum(len(isal_zlib.compress(window, 1, -15)) for window in windows)
+    return packed > STORE_ABOVE * PROBE_WINDOWS * PROBE_BYTES
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(kinds, st.integers(1, PROBE_BYTES * 4), st.integers(0, 2**16)), max_size=40)
+)
+def test_the_probe_stops_early_only_where_the_rest_cannot_change_its_verdict(
+    specs: list[tuple[str, int, int]],
+) -> None:
+    block = b"".join(_bytes(kind, size, seed) for kind, size, seed in specs)
+    block = (block + _noise(CHUNK, len(specs)))[:CHUNK]  # whole blocks, noise to fill
+    assert incompressible(block) == _every_window_says_store(block)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     st.lists(st.tuples(kinds, st.integers(0, CHUNK), st.integers(0, 2**16)), max_size=6),
@@ -139,10 +166,7 @@ kinds = st.sampled_from(["noise", "text", "zeros"])
 def test_any_mix_reads_back_and_is_the_same_however_it_is_fed(
     specs: list[tuple[str, int, int]], level: int, piece: int
 ) -> None:
-    chunks = [
-        _noise(size, seed) if kind == "noise" else TEXT[:size] if kind == "text" else bytes(size)
-        for kind, size, seed in specs
-    ]
+    chunks = [_bytes(kind, size, seed) for kind, size, seed in specs]
     data = b"".join(chunks)
     member = _member(chunks, level)
     assert gzip.decompress(member) == data
