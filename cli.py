@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compression-level",
         type=int,
         metavar="N",
-        help="gzip 0-3 (default 3), zstd 1-19 (default 3)",
+        help="gzip 0-3 (default 2), zstd 1-19 (default 3)",
     )
     push.add_argument(
         "--max-upload-attempts",

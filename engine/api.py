@@ -286,7 +286,7 @@ class Engine:
         this push alone, instead of config.json's, and no re-login is asked for.
 
         ``compression`` (``"gzip"`` or ``"zstd"``) and ``compression_level`` (gzip 0–3, default
-        3; zstd 1–19, default 3) say how the layers Hoist compresses are compressed; zstd layers
+        2; zstd 1–19, default 3) say how the layers Hoist compresses are compressed; zstd layers
         go in an OCI image manifest (a source whose own manifest is Docker schema 2 refuses
         zstd). A blob the source fixes goes as it is. A bad value is a ``UsageError``.
         """

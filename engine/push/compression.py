@@ -3,9 +3,11 @@
 gzip is python-isal's (levels 0–3), in 1 MiB blocks compressed apart, those that do not
 compress stored (``gzip_member``). The default level was chosen by measuring real files
 (``python -m benchmarks.compression --docker``: tars of this machine's /usr/bin, /usr/lib and
-/usr/share, against what ``docker push`` wrote of them): isal level 3 writes at most 9 % more
-bytes than Docker's gzip-6 on each tar and 6 % more in all, at over 20× its speed; levels 1 and 2
-go beyond 10 % on binaries. zstd is libzstd's (``zstandard``), levels 1–19: the ultra levels
+/usr/share, against what ``docker push`` wrote of them): isal level 2 writes 7.5 % more bytes
+than Docker's gzip-6 in all (10.2 % on /usr/bin's, 5.6 % on /usr/share's) at 1.4–1.6× the
+speed of level 3, which writes 1.3 % fewer; level 1 is hardly faster than 2 for 1 % more bytes.
+A push from the store is bound by compressing: on those three layers level 2 takes about a
+fifth less wall time than 3 (see README's Compression section). zstd is libzstd's (``zstandard``), levels 1–19: the ultra levels
 (20–22) take windows of up to 128 MiB per compressor, one per layer compressed at once. Level 3
 (zstd's own default) writes about 15 % fewer bytes than Docker's gzip-6 at over 15× its speed.
 
@@ -26,7 +28,7 @@ Algorithm = Literal["gzip", "zstd"]
 
 #: The levels each algorithm takes, and its default (see the module's docstring for why).
 LEVELS: dict[Algorithm, range] = {"gzip": range(0, 4), "zstd": range(1, 20)}
-DEFAULT_LEVELS: dict[Algorithm, int] = {"gzip": 3, "zstd": 3}
+DEFAULT_LEVELS: dict[Algorithm, int] = {"gzip": 2, "zstd": 3}
 
 #: The blob media types a layer of each algorithm may be named by (one it made, or one found).
 _LAYER_MEDIA_TYPES: dict[Algorithm, frozenset[str]] = {
