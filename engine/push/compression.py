@@ -7,9 +7,11 @@ compress stored (``gzip_member``). The default level was chosen by measuring rea
 than Docker's gzip-6 in all (10.2 % on /usr/bin's, 5.6 % on /usr/share's) at 1.4–1.6× the
 speed of level 3, which writes 1.3 % fewer; level 1 is hardly faster than 2 for 1 % more bytes.
 A push from the store is bound by compressing: on those three layers level 2 takes about a
-fifth less wall time than 3 (see README's Compression section). zstd is libzstd's (``zstandard``), levels 1–19: the ultra levels
-(20–22) take windows of up to 128 MiB per compressor, one per layer compressed at once. Level 3
-(zstd's own default) writes about 15 % fewer bytes than Docker's gzip-6 at over 15× its speed.
+fifth less wall time than 3 (see README's Compression section).
+
+zstd is libzstd's (``zstandard``), levels 1–19: the ultra levels (20–22) take windows of up to
+128 MiB per compressor, one per layer compressed at once. Level 3 (zstd's own default) writes
+about 15 % fewer bytes than Docker's gzip-6 at over 15× its speed.
 
 A zstd layer has no Docker schema 2 media type: it goes in an OCI image manifest. The name of a
 compression (``compressor``) names the bytes it makes: the store keeps what each one made of each

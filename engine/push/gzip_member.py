@@ -19,8 +19,8 @@ isal's fastest level, and a block they barely shrink is stored, in deflate's own
 Sixteen windows of 4 KiB, one every 64 KiB: four of 16 KiB (the first form of this member)
 missed the text between the packed files of a mixed block, and /usr/share's tar stored 14 of
 its 102 blocks, which isal would have shrunk by 2–25 %: 2 % of the tar's blob. The sixteen
-store none of those, for the same 64 KiB deflated per block (``tests`` and the measurements in
-``benchmarks/README.md``).
+store none of those, for at most the same 64 KiB deflated per block, and a block of text is
+judged by its first window (``incompressible``; measured in ``benchmarks/README.md``).
 
 Deterministic: the cuts are at fixed offsets of the tar, however it was read, and each block's
 bytes depend on it and the 32 KiB before it alone, never on which thread made them or when.
@@ -72,7 +72,8 @@ def incompressible(block: bytes | memoryview) -> bool:
     most = STORE_ABOVE * PROBE_WINDOWS * PROBE_BYTES  # packed up to this: deflated
     packed = 0
     for n in range(PROBE_WINDOWS):
-        packed += len(isal_zlib.compress(view[n * stride : n * stride + PROBE_BYTES], 1, -15))
+        window = view[n * stride : n * stride + PROBE_BYTES]
+        packed += len(isal_zlib.compress(window, 1, _RAW_DEFLATE))
         if packed + (PROBE_WINDOWS - 1 - n) * _MOST_PACKED <= most:
             return False
     return packed > most
