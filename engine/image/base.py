@@ -50,8 +50,9 @@ class Layer(Protocol):
         """A fresh stream of the layer's bytes from ``offset``."""
 
     def reader(self, offset: int = 0) -> LayerReader:
-        """A blocking reader of the layer's bytes from ``offset`` to its end (``size``), for use
-        off the event loop; it raises rather than end early when its file is short.
+        """A reader of the layer's bytes from ``offset`` to its end (``size``): its ``read``
+        blocks, for use off the event loop, and raises rather than end early when its file is
+        short; its ``read_cached`` never waits for a disk.
 
         The pusher reads, hashes and compresses a chunk in one worker-thread call: one hop per
         chunk instead of two.

@@ -16,7 +16,7 @@ import json
 import socket
 import ssl
 import stat
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -269,7 +269,7 @@ async def push_batch(request: web.Request) -> web.StreamResponse:
     )
     name = f"push {len(refs)} images"
     task = await _streamed(batch, queue, response, name=name, pushes=len(refs), repository=True)
-    await _write(response, _batch_ending(task))
+    await _write(response, [_batch_ending(task)])
     await response.write_eof()
     return response
 
@@ -331,15 +331,16 @@ async def _stream(
         events = [await queue.get()]
         while not queue.empty():
             events.append(queue.get_nowait())
-        lines = []
+        messages: list[JSONObject] = []
         for event in events:
-            lines += [encode(m) + LINE_END for m in messages_for(event, repository=repository)]
+            messages += messages_for(event, repository=repository)
             pushes -= isinstance(event, PushEnded)
-        await response.write("".join(lines).encode())
+        await _write(response, messages)
 
 
-async def _write(response: web.StreamResponse, message: JSONObject) -> None:
-    await response.write((encode(message) + LINE_END).encode())
+async def _write(response: web.StreamResponse, messages: Sequence[JSONObject]) -> None:
+    """``messages``, a line each, in one write."""
+    await response.write("".join(encode(message) + LINE_END for message in messages).encode())
 
 
 ROUTES: list[tuple[str, str, Handler]] = [
