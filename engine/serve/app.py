@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import os
 import socket
 import ssl
 import stat
@@ -378,6 +379,25 @@ def _prepare_socket_path(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _unix_socket(path: Path) -> socket.socket:
+    """A socket bound at ``path`` with the mode 0660 from its first moment, as dockerd binds
+    its own (under a umask that gives that mode): a mode set after binding would leave a moment
+    in which a client the mode refuses could connect. Bound here in one step: no other task
+    runs while the process's umask is changed."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o117)
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:  # another server bound it since the check
+            raise wire.WireError(400, f"{path} is in use: another server listens there") from exc
+        raise
+    finally:
+        os.umask(umask)
+    return sock
+
+
 def check_socket_free(path: Path) -> None:
     """Remove a stale socket file left by a server that died; refuse one still served."""
     try:
@@ -462,10 +482,14 @@ async def serve(
     try:
         site: web.BaseSite
         if socket_path is not None:
-            site = web.UnixSite(runner, str(socket_path))
-            await site.start()
+            bound = _unix_socket(socket_path)
             owned = socket_path
-            await anyio.Path(socket_path).chmod(0o660)
+            site = web.SockSite(runner, bound)
+            try:
+                await site.start()
+            except BaseException:
+                bound.close()  # a started site's server owns it, and closes it on stop
+                raise
         else:
             context = None if tls is None else await anyio.to_thread.run_sync(tls.context)
             site = web.TCPSite(runner, address.host, address.port, ssl_context=context)
