@@ -392,7 +392,7 @@ def _draw_daemon_push(args: argparse.Namespace, address: Address) -> int:
                 credentials=config.get_blocking,
                 draw=renderer.handle,
                 source=source,
-                compression=_compression_query(args),
+                options=_push_query(args),
             )
         else:
             failures = remote.push(
@@ -402,7 +402,7 @@ def _draw_daemon_push(args: argparse.Namespace, address: Address) -> int:
                 credentials=config.get_blocking,
                 draw=renderer.handle,
                 source=source,
-                compression=_compression_query(args),
+                options=_push_query(args),
             )
     finally:
         renderer.close()
@@ -413,10 +413,13 @@ def _draw_daemon_push(args: argparse.Namespace, address: Address) -> int:
     return EXIT_ERROR if failures else 0
 
 
-def _compression_query(args: argparse.Namespace) -> dict[str, str]:
+def _push_query(args: argparse.Namespace) -> dict[str, str]:
+    """Hoist's own query parameters of a push through the daemon (``remote.push``)."""
     query = {"compression": args.compression} if args.compression != "gzip" else {}
     if args.compression_level is not None:
         query["compressionLevel"] = str(args.compression_level)
+    if args.quiet:
+        query["quiet"] = "1"  # the quiet renderer draws no layer: none need be sent
     return query
 
 

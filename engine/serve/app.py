@@ -28,7 +28,7 @@ from aiohttp import web
 from engine import logs
 from engine.api import BatchItem, Engine
 from engine.errors import HoistError, ImageNotFoundError, TLSConfigError
-from engine.progress.events import ProgressEvent, PushEnded, PushFailed
+from engine.progress.events import LayerProgress, ProgressEvent, PushEnded, PushFailed
 from engine.progress.jsonstream import LINE_END, JSONObject, encode, error_message, messages_for
 from engine.progress.summary import summary_message
 from engine.push.compression import Compression
@@ -181,11 +181,12 @@ async def push(request: web.Request) -> web.StreamResponse:
     credentials = wire.decode_registry_auth(request.headers.get("X-Registry-Auth"))
     source = _source(request, all_tags=not tag)
     compression = wire.compression_of(request.query)
+    quiet = wire.quiet_of(request.query)
     refs = [ref] if source is not None else await _refs_to_push(engine, ref, all_tags=not tag)
     response = web.StreamResponse(headers=JSON_HEADERS)
     await response.prepare(request)
     for one in refs:
-        if not await _push_one(engine, one, credentials, response, source, compression):
+        if not await _push_one(engine, one, credentials, response, source, compression, quiet):
             break
     await response.write_eof()
     return response
@@ -222,8 +223,9 @@ async def _push_one(
     response: web.StreamResponse,
     source: str | None = None,
     compression: Compression | None = None,
+    quiet: bool = False,
 ) -> bool:
-    """Stream one push's messages; whether it succeeded."""
+    """Stream one push's messages (``quiet``: none of its layers'); whether it succeeded."""
     queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
     compression = compression or Compression()
     push = engine.push(
@@ -234,14 +236,14 @@ async def _push_one(
         compression=compression.algorithm,
         compression_level=compression.level,
     )
-    task = await _streamed(push, queue, response, name=f"push {ref}")
+    task = await _streamed(push, queue, response, name=f"push {ref}", quiet=quiet)
     return not task.cancelled() and task.exception() is None
 
 
 async def push_batch(request: web.Request) -> web.StreamResponse:
     """Hoist's own route, for ``hoist push A B …`` through the daemon: ``POST /hoist/push`` with
     ``{"Refs": [...]}`` as its body, credentials by registry in ``X-Registry-Config`` (as
-    ``docker build`` sends them), ``from`` and compression as for a push.
+    ``docker build`` sends them), ``from``, compression and ``quiet`` as for a push.
 
     The images go at once, as one batch (``Engine.push_many``): one stream of their messages,
     interleaved as ``hoist push --progress json A B`` prints them (each result naming its
@@ -269,7 +271,15 @@ async def push_batch(request: web.Request) -> web.StreamResponse:
         compression_level=compression.level,
     )
     name = f"push {len(refs)} images"
-    task = await _streamed(batch, queue, response, name=name, pushes=len(refs), repository=True)
+    task = await _streamed(
+        batch,
+        queue,
+        response,
+        name=name,
+        pushes=len(refs),
+        repository=True,
+        quiet=wire.quiet_of(request.query),
+    )
     await _write(response, [_batch_ending(task)])
     await response.write_eof()
     return response
@@ -296,6 +306,7 @@ async def _streamed(
     name: str,
     pushes: int = 1,
     repository: bool = False,
+    quiet: bool = False,
 ) -> asyncio.Task[T]:
     """Run ``push`` (of ``pushes`` pushes, telling ``queue``) as a task while its events are
     written to ``response`` (see ``_stream``); the task, ended.
@@ -305,7 +316,7 @@ async def _streamed(
     """
     task = asyncio.create_task(push, name=name)
     try:
-        await _stream(queue, response, pushes=pushes, repository=repository)
+        await _stream(queue, response, pushes=pushes, repository=repository, quiet=quiet)
         await asyncio.wait([task])  # its last event told, it may still be finishing
     finally:
         if not task.done():
@@ -320,9 +331,11 @@ async def _stream(
     *,
     pushes: int = 1,
     repository: bool = False,
+    quiet: bool = False,
 ) -> None:
     """Write the events of ``pushes`` pushes until each has ended; ``repository``: see
-    ``jsonstream.aux_message``.
+    ``jsonstream.aux_message``; ``quiet``: none of a layer's (a batch tells about twenty per
+    image, which a quiet client reads only to drop).
 
     The events told while the last write went out go in one write: a batch tells about a
     thousand, and a write (and the client's read) per message cost the daemon and its client
@@ -334,7 +347,8 @@ async def _stream(
             events.append(queue.get_nowait())
         messages: list[JSONObject] = []
         for event in events:
-            messages += messages_for(event, repository=repository)
+            if not (quiet and isinstance(event, LayerProgress)):
+                messages += messages_for(event, repository=repository)
             pushes -= isinstance(event, PushEnded)
         await _write(response, messages)
 

@@ -165,12 +165,12 @@ def push(
     credentials: Callable[[str], AuthConfig],
     draw: Callable[[Drawable], None],
     source: Path | None = None,
-    compression: Mapping[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Push ``name`` (every tag of its repository with ``all_tags``; from the archive or layout
     at ``source`` if given) through the daemon, drawing its stream; the error message of each
-    push that failed. ``compression``: Hoist's query parameters for ``--compression`` and
-    ``--compression-level``.
+    push that failed. ``options``: Hoist's query parameters for ``--compression``,
+    ``--compression-level`` and ``--quiet``.
 
     ``credentials`` gives the stored credentials of a registry's domain. Raises
     ``DaemonUnreachable`` before anything is sent when nobody listens, ``DaemonError`` when the
@@ -185,7 +185,7 @@ def push(
     path = f"/images/{urllib.parse.quote(familiar_name(named), safe='/:')}/push"
     query = {} if all_tags else {"tag": tag or DEFAULT_TAG}
     # Without a tag the daemon would push every tag (its --all-tags), as dockerd does.
-    path += _query(query, source, compression)
+    path += _query(query, source, options)
     headers = {"X-Registry-Auth": to_registry_auth(credentials(named.domain))}
     answer = request(address, "POST", path, headers)
     try:
@@ -205,7 +205,7 @@ def push_many(
     credentials: Callable[[str], AuthConfig],
     draw: Callable[[Drawable], None],
     source: Path | None = None,
-    compression: Mapping[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> list[PushSummary]:
     """Push ``names`` at once through the daemon as one batch (its ``POST /hoist/push``),
     drawing their interleaved stream; the batch's summary, a row per name. The arguments and
@@ -214,7 +214,7 @@ def push_many(
     by_registry = {domain: credentials(domain) for domain in domains}
     headers = {"X-Registry-Config": to_registry_config(by_registry)}
     body = json.dumps({"Refs": list(names)}).encode()
-    path = "/hoist/push" + _query({}, source, compression)
+    path = "/hoist/push" + _query({}, source, options)
     answer = request(address, "POST", path, headers, body=body)
     try:
         if answer.status != 200:
@@ -232,15 +232,13 @@ def _domain(name: str) -> str | None:
         return None
 
 
-def _query(
-    query: dict[str, str], source: Path | None, compression: Mapping[str, str] | None
-) -> str:
+def _query(query: dict[str, str], source: Path | None, options: Mapping[str, str] | None) -> str:
     """A push's query string: ``query``, then Hoist's own parameters: ``from`` (the daemon reads
-    the archive or layout where it lies), ``compression`` and ``compressionLevel`` (checked
-    there)."""
+    the archive or layout where it lies), and ``options`` (``compression``, ``compressionLevel``,
+    checked there; ``quiet``)."""
     if source is not None:
         query["from"] = str(source.absolute())
-    query.update(compression or {})
+    query.update(options or {})
     return "?" + urllib.parse.urlencode(query) if query else ""
 
 

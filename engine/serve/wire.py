@@ -244,6 +244,12 @@ def compression_of(query: Mapping[str, str]) -> Compression:
         raise WireError(400, str(exc)) from exc
 
 
+def quiet_of(query: Mapping[str, str]) -> bool:
+    """Hoist's ``quiet`` (``hoist push -q`` through the daemon): no layer's progress in the
+    stream, which its client would not draw. Docker's clients send no such parameter."""
+    return query.get("quiet", "") in ("1", "true")
+
+
 def removal_record(line: str) -> dict[str, str]:
     """``Untagged: app:v1`` → ``{"Untagged": "app:v1"}`` (``DELETE /images/{name}``)."""
     key, _, value = line.partition(": ")

@@ -9,6 +9,7 @@ import json
 from engine.digest import Digest
 from engine.progress.events import LayerProgress, LayerStatus, Message, ProgressEvent, PushFailed
 from engine.progress.jsonstream import LINE_END, encode, messages_for
+from engine.serve import wire
 from engine.serve.app import _stream
 
 LAYER = Digest.of(b"layer")
@@ -86,3 +87,27 @@ def test_events_told_one_by_one_go_as_they_come_and_the_stream_ends_with_the_pus
 
     assert len(response.writes) == len(events)
     assert b"".join(response.writes) == _one_per_message(events)
+
+
+def test_a_quiet_stream_leaves_out_the_layers_and_nothing_else() -> None:
+    events = _events(2)
+
+    async def run(*, quiet: bool) -> bytes:
+        queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+        for event in events:
+            queue.put_nowait(event)
+        response = _Response()
+        await _stream(queue, response, pushes=2, repository=True, quiet=quiet)  # type: ignore[arg-type]
+        return b"".join(response.writes)
+
+    quiet, full = asyncio.run(run(quiet=True)), asyncio.run(run(quiet=False))
+
+    assert quiet == _one_per_message([e for e in events if not isinstance(e, LayerProgress)])
+    layer_lines = {line for line in full.splitlines() if b'"id"' in line}
+    assert layer_lines, "the full stream has the layers' lines"
+    assert set(quiet.splitlines()) == set(full.splitlines()) - layer_lines
+
+
+def test_quiet_is_asked_for_by_hoist_s_own_parameter_only() -> None:
+    assert wire.quiet_of({"quiet": "1"}) and wire.quiet_of({"quiet": "true"})
+    assert not wire.quiet_of({}) and not wire.quiet_of({"quiet": "0"})
