@@ -95,17 +95,21 @@ def deflate_block(block: bytes | memoryview, history: bytes, level: int, last: b
     """One block's part of the deflate stream, made apart from every other: byte-aligned at its
     end, and the stream's final block when ``last``. ``history``: the tar's bytes just before
     it (up to ``HISTORY``), which its matches may refer to."""
-    stream = (
-        isal_zlib.compressobj(level, isal_zlib.DEFLATED, _RAW_DEFLATE, zdict=history)
-        if history
-        else isal_zlib.compressobj(level, isal_zlib.DEFLATED, _RAW_DEFLATE)
-    )
     if incompressible(block):
-        end = stream.flush(isal_zlib.Z_FINISH) if last else b""
+        # A stored block needs no stream, but for the final (empty) block that ends the member.
+        end = _stream(level, b"").flush(isal_zlib.Z_FINISH) if last else b""
         return b"".join([*stored_blocks(block), end])
+    stream = _stream(level, history)
     return stream.compress(block) + stream.flush(
         isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH
     )
+
+
+def _stream(level: int, history: bytes) -> isal_zlib.Compress:
+    """A raw deflate stream at ``level``, primed with ``history`` (isal refuses an empty one)."""
+    if history:
+        return isal_zlib.compressobj(level, isal_zlib.DEFLATED, _RAW_DEFLATE, zdict=history)
+    return isal_zlib.compressobj(level, isal_zlib.DEFLATED, _RAW_DEFLATE)
 
 
 class GzipMember:
