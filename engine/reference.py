@@ -21,11 +21,11 @@ lower-casing is Go's rune-by-rune ``strings.ToLower``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 
 from engine import docker_hub
 from engine.digest import Digest
 from engine.errors import InvalidReferenceError
+from engine.value import Value
 
 OFFICIAL_REPO_NAME = "library"
 DEFAULT_TAG = "latest"
@@ -59,8 +59,7 @@ _NAME_TOO_LONG = f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX}
 _GO_LOWER_EXCEPTIONS = {"\u0130": "i"}
 
 
-@dataclass(frozen=True, slots=True)
-class Reference:
+class Reference(Value):
     """A parsed reference: ``domain/path[:tag][@digest]``.
 
     Build one with :func:`parse_normalized_named`; the constructor trusts its fields. ``domain`` is
@@ -68,10 +67,16 @@ class Reference:
     but is not a valid domain, while the whole name is a valid path (``a_b.com/x``).
     """
 
+    __slots__ = ("digest", "domain", "path", "tag")
     domain: str
     path: str
-    tag: str | None = None
-    digest: Digest | None = None
+    tag: str | None
+    digest: Digest | None
+
+    def __init__(
+        self, domain: str, path: str, tag: str | None = None, digest: Digest | None = None
+    ) -> None:
+        super().__init__(domain, path, tag, digest)
 
     @property
     def name(self) -> str:
@@ -85,13 +90,13 @@ class Reference:
         """The same repository at ``tag``; the digest is dropped, as pushing by tag needs."""
         if not _TAG_RE.fullmatch(tag):
             raise InvalidReferenceError("invalid tag format")
-        return replace(self, tag=tag, digest=None)
+        return Reference(self.domain, self.path, tag)
 
     def with_digest(self, digest: str) -> Reference:
         """The same reference pinned to ``digest`` (the tag is kept, as ``WithDigest`` keeps it)."""
         if not _DIGEST_RE.fullmatch(digest):
             raise InvalidReferenceError("invalid digest format")
-        return replace(self, digest=_parse_digest(digest))
+        return Reference(self.domain, self.path, self.tag, _parse_digest(digest))
 
     def trim(self) -> Reference:
         """The name only, without tag or digest (``TrimNamed``)."""

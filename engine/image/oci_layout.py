@@ -13,9 +13,12 @@ is itself an index is refused: nested indexes are not supported.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from engine.concurrency import gather
 from engine.descriptor import Descriptor
 from engine.digest import Digest
 from engine.errors import ImageSourceError
@@ -166,12 +169,16 @@ async def _read_layers(
     blobs: Blobs, descriptors: list[Descriptor], diff_ids: list[Digest] | None, what: str
 ) -> list[FileLayer]:
     # Non-layer configs (artifacts) may not list diff IDs; then the pusher simply has none.
-    if diff_ids is None or len(diff_ids) != len(descriptors):
-        return [await _read_layer(blobs, d, None, what) for d in descriptors]
-    return [
-        await _read_layer(blobs, d, diff_id, what)
-        for d, diff_id in zip(descriptors, diff_ids, strict=True)
-    ]
+    known: Sequence[Digest | None] = diff_ids or []
+    if len(known) != len(descriptors):
+        known = [None] * len(descriptors)
+    # Located at once: each is a worker thread's stat, and a push waits for them all.
+    return await gather(
+        [
+            partial(_read_layer, blobs, d, diff_id, what)
+            for d, diff_id in zip(descriptors, known, strict=True)
+        ]
+    )
 
 
 async def _read_layer(

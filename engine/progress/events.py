@@ -9,15 +9,17 @@ The contract a program can rely on, without parsing a string:
   the uncompressed tar's (Docker's meaning) or the blob's, as the source holds the layer.
 - Every push ends with exactly one ``PushEnded`` (``PushComplete``, ``PushFailed`` or
   ``PushCancelled``), and it is the last event that push sends: a consumer stops on it.
+- Events are frozen values (``engine.value.Value``): equal when their fields are, hashable, never
+  changed once made.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from engine.digest import Digest
+from engine.value import Value
 
 
 class LayerStatus(enum.Enum):
@@ -46,8 +48,7 @@ class Measure(enum.Enum):
     BLOB = "blob"
 
 
-@dataclass(frozen=True)
-class LayerProgress:
+class LayerProgress(Value):
     """A layer's state.
 
     ``layer`` is the layer's identity, shared with its ``LayerResult``: its diff ID, or its
@@ -58,13 +59,26 @@ class LayerProgress:
     again.
     """
 
+    __slots__ = ("current", "layer", "measure", "retry_in", "source", "status", "total")
     layer: Digest
     status: LayerStatus
-    current: int | None = None
-    total: int | None = None
-    measure: Measure | None = None
-    source: str | None = None
-    retry_in: int | None = None
+    current: int | None
+    total: int | None
+    measure: Measure | None
+    source: str | None
+    retry_in: int | None
+
+    def __init__(
+        self,
+        layer: Digest,
+        status: LayerStatus,
+        current: int | None = None,
+        total: int | None = None,
+        measure: Measure | None = None,
+        source: str | None = None,
+        retry_in: int | None = None,
+    ) -> None:
+        super().__init__(layer, status, current, total, measure, source, retry_in)
 
     @property
     def id(self) -> str:
@@ -83,15 +97,20 @@ class LayerProgress:
         return words
 
 
-@dataclass(frozen=True)
-class StreamedLayer:
+class StreamedLayer(Value):
     """A layer's state as a daemon's JSON message stream tells it (``hoist push`` through
     ``hoist serve``): Docker's 12-character ID and words, which is all the stream carries."""
 
+    __slots__ = ("current", "id", "text", "total")
     id: str
     text: str
-    current: int | None = None
-    total: int | None = None
+    current: int | None
+    total: int | None
+
+    def __init__(
+        self, id: str, text: str, current: int | None = None, total: int | None = None
+    ) -> None:
+        super().__init__(id, text, current, total)
 
     @property
     def status(self) -> LayerStatus | None:
@@ -114,14 +133,17 @@ def pushing(layer: Digest, current: int, total: int, measure: Measure) -> LayerP
     return LayerProgress(layer, LayerStatus.PUSHING, current, total, measure)
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(Value):
     """A line with no layer: "The push refers to repository [...]", "Using default tag: latest"."""
 
+    __slots__ = ("text",)
     text: str
 
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
 
-class PushEnded:
+
+class PushEnded(Value):
     """The last event of every push: ``isinstance(event, PushEnded)`` says a consumer may stop.
 
     A push sends exactly one, however it ends; ``Engine.push_many`` sends one per reference.
@@ -130,31 +152,42 @@ class PushEnded:
     __slots__ = ()
 
 
-@dataclass(frozen=True)
 class PushComplete(PushEnded):
     """The manifest is in: ``TAG: digest: sha256:… size: N`` and the JSON stream's aux object."""
 
+    __slots__ = ("digest", "repository", "size", "tag")
     repository: str  # HOST/REPO as Docker prints it in the first line
     tag: str
     digest: Digest
     size: int
 
+    def __init__(self, repository: str, tag: str, digest: Digest, size: int) -> None:
+        super().__init__(repository, tag, digest, size)
 
-@dataclass(frozen=True)
+
 class PushFailed(PushEnded):
-    """The push of ``ref`` (as the caller named it) failed with ``error``; no manifest was PUT."""
+    """The push of ``ref`` (as the caller named it) failed with ``error``; no manifest was PUT.
+    Two are equal when their message and ref are."""
 
+    __slots__ = ("error", "message", "ref")
+    _uncompared = frozenset({"error"})
     message: str
-    ref: str = ""
-    error: Exception | None = field(default=None, compare=False)
+    ref: str
+    error: Exception | None
+
+    def __init__(self, message: str, ref: str = "", error: Exception | None = None) -> None:
+        super().__init__(message, ref, error)
 
 
-@dataclass(frozen=True)
 class PushCancelled(PushEnded):
     """The push of ``ref`` was cancelled (Ctrl-C, a task cancelled, a batch stopped by a bug);
     sent before the cancellation goes on."""
 
-    ref: str = ""
+    __slots__ = ("ref",)
+    ref: str
+
+    def __init__(self, ref: str = "") -> None:
+        super().__init__(ref)
 
 
 ProgressEvent = LayerProgress | Message | PushComplete | PushFailed | PushCancelled

@@ -12,7 +12,6 @@ import io
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TextIO
 
 from engine.progress.events import LayerState, LayerStatus
@@ -43,14 +42,16 @@ def terminal_width(out: TextIO) -> int:
         return DEFAULT_WIDTH
 
 
-@dataclass
 class _Line:
     """A layer's line: where it is and what it shows."""
 
-    index: int
-    status: str  # as drawn: Docker's words
-    drawn_at: float
-    pending: LayerState | None = None
+    __slots__ = ("drawn_at", "index", "pending", "status")
+
+    def __init__(self, index: int, status: str, drawn_at: float) -> None:
+        self.index = index
+        self.status = status  # as drawn: Docker's words
+        self.drawn_at = drawn_at
+        self.pending: LayerState | None = None
 
 
 class TtyRenderer(LineRenderer):

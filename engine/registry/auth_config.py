@@ -9,24 +9,35 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+
+from engine.value import Value
 
 _HIDDEN = "***"
 
 
-@dataclass(frozen=True)
-class AuthConfig:
+class AuthConfig(Value):
     """Credentials for one registry, as Docker's ``types.AuthConfig`` carries them.
 
     ``identity_token`` is an OAuth2 refresh token; ``registry_token`` a bearer token used as is.
     The repr shows ``***`` for every secret that is set, so a credential never reaches a log.
     """
 
-    username: str = ""
-    password: str = field(default="", repr=False)
-    identity_token: str = field(default="", repr=False)
-    registry_token: str = field(default="", repr=False)
-    server_address: str = ""
+    __slots__ = ("identity_token", "password", "registry_token", "server_address", "username")
+    username: str
+    password: str
+    identity_token: str
+    registry_token: str
+    server_address: str
+
+    def __init__(
+        self,
+        username: str = "",
+        password: str = "",
+        identity_token: str = "",
+        registry_token: str = "",
+        server_address: str = "",
+    ) -> None:
+        super().__init__(username, password, identity_token, registry_token, server_address)
 
     @property
     def anonymous(self) -> bool:
@@ -84,7 +95,7 @@ def from_registry_config(header: str | None) -> dict[str, AuthConfig]:
 
 
 def _to_json(auth: AuthConfig) -> dict[str, str]:
-    document = {_wire_name(f.name): getattr(auth, f.name) for f in fields(auth)}
+    document = {_wire_name(name): getattr(auth, name) for name in AuthConfig._fields}
     return {key: value for key, value in document.items() if value}
 
 
@@ -105,7 +116,7 @@ def from_json(document: object, what: str = "X-Registry-Auth header") -> AuthCon
     header, ``POST /auth``'s body) otherwise, which never quotes the document."""
     if not isinstance(document, dict):
         raise ValueError(f"invalid {what}: not a JSON object")
-    values = {f.name: document.get(_wire_name(f.name)) for f in fields(AuthConfig)}
+    values = {name: document.get(_wire_name(name)) for name in AuthConfig._fields}
     if not all(value is None or isinstance(value, str) for value in values.values()):
         raise ValueError(f"invalid {what}: a field is not a string")
     return AuthConfig(**{name: value or "" for name, value in values.items()})

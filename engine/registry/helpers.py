@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from engine.errors import CredentialHelperError
+from engine.value import Value
 
 if TYPE_CHECKING:
     import subprocess
@@ -31,13 +31,19 @@ NOT_FOUND_MESSAGE = "credentials not found in native keychain"
 _QUOTE_LIMIT = 200
 
 
-@dataclass(frozen=True)
-class HelperCredentials:
+class HelperCredentials(Value):
     """What a helper stores and returns for one server URL."""
 
+    __slots__ = ("secret", "server_url", "username")
     server_url: str
     username: str
-    secret: str = field(repr=False)
+    secret: str
+
+    def __init__(self, server_url: str, username: str, secret: str) -> None:
+        super().__init__(server_url, username, secret)
+
+    def __repr__(self) -> str:
+        return f"HelperCredentials(server_url={self.server_url!r}, username={self.username!r})"
 
     @property
     def is_identity_token(self) -> bool:

@@ -6,10 +6,10 @@ A leaf: the push's client of the daemon reads addresses before it imports anythi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import UsageError
+from engine.value import Value
 
 #: The socket ``hoist serve`` listens on by default, in its store's root (one daemon per store).
 SOCKET_NAME = "hoist.sock"
@@ -17,13 +17,16 @@ SOCKET_NAME = "hoist.sock"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(Value):
     """A unix socket path, or a TCP host and port."""
 
-    path: str | None = None
-    host: str = ""
-    port: int = 0
+    __slots__ = ("host", "path", "port")
+    path: str | None
+    host: str
+    port: int
+
+    def __init__(self, path: str | None = None, host: str = "", port: int = 0) -> None:
+        super().__init__(path, host, port)
 
     def __str__(self) -> str:
         return f"unix://{self.path}" if self.path is not None else f"tcp://{self.host}:{self.port}"

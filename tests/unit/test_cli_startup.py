@@ -64,7 +64,8 @@ def test_a_push_through_a_daemon_imports_only_what_it_uses() -> None:
         "cli.build_parser().parse_args(['push', '-q', 'app'])\n"
         "import engine.data_root, engine.serve.remote\n"
         "import engine.progress.render, engine.registry.credentials\n"
-        "unused = ('asyncio', 'aiohttp', 'shutil', 'subprocess', 'hashlib', 'ssl')\n"
+        "unused = ('asyncio', 'aiohttp', 'shutil', 'subprocess', 'hashlib', 'ssl',\n"
+        "          'dataclasses', 'inspect')\n"
         "print([m for m in unused if m in sys.modules])\n"
     )
     out = subprocess.run(

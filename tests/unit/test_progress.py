@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -524,7 +523,9 @@ def test_a_batchs_interleaved_results_name_their_repositories() -> None:
     lines.append(Message(f"The push refers to repository [{second.repository}]"))
     assert streamed([*lines, first, second], repository=True) == [*lines, first, second]
     # Docker's own result does not name it: the latest first line does.
-    assert streamed([*lines, first])[-1] == replace(first, repository=second.repository)
+    assert streamed([*lines, first])[-1] == PushComplete(
+        second.repository, first.tag, first.digest, first.size
+    )
 
 
 @pytest.mark.parametrize(

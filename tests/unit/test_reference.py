@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import NamedTuple
 
@@ -333,8 +332,8 @@ def test_with_default_tag_leaves_tagged_or_digested_references(text: str) -> Non
 
 def test_reference_is_an_immutable_hashable_value() -> None:
     ref = parse_normalized_named("ubuntu:22.04")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        ref.tag = "other"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        ref.tag = "other"
     assert ref == parse_normalized_named("docker.io/library/ubuntu:22.04")
     assert len({ref, parse_normalized_named("index.docker.io/ubuntu:22.04")}) == 1
 
