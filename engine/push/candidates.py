@@ -84,6 +84,8 @@ def mount_candidates(
 ) -> list[V2Metadata]:
     """Docker's ``getRepositoryMountCandidates``: entries of other repositories in the registry of
     ``target`` (a full name), best first; at most ``max_candidates`` (all when negative)."""
+    if not metadata:
+        return []  # most layers of a first push: no need to parse the target's name
     domain = parse_named(target).domain
     same_registry = [
         entry

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -36,6 +36,9 @@ from engine.image.base import CHUNK_SIZE, Layer, LayerReader
 from engine.offload import CPU_THREADS, cpu_bound, idle_cpus, stream_started
 from engine.push.compression import DEFAULT, Compression
 from engine.push.gzip_member import BLOCK_SIZE, GzipMember
+
+if TYPE_CHECKING:
+    from zstandard import ZstdCompressionObj
 
 #: Bytes read per step of a blob that goes as it is. Each upload holds about three pieces at a
 #: time (being read, being sent, in the socket's buffer): measured on 8 × 32 MiB from a layout,
@@ -51,11 +54,30 @@ GZIP_READ_SIZE = BLOCK_SIZE * min(CPU_THREADS, GZIP_MOST_BLOCKS)
 
 
 class Compressor(Protocol):
-    """A streaming compressor: isal's and zstandard's have this shape."""
+    """A streaming compressor: ``compress`` the tar's bytes, ``flush`` once at its end, or
+    ``finish`` with its last bytes (the two at once)."""
 
     def compress(self, data: bytes, /) -> bytes: ...
 
     def flush(self) -> bytes: ...
+
+    def finish(self, data: bytes, /) -> bytes: ...
+
+
+class _ZstdStream:
+    """A zstd frame as a ``Compressor``: zstandard's compressobj, with ``finish``."""
+
+    def __init__(self, compressobj: ZstdCompressionObj) -> None:
+        self._compressobj = compressobj
+
+    def compress(self, data: bytes, /) -> bytes:
+        return self._compressobj.compress(data)
+
+    def flush(self) -> bytes:
+        return self._compressobj.flush()
+
+    def finish(self, data: bytes, /) -> bytes:
+        return self._compressobj.compress(data) + self._compressobj.flush()
 
 
 def compressor(compression: Compression, size: int) -> Compressor:
@@ -66,7 +88,7 @@ def compressor(compression: Compression, size: int) -> Compressor:
 
     # threads=0: one thread makes the frame (zstd's workers would split it where they please).
     zstd = zstandard.ZstdCompressor(level=compression.level, write_content_size=True, threads=0)
-    return zstd.compressobj(size=size)
+    return _ZstdStream(zstd.compressobj(size=size))
 
 
 class LayerStream:
@@ -253,12 +275,14 @@ class _Pass:
         self.position += len(raw)
         if self.check_diff_id:
             self.diff_hash.update(raw)
-        out = raw if self._compressor is None else self._compressor.compress(raw)
         # A layer's reader ends where the layer does, and raises if its file ends sooner.
         last = not raw or self.position >= self._layer.size
+        if self._compressor is None:
+            out = raw
+        else:
+            # The blob's last piece in one (a small layer's whole blob): no copy to append.
+            out = self._compressor.finish(raw) if last else self._compressor.compress(raw)
         if last:
-            if self._compressor is not None:
-                out += self._compressor.flush()
             self.close()
         if self.compressing:
             self.blob_hash.update(out)

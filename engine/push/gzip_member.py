@@ -29,6 +29,7 @@ bytes depend on it and the 32 KiB before it alone, never on which thread made th
 from __future__ import annotations
 
 import struct
+from itertools import chain
 
 from isal import isal_zlib
 
@@ -95,14 +96,22 @@ def deflate_block(block: bytes | memoryview, history: bytes, level: int, last: b
     """One block's part of the deflate stream, made apart from every other: byte-aligned at its
     end, and the stream's final block when ``last``. ``history``: the tar's bytes just before
     it (up to ``HISTORY``), which its matches may refer to."""
+    return b"".join(_block_parts(block, history, level, last))
+
+
+def _block_parts(
+    block: bytes | memoryview, history: bytes, level: int, last: bool
+) -> list[bytes | memoryview]:
+    """``deflate_block`` in pieces to join: a stored block's are views of ``block``."""
     if incompressible(block):
         # A stored block needs no stream, but for the final (empty) block that ends the member.
         end = _stream(level, b"").flush(isal_zlib.Z_FINISH) if last else b""
-        return b"".join([*stored_blocks(block), end])
+        return [*stored_blocks(block), end]
     stream = _stream(level, history)
-    return stream.compress(block) + stream.flush(
-        isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH
-    )
+    return [
+        stream.compress(block),
+        stream.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH),
+    ]
 
 
 def _stream(level: int, history: bytes) -> isal_zlib.Compress:
@@ -117,7 +126,9 @@ class GzipMember:
 
     ``compress`` returns the blocks completed so far, made at once on the idle CPUs (call it
     from a worker thread, with a few blocks' worth: ``encode`` reads ``BLOCK_SIZE`` times the
-    CPUs); the rest waits for more bytes or for ``flush``.
+    CPUs); the rest waits for more bytes or for ``flush``. ``finish`` is both for the last bytes.
+    The blocks' pieces are joined once per call: each copy of a stored block costs what storing
+    it does (a CRC and a copy).
     """
 
     def __init__(self, level: int) -> None:
@@ -130,25 +141,39 @@ class GzipMember:
         self._started = False
 
     def compress(self, data: bytes) -> bytes:
-        self._crc = isal_zlib.crc32(data, self._crc)
-        self._size += len(data)
-        self._pending.append(data)
-        self._pending_size += len(data)
+        return b"".join(self._whole_blocks(data))
+
+    def flush(self) -> bytes:
+        """The last block, final, and the trailer (the CRC and size of everything compressed)."""
+        return b"".join(self._end())
+
+    def finish(self, data: bytes) -> bytes:
+        """``compress(data) + flush()``, the same bytes, joined once."""
+        return b"".join([*self._whole_blocks(data), *self._end()])
+
+    def _whole_blocks(self, data: bytes) -> list[bytes | memoryview]:
+        self._take(data)
         if self._pending_size < BLOCK_SIZE:
-            return self._start()
+            return [self._start()]
         data = b"".join(self._pending)
         whole = len(data) - len(data) % BLOCK_SIZE
         self._pending, self._pending_size = [data[whole:]], len(data) - whole
         return self._blocks(memoryview(data)[:whole], last=False)
 
-    def flush(self) -> bytes:
-        """The last block, final, and the trailer (the CRC and size of everything compressed)."""
-        out = self._blocks(memoryview(b"".join(self._pending)), last=True)
+    def _end(self) -> list[bytes | memoryview]:
+        parts = self._blocks(memoryview(b"".join(self._pending)), last=True)
         self._pending, self._pending_size = [], 0
-        return out + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
+        return [*parts, struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)]
 
-    def _blocks(self, data: memoryview, *, last: bool) -> bytes:
-        """``data`` (whole blocks; or the tail, ``last``) deflated block by block, at once."""
+    def _take(self, data: bytes) -> None:
+        self._crc = isal_zlib.crc32(data, self._crc)
+        self._size += len(data)
+        self._pending.append(data)
+        self._pending_size += len(data)
+
+    def _blocks(self, data: memoryview, *, last: bool) -> list[bytes | memoryview]:
+        """``data`` (whole blocks; or the tail, ``last``) deflated block by block, at once, in
+        pieces to join."""
         starts = range(0, max(len(data), 1), BLOCK_SIZE)
         jobs = []
         for start in starts:
@@ -157,8 +182,8 @@ class GzipMember:
             jobs.append((block, history, last and start == starts[-1]))
         if not last:  # whole blocks: the window is the last block's end
             self._history = bytes(data[-HISTORY:])
-        made = spread(lambda job: deflate_block(job[0], job[1], self._level, job[2]), jobs)
-        return b"".join([self._start(), *made])
+        made = spread(lambda job: _block_parts(job[0], job[1], self._level, job[2]), jobs)
+        return [self._start(), *chain.from_iterable(made)]
 
     def _start(self) -> bytes:
         if self._started:

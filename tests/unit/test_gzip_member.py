@@ -37,6 +37,13 @@ def _member(chunks: list[bytes], level: int = 3) -> bytes:
     return b"".join([*(member.compress(chunk) for chunk in chunks), member.flush()])
 
 
+def _finished(chunks: list[bytes], level: int = 3) -> bytes:
+    """The member made as a push makes it: the last chunk through ``finish``."""
+    member = GzipMember(level)
+    *head, last = chunks or [b""]
+    return b"".join([*(member.compress(chunk) for chunk in head), member.finish(last)])
+
+
 def _pieces(data: bytes, size: int = CHUNK) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
@@ -172,3 +179,12 @@ def test_any_mix_reads_back_and_is_the_same_however_it_is_fed(
     assert gzip.decompress(member) == data
     assert zlib.decompress(member, 31) == data
     assert _member(_pieces(data, piece), level) == member
+    assert _finished(_pieces(data, piece), level) == member
+
+
+@pytest.mark.parametrize("data", [TEXT[: 2 * CHUNK], _noise(CHUNK, 5)], ids=["text", "noise"])
+def test_finish_makes_what_compress_and_flush_make_even_on_a_block_boundary(data: bytes) -> None:
+    """A tar that ends on a block's end: its last whole block is not the final one, the empty
+    block after it is, whether the end came through ``finish`` or ``flush``."""
+    assert _finished([data]) == _member([data])
+    assert _finished(_pieces(data)) == _member(_pieces(data))
