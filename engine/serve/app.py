@@ -350,7 +350,8 @@ async def _stream(
             if not (quiet and isinstance(event, LayerProgress)):
                 messages += messages_for(event, repository=repository)
             pushes -= isinstance(event, PushEnded)
-        await _write(response, messages)
+        if messages:  # a quiet push's layer events make none
+            await _write(response, messages)
 
 
 async def _write(response: web.StreamResponse, messages: Sequence[JSONObject]) -> None:

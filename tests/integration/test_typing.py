@@ -101,8 +101,14 @@ def test_a_user_program_passes_mypy_strict(installed: Path, tmp_path: Path) -> N
     [
         ("from engine import Engin\n", 'Module "engine" has no attribute "Engin"'),
         ("import engine\nengine.Engine(retry=3)\n", 'incompatible type "int"'),
+        # A value (engine.value.Value) is frozen for the type checker too, not just at run time.
+        (
+            "import engine\ncredentials = engine.AuthConfig(username='u')\n"
+            "credentials.username = 'v'\n",
+            '"username" defined in "AuthConfig" is read-only',
+        ),
     ],
-    ids=["a misspelt name", "a wrong argument"],
+    ids=["a misspelt name", "a wrong argument", "an assigned field"],
 )
 def test_a_mistake_fails_mypy(
     installed: Path, tmp_path: Path, program: str, complaint: str
