@@ -446,12 +446,11 @@ def _report(summary: Sequence[PushSummary], *, quiet: bool) -> int:
 
 def _summary(item: BatchItem) -> PushSummary:
     """``item``'s row; an error that asks for a login says how."""
-    from dataclasses import replace
+    from engine.progress.summary import PushSummary
 
-    summary = item.summary()
     if item.error is None:
-        return summary
-    return replace(summary, error=str(_with_login_hint(item.error, item.ref)))
+        return item.summary()
+    return PushSummary(item.ref, error=str(_with_login_hint(item.error, item.ref)))
 
 
 def _domain(name: str) -> str:

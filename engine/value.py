@@ -3,9 +3,10 @@
 ``hoist push`` through a running daemon starts, sends one request and draws the answer in about
 50 ms, and the ``dataclasses`` module would take 9 ms of them: it imports ``inspect`` (ast, dis,
 tokenize with it), and every class it makes compiles code of its own. So the values on that path
-(progress events, references, credentials, daemon addresses) derive from this base instead, and
-compare, hash, print, copy and refuse assignment as a frozen dataclass does (the type checker,
-told by ``dataclass_transform``, refuses it too). Everywhere else the engine uses dataclasses.
+(progress events, a batch's summary rows, references, credentials, daemon addresses) derive
+from this base instead, and compare, hash, print, copy and refuse assignment as a frozen
+dataclass does (the type checker, told by ``dataclass_transform``, refuses it too). Everywhere
+else the engine uses dataclasses.
 
 A subclass names its fields in ``__slots__``, annotates them in their order, and writes an
 ``__init__`` that passes their values to ``Value.__init__`` in that order (``_fields``, a base's

@@ -7,11 +7,11 @@ these rows as one ``aux`` object of its own (``{"aux": {"Summary": [...]}}``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import DaemonStreamError
 from engine.progress.units import human_size
+from engine.value import Value
 
 #: The table's header.
 COLUMNS = ("IMAGE", "DIGEST", "PUSHED", "MOUNTED", "EXISTS", "SENT")
@@ -20,19 +20,32 @@ COLUMNS = ("IMAGE", "DIGEST", "PUSHED", "MOUNTED", "EXISTS", "SENT")
 AUX_KEY = "Summary"
 
 
-@dataclass(frozen=True)
-class PushSummary:
+class PushSummary(Value):
     """One image of a batch: the manifest's ``digest`` and its layers' outcomes once pushed, or
-    the ``error`` that stopped it (its message)."""
+    the ``error`` that stopped it (its message). A ``Value``: a batch's client of ``hoist serve``
+    reads these rows."""
 
+    __slots__ = ("digest", "error", "exists", "mounted", "pushed", "ref", "sent")
     ref: str
-    digest: str = ""
-    pushed: int = 0
-    mounted: int = 0
-    exists: int = 0
+    digest: str
+    pushed: int
+    mounted: int
+    exists: int
     #: Body bytes sent for its layers.
-    sent: int = 0
-    error: str | None = None
+    sent: int
+    error: str | None
+
+    def __init__(
+        self,
+        ref: str,
+        digest: str = "",
+        pushed: int = 0,
+        mounted: int = 0,
+        exists: int = 0,
+        sent: int = 0,
+        error: str | None = None,
+    ) -> None:
+        super().__init__(ref, digest, pushed, mounted, exists, sent, error)
 
     def row(self) -> tuple[str, ...]:
         if self.error is not None:

@@ -61,9 +61,10 @@ def test_a_push_through_a_daemon_imports_only_what_it_uses() -> None:
     # interpreter without site-packages: nothing else of a user's may bring these in first.
     probe = (
         "import sys, cli\n"
-        "cli.build_parser().parse_args(['push', '-q', 'app'])\n"
+        "cli.build_parser().parse_args(['push', '-q', 'app', 'app2'])\n"
         "import engine.data_root, engine.serve.remote\n"
         "import engine.progress.render, engine.registry.credentials\n"
+        "import engine.progress.summary  # a batch's rows\n"
         "unused = ('asyncio', 'aiohttp', 'shutil', 'subprocess', 'hashlib', 'ssl',\n"
         "          'dataclasses', 'inspect')\n"
         "print([m for m in unused if m in sys.modules])\n"
