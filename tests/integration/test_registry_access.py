@@ -126,6 +126,22 @@ def test_no_credentials_and_no_terminal_says_to_log_in(
     assert f"run 'hoist login {basic_auth_registry.host}'" in pushed.stderr
 
 
+def test_each_refused_row_of_a_batch_says_to_log_in(
+    hoist: Hoist, basic_auth_registry: SecuredRegistry, tmp_path: Path
+) -> None:
+    first, second = (f"{basic_auth_registry.host}/basic/anon-{n}:v1" for n in (1, 2))
+    _load(hoist, tmp_path, first)
+    hoist("tag", first, second)
+
+    pushed = hoist("push", first, second, check=False)
+
+    assert pushed.returncode == 1
+    hint = f"(run 'hoist login {basic_auth_registry.host}')"
+    errors = [line for line in pushed.stderr.splitlines() if line.startswith("Error: ")]
+    assert [line.split(": ")[1] for line in errors] == [first, second]
+    assert all(line.endswith(hint) for line in errors), errors
+
+
 def _basic(username: str, password: str) -> str:
     import base64
 
