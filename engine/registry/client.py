@@ -370,9 +370,9 @@ class _WholeBody(aiohttp.Payload):
 
     aiohttp warns of raw bytes over 1 MiB (a write that may hold the loop) and suggests a
     ``BytesIO``, whose payload copies the buffer on the loop, then writes it in 64 KiB slices,
-    each copied again: about a tenth of the loop's time in a batch of small layers. One write
-    of a couple of MiB copies nothing: the socket takes what it can and the transport keeps
-    the rest until it drains.
+    each copied again: about 6 % of the loop's time in a batch of 1 MiB layers. One write of a
+    couple of MiB copies nothing the socket takes at once (on loopback, most of it); the
+    transport keeps the rest until it drains.
     """
 
     _value: bytes
